@@ -1,0 +1,1 @@
+//! Runs the broker core on blocking std threads: sockets, TLS, WebSocket, timers and storage.

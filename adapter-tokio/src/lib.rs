@@ -1,0 +1,1 @@
+//! Runs the broker core on tokio: sockets, TLS, WebSocket, timers and storage.

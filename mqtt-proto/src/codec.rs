@@ -1,0 +1,853 @@
+//! The streaming decoder and the encoder. Each packet's decode and encode sit side by side
+//! and switch on the protocol version.
+
+use crate::packet::*;
+use crate::properties::*;
+use crate::wire::{parse_var_int, put_binary, put_var_int, var_int_len, Reader, MAX_VAR_INT};
+use crate::{
+    DecodeError, EncodeError, MqttString, PacketType, ProtocolVersion, QoS, ReasonCode,
+    RetainHandling, TopicFilter, TopicName,
+};
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Largest packet the protocol can express: one type byte, four length bytes and the
+/// largest remaining length.
+pub const MAX_PACKET_SIZE: u32 = 1 + 4 + MAX_VAR_INT;
+
+/// A streaming decoder for one connection.
+///
+/// Feed it a `BytesMut` holding whatever has been read so far; [`Decoder::decode`] returns
+/// the next complete packet and removes its bytes, or `Ok(None)` ("need more bytes")
+/// without touching the buffer. Incomplete input is never an error. A packet whose size
+/// exceeds the maximum is rejected as soon as its fixed header is read, before its body
+/// is buffered.
+///
+/// The protocol version decides how most packets are laid out. A server-side decoder
+/// starts without one and learns it from the CONNECT it decodes; a client-side decoder is
+/// given the version it sent.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    version: Option<ProtocolVersion>,
+    max_packet_size: u32,
+}
+
+impl Decoder {
+    /// A decoder for the server side: the version comes from the first CONNECT.
+    pub fn server() -> Self {
+        Self {
+            version: None,
+            max_packet_size: MAX_PACKET_SIZE,
+        }
+    }
+
+    /// A decoder for the client side, for the version the client speaks.
+    pub fn client(version: ProtocolVersion) -> Self {
+        Self {
+            version: Some(version),
+            max_packet_size: MAX_PACKET_SIZE,
+        }
+    }
+
+    /// Sets the largest packet accepted, in bytes, fixed header included (the MQTT 5.0
+    /// Maximum Packet Size). The default is the protocol's limit, [`MAX_PACKET_SIZE`].
+    pub fn with_max_packet_size(mut self, max: u32) -> Self {
+        self.max_packet_size = max;
+        self
+    }
+
+    /// The largest packet accepted.
+    pub fn max_packet_size(&self) -> u32 {
+        self.max_packet_size
+    }
+
+    /// The protocol version packets are decoded with, once known.
+    pub fn version(&self) -> Option<ProtocolVersion> {
+        self.version
+    }
+
+    /// Sets the protocol version.
+    pub fn set_version(&mut self, version: ProtocolVersion) {
+        self.version = Some(version);
+    }
+
+    /// Decodes the next packet at the start of `buf`.
+    ///
+    /// `Ok(Some(packet))` removes the packet's bytes from `buf`; `Ok(None)` and `Err(_)`
+    /// leave `buf` as it was. After an error the connection should be closed, with a
+    /// DISCONNECT carrying [`DecodeError::reason_code`] in 5.0. Decoding a CONNECT sets the
+    /// decoder's version to the CONNECT's.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+        let Some(&first) = buf.first() else {
+            return Ok(None);
+        };
+        let (ptype, flags) = check_fixed_header(first, self.version)?;
+        let Some((remaining, len_bytes)) = parse_var_int(&buf[1..])? else {
+            return Ok(None);
+        };
+        let header = 1 + len_bytes;
+        let size = header + remaining as usize;
+        if size > self.max_packet_size as usize {
+            return Err(DecodeError::PacketTooLarge {
+                size,
+                max: self.max_packet_size,
+            });
+        }
+        if buf.len() < size {
+            return Ok(None);
+        }
+        // The frame is taken as a shared view (a reference-count increment, not a copy);
+        // on error the bytes are put back so that the buffer is as the caller gave it.
+        let frame = buf.split_to(size).freeze();
+        match decode_body(ptype, flags, frame.slice(header..), self.version) {
+            Ok(packet) => {
+                if let Packet::Connect(c) = &packet {
+                    self.version = Some(c.protocol_version);
+                }
+                Ok(Some(packet))
+            }
+            Err(e) => {
+                let mut restored = BytesMut::with_capacity(frame.len() + buf.len());
+                restored.extend_from_slice(&frame);
+                restored.extend_from_slice(buf);
+                *buf = restored;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Checks the first byte of a fixed header: packet type and flags ([MQTT-2.1.3-1]).
+fn check_fixed_header(
+    first: u8,
+    version: Option<ProtocolVersion>,
+) -> Result<(PacketType, u8), DecodeError> {
+    let raw = first >> 4;
+    let flags = first & 0x0f;
+    let ptype = PacketType::from_u8(raw).ok_or(DecodeError::ReservedPacketType(raw))?;
+    if ptype == PacketType::Auth && version.is_some_and(|v| !v.is_v5()) {
+        return Err(DecodeError::ReservedPacketType(raw));
+    }
+    if ptype == PacketType::Publish {
+        let qos = (flags >> 1) & 3;
+        if qos == 3 {
+            return Err(DecodeError::InvalidQoS);
+        }
+        if qos == 0 && flags & 0b1000 != 0 {
+            return Err(DecodeError::DupOnQoS0);
+        }
+    } else if flags != ptype.required_flags() {
+        return Err(DecodeError::InvalidFlags {
+            packet: ptype,
+            flags,
+        });
+    }
+    Ok((ptype, flags))
+}
+
+fn packet_id(r: &mut Reader) -> Result<PacketId, DecodeError> {
+    PacketId::new(r.u16()?).ok_or(DecodeError::ZeroPacketId)
+}
+
+fn reason_code(r: &mut Reader) -> Result<ReasonCode, DecodeError> {
+    let code = r.u8()?;
+    ReasonCode::from_u8(code)
+        .filter(|c| c.is_valid_for(r.packet))
+        .ok_or(DecodeError::InvalidReasonCode {
+            packet: r.packet,
+            code,
+        })
+}
+
+fn topic_filter(r: &mut Reader) -> Result<TopicFilter, DecodeError> {
+    TopicFilter::from_string(r.string()?).map_err(DecodeError::InvalidTopicFilter)
+}
+
+/// Decodes the variable header and payload of a packet whose fixed header was checked.
+pub(crate) fn decode_body(
+    ptype: PacketType,
+    flags: u8,
+    body: Bytes,
+    version: Option<ProtocolVersion>,
+) -> Result<Packet, DecodeError> {
+    let mut r = Reader::new(body, ptype);
+    let v5 = match version {
+        Some(v) => v.is_v5(),
+        None if ptype == PacketType::Connect => false,
+        None => return Err(DecodeError::VersionUnknown(ptype)),
+    };
+    let packet = match ptype {
+        PacketType::Connect => Packet::Connect(Box::new(decode_connect(&mut r)?)),
+        PacketType::ConnAck => Packet::ConnAck(Box::new(decode_connack(&mut r, v5)?)),
+        PacketType::Publish => Packet::Publish(decode_publish(flags, &mut r, v5)?),
+        PacketType::PubAck => Packet::PubAck(decode_pub_response(&mut r, v5)?),
+        PacketType::PubRec => Packet::PubRec(decode_pub_response(&mut r, v5)?),
+        PacketType::PubRel => Packet::PubRel(decode_pub_response(&mut r, v5)?),
+        PacketType::PubComp => Packet::PubComp(decode_pub_response(&mut r, v5)?),
+        PacketType::Subscribe => Packet::Subscribe(decode_subscribe(&mut r, v5)?),
+        PacketType::SubAck => Packet::SubAck(decode_suback(&mut r, v5)?),
+        PacketType::Unsubscribe => Packet::Unsubscribe(decode_unsubscribe(&mut r, v5)?),
+        PacketType::UnsubAck => Packet::UnsubAck(decode_unsuback(&mut r, v5)?),
+        PacketType::PingReq => Packet::PingReq,
+        PacketType::PingResp => Packet::PingResp,
+        PacketType::Disconnect => {
+            let mut d = Disconnect::default();
+            if v5 && !r.is_empty() {
+                d.reason_code = reason_code(&mut r)?;
+                if !r.is_empty() {
+                    d.properties = DisconnectProperties::read(&mut r)?;
+                }
+            }
+            Packet::Disconnect(d)
+        }
+        PacketType::Auth => {
+            let mut a = Auth::default();
+            if !r.is_empty() {
+                a.reason_code = reason_code(&mut r)?;
+                if !r.is_empty() {
+                    a.properties = AuthProperties::read(&mut r)?;
+                }
+            }
+            check_auth_data(
+                &a.properties.authentication_method,
+                &a.properties.authentication_data,
+            )?;
+            Packet::Auth(a)
+        }
+    };
+    r.finish()?;
+    Ok(packet)
+}
+
+fn check_auth_data(method: &Option<MqttString>, data: &Option<Bytes>) -> Result<(), DecodeError> {
+    if data.is_some() && method.is_none() {
+        Err(DecodeError::AuthDataWithoutMethod)
+    } else {
+        Ok(())
+    }
+}
+
+fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
+    let name = r.binary()?;
+    let level = r.u8()?;
+    let protocol_version = match (&name[..], level) {
+        (b"MQTT", 4) => ProtocolVersion::V3_1_1,
+        (b"MQTT", 5) => ProtocolVersion::V5,
+        (b"MQIsdp", 3) => ProtocolVersion::V3_1,
+        (b"MQTT", l) | (b"MQIsdp", l) => return Err(DecodeError::UnsupportedProtocolVersion(l)),
+        _ => return Err(DecodeError::InvalidProtocolName),
+    };
+    let v5 = protocol_version.is_v5();
+    let flags = r.u8()?;
+    if flags & 0x01 != 0 {
+        return Err(DecodeError::ConnectReservedFlag);
+    }
+    let clean_start = flags & 0x02 != 0;
+    let will_flag = flags & 0x04 != 0;
+    let will_qos = (flags >> 3) & 0x03;
+    let will_retain = flags & 0x20 != 0;
+    let has_password = flags & 0x40 != 0;
+    let has_username = flags & 0x80 != 0;
+    if !will_flag && (will_qos != 0 || will_retain) {
+        return Err(DecodeError::WillFlagsWithoutWill);
+    }
+    let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::InvalidQoS)?;
+    if !v5 && has_password && !has_username {
+        return Err(DecodeError::PasswordWithoutUsername);
+    }
+    let keep_alive = r.u16()?;
+    let properties = if v5 {
+        ConnectProperties::read(r)?
+    } else {
+        ConnectProperties::default()
+    };
+    check_auth_data(
+        &properties.authentication_method,
+        &properties.authentication_data,
+    )?;
+    let client_id = r.string()?;
+    let will = if will_flag {
+        let properties = if v5 {
+            WillProperties::read(r)?
+        } else {
+            WillProperties::default()
+        };
+        let topic = TopicName::from_string(r.string()?).map_err(DecodeError::InvalidTopicName)?;
+        let payload = r.binary()?;
+        Some(Will {
+            topic,
+            payload,
+            qos: will_qos,
+            retain: will_retain,
+            properties,
+        })
+    } else {
+        None
+    };
+    let username = if has_username {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let password = if has_password {
+        Some(r.binary()?)
+    } else {
+        None
+    };
+    r.finish()?;
+    let client_id_ok = match protocol_version {
+        ProtocolVersion::V3_1 => (1..=23).contains(&client_id.len()),
+        ProtocolVersion::V3_1_1 => clean_start || !client_id.is_empty(),
+        ProtocolVersion::V5 => true,
+    };
+    if !client_id_ok {
+        return Err(DecodeError::InvalidClientId);
+    }
+    Ok(Connect {
+        protocol_version,
+        clean_start,
+        keep_alive,
+        client_id,
+        will,
+        username,
+        password,
+        properties,
+    })
+}
+
+fn decode_connack(r: &mut Reader, v5: bool) -> Result<ConnAck, DecodeError> {
+    let flags = r.u8()?;
+    if flags & 0xfe != 0 {
+        return Err(DecodeError::ConnAckReservedFlags);
+    }
+    let session_present = flags & 0x01 != 0;
+    let reason_code = if v5 {
+        reason_code(r)?
+    } else {
+        let code = r.u8()?;
+        ReasonCode::from_v3_connack_code(code).ok_or(DecodeError::InvalidReasonCode {
+            packet: PacketType::ConnAck,
+            code,
+        })?
+    };
+    if session_present && reason_code != ReasonCode::Success {
+        return Err(DecodeError::SessionPresentOnRefusal);
+    }
+    let properties = if v5 {
+        ConnAckProperties::read(r)?
+    } else {
+        ConnAckProperties::default()
+    };
+    check_auth_data(
+        &properties.authentication_method,
+        &properties.authentication_data,
+    )?;
+    Ok(ConnAck {
+        session_present,
+        reason_code,
+        properties,
+    })
+}
+
+fn decode_publish(flags: u8, r: &mut Reader, v5: bool) -> Result<Publish, DecodeError> {
+    let dup = flags & 0b1000 != 0;
+    let qos = QoS::from_u8((flags >> 1) & 3).ok_or(DecodeError::InvalidQoS)?;
+    let retain = flags & 1 != 0;
+    let topic = r.string()?;
+    let packet_id = if qos == QoS::AtMostOnce {
+        None
+    } else {
+        Some(packet_id(r)?)
+    };
+    let properties = if v5 {
+        PublishProperties::read(r).map_err(|e| match e {
+            DecodeError::InvalidPropertyValue(crate::PropertyId::TopicAlias) => {
+                DecodeError::TopicAliasZero
+            }
+            e => e,
+        })?
+    } else {
+        PublishProperties::default()
+    };
+    let topic = if topic.is_empty() {
+        if !v5 {
+            return Err(DecodeError::InvalidTopicName(crate::TopicError::Empty));
+        }
+        if properties.topic_alias.is_none() {
+            return Err(DecodeError::EmptyTopicWithoutAlias);
+        }
+        TopicName::empty()
+    } else {
+        TopicName::allow_empty(topic).map_err(DecodeError::InvalidTopicName)?
+    };
+    Ok(Publish {
+        dup,
+        qos,
+        retain,
+        topic,
+        packet_id,
+        properties,
+        payload: r.rest(),
+    })
+}
+
+fn decode_pub_response(r: &mut Reader, v5: bool) -> Result<PubResponse, DecodeError> {
+    let mut p = PubResponse::new(packet_id(r)?);
+    if v5 && !r.is_empty() {
+        p.reason_code = reason_code(r)?;
+        if !r.is_empty() {
+            p.properties = AckProperties::read(r)?;
+        }
+    }
+    Ok(p)
+}
+
+fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
+    let packet_id = packet_id(r)?;
+    let properties = if v5 {
+        SubscribeProperties::read(r)?
+    } else {
+        SubscribeProperties::default()
+    };
+    if r.is_empty() {
+        return Err(DecodeError::NoTopicFilters(PacketType::Subscribe));
+    }
+    let mut subscriptions = Vec::with_capacity(1);
+    while !r.is_empty() {
+        let filter = topic_filter(r)?;
+        let o = r.u8()?;
+        let reserved = if v5 { 0xc0 } else { 0xfc };
+        if o & reserved != 0 {
+            return Err(DecodeError::SubscriptionOptionsReserved);
+        }
+        let qos = QoS::from_u8(o & 3).ok_or(DecodeError::InvalidQoS)?;
+        let retain_handling =
+            RetainHandling::from_u8((o >> 4) & 3).ok_or(DecodeError::InvalidRetainHandling)?;
+        let no_local = o & 0x04 != 0;
+        if no_local && filter.shared().is_some() {
+            return Err(DecodeError::NoLocalOnSharedSubscription);
+        }
+        subscriptions.push(Subscription {
+            filter,
+            options: SubscriptionOptions {
+                qos,
+                no_local,
+                retain_as_published: o & 0x08 != 0,
+                retain_handling,
+            },
+        });
+    }
+    Ok(Subscribe {
+        packet_id,
+        properties,
+        subscriptions,
+    })
+}
+
+fn decode_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
+    let packet_id = packet_id(r)?;
+    let properties = if v5 {
+        AckProperties::read(r)?
+    } else {
+        AckProperties::default()
+    };
+    if r.is_empty() {
+        return Err(DecodeError::NoReasonCodes(PacketType::SubAck));
+    }
+    let mut reason_codes = Vec::with_capacity(r.remaining());
+    while !r.is_empty() {
+        let code = if v5 {
+            reason_code(r)?
+        } else {
+            match r.u8()? {
+                0 => ReasonCode::Success,
+                1 => ReasonCode::GrantedQoS1,
+                2 => ReasonCode::GrantedQoS2,
+                0x80 => ReasonCode::UnspecifiedError,
+                code => {
+                    return Err(DecodeError::InvalidReasonCode {
+                        packet: PacketType::SubAck,
+                        code,
+                    })
+                }
+            }
+        };
+        reason_codes.push(code);
+    }
+    Ok(SubAck {
+        packet_id,
+        properties,
+        reason_codes,
+    })
+}
+
+fn decode_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeError> {
+    let packet_id = packet_id(r)?;
+    let properties = if v5 {
+        UnsubscribeProperties::read(r)?
+    } else {
+        UnsubscribeProperties::default()
+    };
+    if r.is_empty() {
+        return Err(DecodeError::NoTopicFilters(PacketType::Unsubscribe));
+    }
+    let mut filters = Vec::with_capacity(1);
+    while !r.is_empty() {
+        filters.push(topic_filter(r)?);
+    }
+    Ok(Unsubscribe {
+        packet_id,
+        properties,
+        filters,
+    })
+}
+
+fn decode_unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck, DecodeError> {
+    let mut u = UnsubAck {
+        packet_id: packet_id(r)?,
+        properties: AckProperties::default(),
+        reason_codes: Vec::new(),
+    };
+    if v5 {
+        u.properties = AckProperties::read(r)?;
+        if r.is_empty() {
+            return Err(DecodeError::NoReasonCodes(PacketType::UnsubAck));
+        }
+        while !r.is_empty() {
+            u.reason_codes.push(reason_code(r)?);
+        }
+    }
+    Ok(u)
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding
+
+impl Packet {
+    /// Exact number of bytes [`Packet::encode`] writes for this packet in `version`
+    /// (CONNECT always uses its own `protocol_version`).
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        let body = self.body_len(version);
+        1 + var_int_len(body) + body
+    }
+
+    /// Encodes the packet at the end of `buf`, for a peer speaking `version` that accepts
+    /// packets up to `max_packet_size` bytes. Returns the number of bytes written.
+    ///
+    /// All or nothing: on error `buf` is unchanged. CONNECT is encoded in its own
+    /// `protocol_version`. Fields that do not exist in 3.x (properties, reason codes other
+    /// than those 3.x can express) are left out for 3.x peers; SUBACK failures become
+    /// 0x80 and CONNACK refusals map as [`ReasonCode::v3_connack_code`] says.
+    pub fn encode(
+        &self,
+        buf: &mut BytesMut,
+        version: ProtocolVersion,
+        max_packet_size: u32,
+    ) -> Result<usize, EncodeError> {
+        let version = match self {
+            Packet::Connect(c) => c.protocol_version,
+            _ => version,
+        };
+        self.check(version)?;
+        let body = self.body_len(version);
+        let size = 1 + var_int_len(body) + body;
+        if body > MAX_VAR_INT as usize || size > max_packet_size as usize {
+            return Err(EncodeError::PacketTooLarge {
+                size,
+                max: max_packet_size.min(MAX_PACKET_SIZE),
+            });
+        }
+        buf.reserve(size);
+        buf.put_u8(self.first_byte());
+        put_var_int(buf, body);
+        let start = buf.len();
+        self.put_body(version, buf);
+        debug_assert_eq!(buf.len() - start, body, "body_len disagrees with put_body");
+        Ok(size)
+    }
+
+    fn first_byte(&self) -> u8 {
+        let t = self.packet_type();
+        let flags = match self {
+            Packet::Publish(p) => {
+                (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
+            }
+            _ => t.required_flags(),
+        };
+        ((t as u8) << 4) | flags
+    }
+
+    fn check(&self, v: ProtocolVersion) -> Result<(), EncodeError> {
+        let v5 = v.is_v5();
+        let codes = |packet: PacketType, codes: &[ReasonCode]| {
+            match codes.iter().find(|c| v5 && !c.is_valid_for(packet)) {
+                Some(&code) => Err(EncodeError::InvalidReasonCode { packet, code }),
+                None => Ok(()),
+            }
+        };
+        match self {
+            Packet::Connect(c) => {
+                if !v5 && c.password.is_some() && c.username.is_none() {
+                    return Err(EncodeError::PasswordWithoutUsername);
+                }
+                if c.password.as_ref().is_some_and(|p| p.len() > 0xffff) {
+                    return Err(EncodeError::FieldTooLong);
+                }
+                if let Some(w) = &c.will {
+                    if w.payload.len() > 0xffff {
+                        return Err(EncodeError::FieldTooLong);
+                    }
+                    if v5 {
+                        w.properties.check()?;
+                    }
+                }
+                if v5 {
+                    c.properties.check()?;
+                }
+                Ok(())
+            }
+            Packet::ConnAck(c) => {
+                codes(PacketType::ConnAck, &[c.reason_code])?;
+                if v5 {
+                    c.properties.check()?;
+                }
+                Ok(())
+            }
+            Packet::Publish(p) => {
+                if p.packet_id.is_some() != (p.qos != QoS::AtMostOnce) {
+                    return Err(EncodeError::PacketIdMismatch);
+                }
+                if p.dup && p.qos == QoS::AtMostOnce {
+                    return Err(EncodeError::DupOnQoS0);
+                }
+                if p.topic.is_empty() && !(v5 && p.properties.topic_alias.is_some()) {
+                    return Err(EncodeError::EmptyTopic);
+                }
+                if v5 {
+                    p.properties.check()?;
+                }
+                Ok(())
+            }
+            Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+                codes(self.packet_type(), &[r.reason_code])
+            }
+            Packet::Subscribe(s) if s.subscriptions.is_empty() => {
+                Err(EncodeError::Empty(PacketType::Subscribe))
+            }
+            Packet::Subscribe(s) => {
+                if v5 {
+                    s.properties.check()?;
+                }
+                Ok(())
+            }
+            Packet::SubAck(s) if s.reason_codes.is_empty() => {
+                Err(EncodeError::Empty(PacketType::SubAck))
+            }
+            Packet::SubAck(s) => codes(PacketType::SubAck, &s.reason_codes),
+            Packet::Unsubscribe(u) if u.filters.is_empty() => {
+                Err(EncodeError::Empty(PacketType::Unsubscribe))
+            }
+            Packet::UnsubAck(u) if v5 && u.reason_codes.is_empty() => {
+                Err(EncodeError::Empty(PacketType::UnsubAck))
+            }
+            Packet::UnsubAck(u) => codes(PacketType::UnsubAck, &u.reason_codes),
+            Packet::Disconnect(d) => codes(PacketType::Disconnect, &[d.reason_code]),
+            Packet::Auth(_) if !v5 => Err(EncodeError::NotInVersion {
+                packet: PacketType::Auth,
+                version: v,
+            }),
+            Packet::Auth(a) => {
+                a.properties.check()?;
+                codes(PacketType::Auth, &[a.reason_code])
+            }
+            Packet::Unsubscribe(_) | Packet::PingReq | Packet::PingResp => Ok(()),
+        }
+    }
+
+    fn body_len(&self, v: ProtocolVersion) -> usize {
+        let v5 = v.is_v5();
+        let props = |n: usize| if v5 { var_int_len(n) + n } else { 0 };
+        match self {
+            Packet::Connect(c) => {
+                let v = c.protocol_version;
+                let mut n = 2 + v.protocol_name().len() + 1 + 1 + 2;
+                n += props(c.properties.body_len());
+                n += 2 + c.client_id.len();
+                if let Some(w) = &c.will {
+                    n += props(w.properties.body_len()) + 2 + w.topic.len() + 2 + w.payload.len();
+                }
+                n += c.username.as_ref().map_or(0, |u| 2 + u.len());
+                n += c.password.as_ref().map_or(0, |p| 2 + p.len());
+                n
+            }
+            Packet::ConnAck(c) => 2 + props(c.properties.body_len()),
+            Packet::Publish(p) => {
+                2 + p.topic.len()
+                    + if p.packet_id.is_some() { 2 } else { 0 }
+                    + props(p.properties.body_len())
+                    + p.payload.len()
+            }
+            Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+                2 + reason_and_props(v5, r.reason_code, r.properties.body_len())
+            }
+            Packet::Subscribe(s) => {
+                2 + props(s.properties.body_len())
+                    + s
+                        .subscriptions
+                        .iter()
+                        .map(|s| 2 + s.filter.len() + 1)
+                        .sum::<usize>()
+            }
+            Packet::SubAck(s) => 2 + props(s.properties.body_len()) + s.reason_codes.len(),
+            Packet::Unsubscribe(u) => {
+                2 + props(u.properties.body_len())
+                    + u.filters.iter().map(|f| 2 + f.len()).sum::<usize>()
+            }
+            Packet::UnsubAck(u) => {
+                2 + if v5 {
+                    props(u.properties.body_len()) + u.reason_codes.len()
+                } else {
+                    0
+                }
+            }
+            Packet::PingReq | Packet::PingResp => 0,
+            Packet::Disconnect(d) => reason_and_props(v5, d.reason_code, d.properties.body_len()),
+            Packet::Auth(a) => reason_and_props(v5, a.reason_code, a.properties.body_len()),
+        }
+    }
+
+    fn put_body(&self, v: ProtocolVersion, buf: &mut BytesMut) {
+        let v5 = v.is_v5();
+        match self {
+            Packet::Connect(c) => put_connect(c, buf),
+            Packet::ConnAck(c) => {
+                buf.put_u8(u8::from(c.session_present));
+                if v5 {
+                    buf.put_u8(c.reason_code.as_u8());
+                    c.properties.put(buf);
+                } else {
+                    buf.put_u8(c.reason_code.v3_connack_code());
+                }
+            }
+            Packet::Publish(p) => {
+                put_binary(buf, p.topic.as_bytes());
+                if let Some(id) = p.packet_id {
+                    buf.put_u16(id.get());
+                }
+                if v5 {
+                    p.properties.put(buf);
+                }
+                buf.put_slice(&p.payload);
+            }
+            Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+                buf.put_u16(r.packet_id.get());
+                put_reason_and_props(v5, r.reason_code, &r.properties, buf);
+            }
+            Packet::Subscribe(s) => {
+                buf.put_u16(s.packet_id.get());
+                if v5 {
+                    s.properties.put(buf);
+                }
+                for sub in &s.subscriptions {
+                    put_binary(buf, sub.filter.as_bytes());
+                    let o = &sub.options;
+                    let mut byte = o.qos as u8;
+                    if v5 {
+                        byte |= u8::from(o.no_local) << 2
+                            | u8::from(o.retain_as_published) << 3
+                            | (o.retain_handling as u8) << 4;
+                    }
+                    buf.put_u8(byte);
+                }
+            }
+            Packet::SubAck(s) => {
+                buf.put_u16(s.packet_id.get());
+                if v5 {
+                    s.properties.put(buf);
+                }
+                for c in &s.reason_codes {
+                    buf.put_u8(match (v5, c) {
+                        (true, c) => c.as_u8(),
+                        (false, c) if c.is_success() && c.as_u8() <= 2 => c.as_u8(),
+                        (false, _) => 0x80,
+                    });
+                }
+            }
+            Packet::Unsubscribe(u) => {
+                buf.put_u16(u.packet_id.get());
+                if v5 {
+                    u.properties.put(buf);
+                }
+                for f in &u.filters {
+                    put_binary(buf, f.as_bytes());
+                }
+            }
+            Packet::UnsubAck(u) => {
+                buf.put_u16(u.packet_id.get());
+                if v5 {
+                    u.properties.put(buf);
+                    for c in &u.reason_codes {
+                        buf.put_u8(c.as_u8());
+                    }
+                }
+            }
+            Packet::PingReq | Packet::PingResp => {}
+            Packet::Disconnect(d) => put_reason_and_props(v5, d.reason_code, &d.properties, buf),
+            Packet::Auth(a) => put_reason_and_props(v5, a.reason_code, &a.properties, buf),
+        }
+    }
+}
+
+/// Reason code and properties of the acknowledgements, DISCONNECT and AUTH: both left out
+/// when the code is Success and there are no properties, the property length left out
+/// when there are no properties.
+fn reason_and_props(v5: bool, code: ReasonCode, props_len: usize) -> usize {
+    if !v5 || (code == ReasonCode::Success && props_len == 0) {
+        0
+    } else if props_len == 0 {
+        1
+    } else {
+        1 + var_int_len(props_len) + props_len
+    }
+}
+
+fn put_reason_and_props<P: PropertySet>(v5: bool, code: ReasonCode, p: &P, buf: &mut BytesMut) {
+    let props_len = p.body_len();
+    if !v5 || (code == ReasonCode::Success && props_len == 0) {
+        return;
+    }
+    buf.put_u8(code.as_u8());
+    if props_len > 0 {
+        p.put(buf);
+    }
+}
+
+fn put_connect(c: &Connect, buf: &mut BytesMut) {
+    let v = c.protocol_version;
+    let v5 = v.is_v5();
+    put_binary(buf, v.protocol_name().as_bytes());
+    buf.put_u8(v.level());
+    let mut flags = u8::from(c.clean_start) << 1;
+    if let Some(w) = &c.will {
+        flags |= 0x04 | (w.qos as u8) << 3 | u8::from(w.retain) << 5;
+    }
+    flags |= u8::from(c.password.is_some()) << 6 | u8::from(c.username.is_some()) << 7;
+    buf.put_u8(flags);
+    buf.put_u16(c.keep_alive);
+    if v5 {
+        c.properties.put(buf);
+    }
+    put_binary(buf, c.client_id.as_bytes());
+    if let Some(w) = &c.will {
+        if v5 {
+            w.properties.put(buf);
+        }
+        put_binary(buf, w.topic.as_bytes());
+        put_binary(buf, &w.payload);
+    }
+    if let Some(u) = &c.username {
+        put_binary(buf, u.as_bytes());
+    }
+    if let Some(p) = &c.password {
+        put_binary(buf, p);
+    }
+}

@@ -1,0 +1,140 @@
+//! UTF-8 strings as MQTT defines them, sharing the read buffer.
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use std::fmt;
+use std::ops::Deref;
+
+/// Why a string is not a valid MQTT UTF-8 Encoded String.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StringError {
+    /// Ill-formed UTF-8, including encoded surrogates U+D800..U+DFFF ([MQTT-1.5.4-1]).
+    #[error("ill-formed UTF-8")]
+    InvalidUtf8,
+    /// The string contains U+0000 ([MQTT-1.5.4-2]).
+    #[error("string contains U+0000")]
+    NullCharacter,
+    /// The string is longer than 65,535 bytes.
+    #[error("string is longer than 65535 bytes")]
+    TooLong,
+}
+
+/// A UTF-8 Encoded String (MQTT 5.0 section 1.5.4, 3.1.1 section 1.5.3): well-formed UTF-8,
+/// no U+0000, at most 65,535 bytes.
+///
+/// A decoded string is a slice of the input buffer: no copy, no allocation. The control
+/// characters U+0001..U+001F and U+007F..U+009F and Unicode non-characters, which the
+/// specification says SHOULD NOT appear, are accepted; a zero-width no-break space
+/// (U+FEFF) is kept as it is, never stripped ([MQTT-1.5.4-3]).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MqttString(ByteString);
+
+impl MqttString {
+    /// The empty string.
+    pub const fn empty() -> Self {
+        Self(ByteString::from_static(""))
+    }
+
+    /// Validates a static string.
+    pub fn from_static(s: &'static str) -> Result<Self, StringError> {
+        Self::check(s.as_bytes())?;
+        Ok(Self(ByteString::from_static(s)))
+    }
+
+    /// Validates a string, copying it.
+    pub fn new(s: &str) -> Result<Self, StringError> {
+        Self::check(s.as_bytes())?;
+        Ok(Self(ByteString::from(s)))
+    }
+
+    /// Validates bytes without copying them.
+    pub fn from_bytes(b: Bytes) -> Result<Self, StringError> {
+        Self::check(&b)?;
+        ByteString::try_from(b)
+            .map(Self)
+            .map_err(|_| StringError::InvalidUtf8)
+    }
+
+    fn check(b: &[u8]) -> Result<(), StringError> {
+        if b.len() > u16::MAX as usize {
+            return Err(StringError::TooLong);
+        }
+        if b.contains(&0) {
+            return Err(StringError::NullCharacter);
+        }
+        Ok(())
+    }
+
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The bytes, sharing the buffer.
+    pub fn as_bytes(&self) -> &Bytes {
+        self.0.as_bytes()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Deref for MqttString {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for MqttString {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for MqttString {
+    type Error = StringError;
+    fn try_from(s: &str) -> Result<Self, StringError> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for MqttString {
+    type Error = StringError;
+    fn try_from(s: String) -> Result<Self, StringError> {
+        Self::check(s.as_bytes())?;
+        Ok(Self(ByteString::from(s)))
+    }
+}
+
+impl PartialEq<str> for MqttString {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for MqttString {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Debug for MqttString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for MqttString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

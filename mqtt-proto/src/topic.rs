@@ -1,0 +1,239 @@
+//! Topic names and topic filters (section 4.7), and matching one against the other.
+
+use crate::string::{MqttString, StringError};
+use bytes::Bytes;
+use std::fmt;
+use std::ops::Deref;
+
+/// Why a topic name or filter is not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// Not a valid UTF-8 Encoded String.
+    #[error(transparent)]
+    String(#[from] StringError),
+    /// Topic names and filters have at least one character ([MQTT-4.7.3-1]).
+    #[error("topic is empty")]
+    Empty,
+    /// A topic name contains `+` or `#` ([MQTT-4.7.0-1], 3.1.1 [MQTT-4.7.1-1]).
+    #[error("topic name contains a wildcard")]
+    WildcardInName,
+    /// `#` is not the last character or not alone in its level ([MQTT-4.7.1-1],
+    /// 3.1.1 [MQTT-4.7.1-2]).
+    #[error("'#' must be the last character and alone in its level")]
+    MultiLevelWildcard,
+    /// `+` does not occupy a whole level ([MQTT-4.7.1-2], 3.1.1 [MQTT-4.7.1-3]).
+    #[error("'+' must occupy a whole level")]
+    SingleLevelWildcard,
+    /// `$share/{name}/{filter}` with an empty or invalid share name or no filter
+    /// ([MQTT-4.8.2-1], [MQTT-4.8.2-2]).
+    #[error("malformed shared subscription")]
+    SharedSubscription,
+}
+
+/// A Topic Name: what a PUBLISH is sent to. No wildcards, at least one character.
+///
+/// The one exception: a v5 PUBLISH that carries a Topic Alias may have an empty topic name;
+/// [`TopicName::is_empty`] tells.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicName(MqttString);
+
+impl TopicName {
+    /// Validates a topic name.
+    pub fn new(s: &str) -> Result<Self, TopicError> {
+        Self::from_string(MqttString::new(s)?)
+    }
+
+    /// Validates a topic name held in bytes, without copying.
+    pub fn from_bytes(b: Bytes) -> Result<Self, TopicError> {
+        Self::from_string(MqttString::from_bytes(b)?)
+    }
+
+    /// Validates a topic name.
+    pub fn from_string(s: MqttString) -> Result<Self, TopicError> {
+        if s.is_empty() {
+            return Err(TopicError::Empty);
+        }
+        Self::allow_empty(s)
+    }
+
+    /// Like `from_string` but accepts the empty name a v5 Topic Alias allows.
+    pub(crate) fn allow_empty(s: MqttString) -> Result<Self, TopicError> {
+        if s.as_bytes().iter().any(|&b| b == b'+' || b == b'#') {
+            return Err(TopicError::WildcardInName);
+        }
+        Ok(Self(s))
+    }
+
+    /// The empty topic name of a PUBLISH that relies on a Topic Alias (MQTT 5.0).
+    pub const fn empty() -> Self {
+        Self(MqttString::empty())
+    }
+
+    /// The underlying string.
+    pub fn as_mqtt_str(&self) -> &MqttString {
+        &self.0
+    }
+
+    /// The topic as `&str`.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl Deref for TopicName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl TryFrom<&str> for TopicName {
+    type Error = TopicError;
+    fn try_from(s: &str) -> Result<Self, TopicError> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Debug for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Topic Filter: what a SUBSCRIBE asks for, with `+` and `#` wildcards.
+///
+/// Shared subscriptions (`$share/{ShareName}/{filter}`) are checked for their form in every
+/// protocol version: the share name is non-empty and holds no `/`, `+` or `#`, and a
+/// filter follows it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicFilter(MqttString);
+
+impl TopicFilter {
+    /// Validates a topic filter.
+    pub fn new(s: &str) -> Result<Self, TopicError> {
+        Self::from_string(MqttString::new(s)?)
+    }
+
+    /// Validates a topic filter held in bytes, without copying.
+    pub fn from_bytes(b: Bytes) -> Result<Self, TopicError> {
+        Self::from_string(MqttString::from_bytes(b)?)
+    }
+
+    /// Validates a topic filter.
+    pub fn from_string(s: MqttString) -> Result<Self, TopicError> {
+        if let Some(rest) = s.strip_prefix("$share/") {
+            let (group, filter) = rest
+                .split_once('/')
+                .ok_or(TopicError::SharedSubscription)?;
+            if group.is_empty() || group.contains(['+', '#']) || filter.is_empty() {
+                return Err(TopicError::SharedSubscription);
+            }
+            check_filter(filter)?;
+        } else {
+            check_filter(&s)?;
+        }
+        Ok(Self(s))
+    }
+
+    /// The underlying string.
+    pub fn as_mqtt_str(&self) -> &MqttString {
+        &self.0
+    }
+
+    /// The filter as `&str`.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// True if the filter holds `+` or `#`.
+    pub fn has_wildcards(&self) -> bool {
+        self.0.contains(['+', '#'])
+    }
+
+    /// For `$share/{group}/{filter}`, the group and the filter.
+    pub fn shared(&self) -> Option<(&str, &str)> {
+        self.0.strip_prefix("$share/")?.split_once('/')
+    }
+
+    /// Whether this filter matches a topic name; see [`matches`]. A shared subscription
+    /// matches with its inner filter.
+    pub fn matches(&self, name: &TopicName) -> bool {
+        match self.shared() {
+            Some((_, filter)) => matches(filter, name),
+            None => matches(&self.0, name),
+        }
+    }
+}
+
+fn check_filter(f: &str) -> Result<(), TopicError> {
+    if f.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    let mut levels = f.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
+            return Err(TopicError::MultiLevelWildcard);
+        }
+        if level.contains('+') && level != "+" {
+            return Err(TopicError::SingleLevelWildcard);
+        }
+    }
+    Ok(())
+}
+
+impl Deref for TopicFilter {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl TryFrom<&str> for TopicFilter {
+    type Error = TopicError;
+    fn try_from(s: &str) -> Result<Self, TopicError> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Debug for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the topic filter `filter` matches the topic name `name` (section 4.7).
+///
+/// `+` matches exactly one level (possibly empty), `#` matches the parent level and any
+/// number of levels below it. A filter starting with a wildcard does not match a topic
+/// name starting with `$` ([MQTT-4.7.2-1]). Matching is byte for byte, with no
+/// normalisation ([MQTT-4.7.3-4]). The inputs are assumed valid; use [`TopicFilter`]
+/// and [`TopicName`] to check them.
+pub fn matches(filter: &str, name: &str) -> bool {
+    if name.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut n = name.split('/');
+    loop {
+        match (f.next(), n.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Black-box scenarios against the brokers, interop with clients the project did not
+//! write, and the report of which specification statements the tests reference.
