@@ -1,2 +1,4 @@
 //! Black-box scenarios against the brokers, interop with clients the project did not
 //! write, and the report of which specification statements the tests reference.
+
+pub mod spec_coverage;
