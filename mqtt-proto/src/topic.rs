@@ -129,9 +129,7 @@ impl TopicFilter {
     /// Validates a topic filter.
     pub fn from_string(s: MqttString) -> Result<Self, TopicError> {
         if let Some(rest) = s.strip_prefix("$share/") {
-            let (group, filter) = rest
-                .split_once('/')
-                .ok_or(TopicError::SharedSubscription)?;
+            let (group, filter) = rest.split_once('/').ok_or(TopicError::SharedSubscription)?;
             if group.is_empty() || group.contains(['+', '#']) || filter.is_empty() {
                 return Err(TopicError::SharedSubscription);
             }
@@ -235,5 +233,114 @@ pub fn matches(filter: &str, name: &str) -> bool {
             (None, None) => return true,
             _ => return false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(filter: &str, name: &str) -> bool {
+        TopicFilter::new(filter)
+            .unwrap()
+            .matches(&TopicName::new(name).unwrap())
+    }
+
+    #[test]
+    fn multi_level_wildcard() {
+        // 3.1.1 [MQTT-4.7.1-2], 5.0 [MQTT-4.7.1-1]: '#' matches the parent and any
+        // number of levels below.
+        assert!(m("sport/tennis/player1/#", "sport/tennis/player1"));
+        assert!(m("sport/tennis/player1/#", "sport/tennis/player1/ranking"));
+        assert!(m(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/score/wimbledon"
+        ));
+        assert!(m("sport/#", "sport"));
+        assert!(m("#", "a/b/c"));
+        assert!(m("#", "/"));
+        assert!(!m("sport/tennis/#", "sport/football"));
+        assert!(TopicFilter::new("sport/tennis#").is_err());
+        assert!(TopicFilter::new("sport/tennis/#/ranking").is_err());
+    }
+
+    #[test]
+    fn single_level_wildcard() {
+        // 3.1.1 [MQTT-4.7.1-3], 5.0 [MQTT-4.7.1-2]: '+' is one whole level.
+        assert!(m("sport/tennis/+", "sport/tennis/player1"));
+        assert!(!m("sport/tennis/+", "sport/tennis/player1/ranking"));
+        assert!(!m("sport/+", "sport"));
+        assert!(m("sport/+", "sport/"));
+        assert!(m("+/+", "/finance"));
+        assert!(m("/+", "/finance"));
+        assert!(!m("+", "/finance"));
+        assert!(m("+/tennis/#", "sport/tennis/x"));
+        assert!(TopicFilter::new("sport+").is_err());
+        assert!(TopicFilter::new("+x/a").is_err());
+        assert!(TopicFilter::new("+/+/#").is_ok());
+    }
+
+    #[test]
+    fn dollar_topics_and_leading_wildcards() {
+        // [MQTT-4.7.2-1]
+        assert!(!m("#", "$SYS/broker/uptime"));
+        assert!(!m("+/monitor/Clients", "$SYS/monitor/Clients"));
+        assert!(m("$SYS/#", "$SYS/broker/uptime"));
+        assert!(m("$SYS/monitor/+", "$SYS/monitor/Clients"));
+        assert!(m("a/#", "a/$b"));
+    }
+
+    #[test]
+    fn matching_is_exact() {
+        // [MQTT-4.7.3-4]: no case folding or normalisation; levels may be empty.
+        assert!(!m("ACCOUNTS", "Accounts"));
+        assert!(!m("a/b", "a/b/"));
+        assert!(m("a//b", "a//b"));
+        assert!(!m("caf\u{e9}", "cafe\u{301}"));
+    }
+
+    #[test]
+    fn names_and_filters_are_not_empty() {
+        // [MQTT-4.7.3-1], [MQTT-4.7.3-2] no U+0000, 3.1.1 [MQTT-4.7.3-3] at most 65,535
+        // bytes.
+        assert_eq!(TopicName::new(""), Err(TopicError::Empty));
+        assert_eq!(TopicFilter::new("").unwrap_err(), TopicError::Empty);
+        assert_eq!(
+            TopicName::new("a\0b"),
+            Err(TopicError::String(StringError::NullCharacter))
+        );
+        let long = "a".repeat(65_536);
+        assert_eq!(
+            TopicName::new(&long),
+            Err(TopicError::String(StringError::TooLong))
+        );
+        assert!(TopicName::new(&long[1..]).is_ok());
+    }
+
+    #[test]
+    fn shared_subscriptions() {
+        // [MQTT-4.8.2-1], [MQTT-4.8.2-2]
+        let f = TopicFilter::new("$share/group/sport/+").unwrap();
+        assert_eq!(f.shared(), Some(("group", "sport/+")));
+        assert!(f.matches(&TopicName::new("sport/tennis").unwrap()));
+        assert!(TopicFilter::new("$share/g/#").is_ok());
+        for bad in [
+            "$share//a",
+            "$share/g",
+            "$share/g/",
+            "$share/g+/a",
+            "$share/#/a",
+        ] {
+            assert_eq!(
+                TopicFilter::new(bad).unwrap_err(),
+                TopicError::SharedSubscription,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            TopicFilter::new("$share/g/a#").unwrap_err(),
+            TopicError::MultiLevelWildcard
+        );
+        assert_eq!(TopicFilter::new("$shared/x").unwrap().shared(), None);
     }
 }
