@@ -578,11 +578,12 @@ impl Packet {
 
     fn check(&self, v: ProtocolVersion) -> Result<(), EncodeError> {
         let v5 = v.is_v5();
-        let codes = |packet: PacketType, codes: &[ReasonCode]| {
-            match codes.iter().find(|c| v5 && !c.is_valid_for(packet)) {
-                Some(&code) => Err(EncodeError::InvalidReasonCode { packet, code }),
-                None => Ok(()),
-            }
+        let codes = |packet: PacketType, codes: &[ReasonCode]| match codes
+            .iter()
+            .find(|c| v5 && !c.is_valid_for(packet))
+        {
+            Some(&code) => Err(EncodeError::InvalidReasonCode { packet, code }),
+            None => Ok(()),
         };
         match self {
             Packet::Connect(c) => {
@@ -691,8 +692,7 @@ impl Packet {
             }
             Packet::Subscribe(s) => {
                 2 + props(s.properties.body_len())
-                    + s
-                        .subscriptions
+                    + s.subscriptions
                         .iter()
                         .map(|s| 2 + s.filter.len() + 1)
                         .sum::<usize>()

@@ -141,12 +141,6 @@ pub struct ConnAck {
     pub properties: ConnAckProperties,
 }
 
-impl Default for ReasonCode {
-    fn default() -> Self {
-        ReasonCode::Success
-    }
-}
-
 /// PUBLISH: an application message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {

@@ -10,7 +10,7 @@ macro_rules! reason_codes {
         ///
         /// `0x00` is one value with three names in the specification: Success, Normal
         /// disconnection and Granted QoS 0; see the associated constants.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
         #[non_exhaustive]
         #[repr(u8)]
         pub enum ReasonCode {
@@ -31,6 +31,7 @@ macro_rules! reason_codes {
 
 reason_codes! {
     /// 0x00 Success, Normal disconnection, Granted QoS 0.
+    #[default]
     Success = 0x00,
     /// 0x01 Granted QoS 1.
     GrantedQoS1 = 0x01,

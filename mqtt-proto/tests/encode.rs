@@ -1,6 +1,8 @@
 //! The encoder: exact lengths, all-or-nothing against the maximum packet size, and refusal
 //! of packets that cannot be sent.
 
+#![allow(clippy::field_reassign_with_default)]
+
 use bytes::{Bytes, BytesMut};
 use mqtt_proto::*;
 use std::num::{NonZeroU16, NonZeroU32};

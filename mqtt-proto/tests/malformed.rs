@@ -2,6 +2,8 @@
 //! the buffer is left as it was. Statement ids of 3.1.1 and 5.0 are tagged with their
 //! version where the numbering differs.
 
+#![allow(clippy::field_reassign_with_default)]
+
 use bytes::BytesMut;
 use mqtt_proto::*;
 use ProtocolVersion::{V3_1, V3_1_1, V5};

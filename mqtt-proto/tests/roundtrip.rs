@@ -2,6 +2,8 @@
 //! and decoder; any valid stream cut into arbitrary chunks decodes to the same packets;
 //! arbitrary bytes never panic and never lose or invent bytes.
 
+#![allow(clippy::field_reassign_with_default)]
+
 use bytes::{Bytes, BytesMut};
 use mqtt_proto::*;
 use proptest::collection::vec;

@@ -2,6 +2,8 @@
 //! the figures of the specifications lay them out: each is decoded, compared with the
 //! expected packet, and re-encoded to the same bytes.
 
+#![allow(clippy::field_reassign_with_default)]
+
 use bytes::{Bytes, BytesMut};
 use mqtt_proto::*;
 use std::num::{NonZeroU16, NonZeroU32};
