@@ -952,3 +952,79 @@ fn authentication_data_without_method() {
         PROTOCOL,
     );
 }
+
+#[test]
+fn connect_payload_fields_follow_their_flags() {
+    // Payload order: client id, will (properties,) topic, payload, user name, password:
+    // [MQTT-3.1.3-1], [MQTT-3.1.3-3]. A flag set with its field missing runs past the
+    // packet; a field present with its flag clear is left over.
+    // Will: 3.1.1 [MQTT-3.1.2-9], 5.0 [MQTT-3.1.2-9]. User name: 3.1.1 [MQTT-3.1.2-18],
+    // 3.1.1 [MQTT-3.1.2-19], 5.0 [MQTT-3.1.2-16], 5.0 [MQTT-3.1.2-17]. Password:
+    // 3.1.1 [MQTT-3.1.2-20], 3.1.1 [MQTT-3.1.2-21], 5.0 [MQTT-3.1.2-18],
+    // 5.0 [MQTT-3.1.2-19].
+    let truncated = DecodeError::Truncated(PacketType::Connect);
+    let trailing = DecodeError::TrailingBytes(PacketType::Connect);
+    for (level, props) in [(4u8, &b""[..]), (5, b"\x00")] {
+        let with = |flags: u8, payload: &[u8]| {
+            let mut rest = props.to_vec();
+            rest.extend_from_slice(b"\x00\x01c");
+            if flags & 0x04 != 0 {
+                rest.extend_from_slice(props);
+            }
+            rest.extend_from_slice(payload);
+            connect(b"MQTT", level, flags, &rest)
+        };
+        let cases: [(u8, &[u8], DecodeError); 6] = [
+            (0x06, b"", truncated.clone()),
+            (0x06, b"\x00\x01w", truncated.clone()),
+            (0x82, b"", truncated.clone()),
+            (0xc2, b"\x00\x01u", truncated.clone()),
+            (0x02, b"\x00\x01u", trailing.clone()),
+            (0x82, b"\x00\x01u\x00\x01p", trailing.clone()),
+        ];
+        for (flags, payload, err) in cases {
+            reject_with(Decoder::server(), &with(flags, payload), err, MALFORMED);
+        }
+        let ok = with(0xc6, b"\x00\x01w\x00\x00\x00\x01u\x00\x01p");
+        let Ok(Some(Packet::Connect(c))) = Decoder::server().decode(&mut BytesMut::from(&ok[..]))
+        else {
+            panic!("CONNECT with every field decodes");
+        };
+        assert_eq!(c.client_id.as_str(), "c");
+        assert_eq!(c.will.as_ref().unwrap().topic.as_str(), "w");
+        assert_eq!(c.username.as_deref(), Some("u"));
+        assert_eq!(c.password.as_deref(), Some(&b"p"[..]));
+    }
+}
+
+#[test]
+fn every_string_field_is_utf8() {
+    // Client id 3.1.1 [MQTT-3.1.3-4], 5.0 [MQTT-3.1.3-4]; will topic 3.1.1 [MQTT-3.1.3-10],
+    // 5.0 [MQTT-3.1.3-11]; user name 3.1.1 [MQTT-3.1.3-11], 5.0 [MQTT-3.1.3-12]; PUBLISH
+    // topic [MQTT-3.3.2-1]; SUBSCRIBE filters [MQTT-3.8.3-1]; UNSUBSCRIBE filters
+    // [MQTT-3.10.3-1].
+    let bad = DecodeError::InvalidString(StringError::InvalidUtf8);
+    let cases: [Vec<u8>; 6] = [
+        connect(b"MQTT", 4, 0x02, b"\x00\x01\xff"),
+        connect(b"MQTT", 4, 0x06, b"\x00\x01c\x00\x01\xff\x00\x00"),
+        connect(b"MQTT", 4, 0x82, b"\x00\x01c\x00\x01\xff"),
+        frame(0x30, b"\x00\x01\xff"),
+        frame(0x82, b"\x00\x01\x00\x01\xff\x00"),
+        frame(0xa2, b"\x00\x01\x00\x01\xff"),
+    ];
+    for bytes in cases {
+        let mut d = Decoder::client(V3_1_1);
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(d.decode(&mut buf), Err(bad.clone()), "{bytes:02x?}");
+    }
+}
+
+#[test]
+fn empty_property_list_is_a_zero_length() {
+    // 5.0 [MQTT-2.2.2-1]: no properties is written as a Property Length of 0.
+    let mut buf = BytesMut::new();
+    Packet::Publish(Publish::new(TopicName::new("t").unwrap(), "x"))
+        .encode(&mut buf, V5, MAX_PACKET_SIZE)
+        .unwrap();
+    assert_eq!(&buf[..], b"\x30\x05\x00\x01t\x00x");
+}
