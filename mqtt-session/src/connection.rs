@@ -1,0 +1,1279 @@
+//! The connection state machine.
+
+use crate::state::{needs_id, Inflight, PacketIds, SessionState};
+use crate::timer::{Timer, TimerTable};
+use crate::{CloseReason, Config, DropReason, Event, UsageError, Violation};
+use bytes::{Bytes, BytesMut};
+use mqtt_proto::{
+    AckProperties, Auth, ConnAck, Connect, DecodeError, Decoder, Disconnect, DisconnectProperties,
+    EncodeError, Packet, PacketId, PacketType, ProtocolVersion, PubResponse, Publish, QoS,
+    ReasonCode, SubAck, Subscribe, SubscribeProperties, Subscription, TopicFilter, TopicName,
+    UnsubAck, Unsubscribe, UnsubscribeProperties, MAX_PACKET_SIZE,
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::num::NonZeroU16;
+use std::time::{Duration, Instant};
+
+/// Which end of the connection this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sends CONNECT, receives CONNACK.
+    Client,
+    /// Receives CONNECT, sends CONNACK.
+    Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Client: not connected yet. Server: waiting for CONNECT.
+    Idle,
+    /// Client: CONNECT sent, waiting for CONNACK. Server: CONNECT received, waiting for
+    /// `accept` or `reject`.
+    Connecting,
+    Open,
+    Closed,
+}
+
+/// What the peer allows us to send (5.0 CONNECT / CONNACK properties).
+#[derive(Debug, Clone)]
+struct PeerLimits {
+    receive_maximum: u16,
+    max_packet_size: u32,
+    topic_alias_maximum: u16,
+    maximum_qos: QoS,
+    retain_available: bool,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        Self {
+            receive_maximum: u16::MAX,
+            max_packet_size: MAX_PACKET_SIZE,
+            topic_alias_maximum: 0,
+            maximum_qos: QoS::ExactlyOnce,
+            retain_available: true,
+        }
+    }
+}
+
+/// An incoming QoS 1/2 message waiting for its acknowledgement to leave, in arrival order.
+#[derive(Debug, Clone)]
+struct PendingAck {
+    packet_id: PacketId,
+    qos: QoS,
+    reason: Option<ReasonCode>,
+}
+
+/// One MQTT connection's protocol state, in the client or the server role.
+///
+/// Pure and deterministic: it does no IO and never reads the clock. Methods fall into
+/// four groups, in the style of quinn-proto:
+///
+/// - **Inputs** (`handle_*`): bytes received ([`handle_input`](Self::handle_input), any
+///   chunking), the transport closed ([`handle_closed`](Self::handle_closed)), a deadline
+///   passed ([`handle_timeout`](Self::handle_timeout)).
+/// - **Commands**: client [`connect`](Self::connect), [`subscribe`](Self::subscribe),
+///   [`unsubscribe`](Self::unsubscribe), [`ping`](Self::ping); server
+///   [`accept`](Self::accept), [`reject`](Self::reject), [`suback`](Self::suback),
+///   [`unsuback`](Self::unsuback); both [`publish`](Self::publish),
+///   [`ack`](Self::ack), [`auth`](Self::auth), [`disconnect`](Self::disconnect).
+/// - **Outputs** (`poll_*`): bytes to send ([`poll_transmit`](Self::poll_transmit), all
+///   pending packets in one `Bytes`), events ([`poll_event`](Self::poll_event)), the next
+///   deadline ([`poll_timeout`](Self::poll_timeout)).
+/// - **Getters**: [`role`](Self::role), [`version`](Self::version),
+///   [`is_closed`](Self::is_closed), [`state`](Self::state), ...
+///
+/// After any input or command, drain the outputs: write `poll_transmit` in one write,
+/// handle every `poll_event`, and arm a timer for `poll_timeout`. Every call that can
+/// change state takes `now`.
+///
+/// A peer that breaks the protocol gets DISCONNECT with the reason code (5.0), an
+/// [`Event::Closed`] with [`CloseReason::Violation`], and further input is ignored.
+/// Misuse by the caller returns [`UsageError`] and changes nothing.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    phase: Phase,
+    version: Option<ProtocolVersion>,
+    decoder: Decoder,
+    read_buf: BytesMut,
+    out: BytesMut,
+    events: VecDeque<Event>,
+    timers: TimerTable,
+    state: SessionState,
+    ids: PacketIds,
+    queued_bytes: usize,
+    /// Incoming QoS 1/2 messages whose acknowledgement has not left yet.
+    pending_acks: VecDeque<PendingAck>,
+    /// Client: SUBSCRIBE / UNSUBSCRIBE ids waiting for SUBACK / UNSUBACK, with the number
+    /// of filters.
+    pending_subs: BTreeMap<u16, usize>,
+    peer: PeerLimits,
+    keep_alive: Duration,
+    ping_outstanding: bool,
+    /// 5.0: the Session Expiry Interval of CONNECT was 0.
+    session_expiry_zero: bool,
+    aliases_in: HashMap<u16, TopicName>,
+    aliases_out: HashMap<TopicName, NonZeroU16>,
+    /// Client: the CONNECT to send.
+    connect: Option<Box<Connect>>,
+}
+
+impl Connection {
+    fn new(role: Role, config: Config, version: Option<ProtocolVersion>) -> Self {
+        let decoder = match version {
+            Some(v) => Decoder::client(v),
+            None => Decoder::server(),
+        }
+        .with_max_packet_size(config.max_packet_size);
+        Self {
+            role,
+            config,
+            phase: Phase::Idle,
+            version,
+            decoder,
+            read_buf: BytesMut::new(),
+            out: BytesMut::new(),
+            events: VecDeque::new(),
+            timers: TimerTable::default(),
+            state: SessionState::default(),
+            ids: PacketIds::default(),
+            queued_bytes: 0,
+            pending_acks: VecDeque::new(),
+            pending_subs: BTreeMap::new(),
+            peer: PeerLimits::default(),
+            keep_alive: Duration::ZERO,
+            ping_outstanding: false,
+            session_expiry_zero: true,
+            aliases_in: HashMap::new(),
+            aliases_out: HashMap::new(),
+            connect: None,
+        }
+    }
+
+    /// A server-side connection whose transport opened at `now`. It waits for CONNECT
+    /// for `config.connect_timeout`.
+    pub fn server(config: Config, now: Instant) -> Self {
+        let mut c = Self::new(Role::Server, config, None);
+        c.timers.set(Timer::Connect, now + c.config.connect_timeout);
+        c
+    }
+
+    /// A client-side connection with a fresh session. Call [`connect`](Self::connect) to
+    /// send CONNECT.
+    pub fn client(config: Config) -> Self {
+        Self::new(Role::Client, config, None)
+    }
+
+    /// A client-side connection that resumes `state` if the server has kept the session
+    /// (CONNECT with Clean Start 0 and CONNACK with Session Present 1).
+    pub fn client_with_state(config: Config, state: SessionState) -> Self {
+        let mut c = Self::client(config);
+        c.set_state(state);
+        c
+    }
+
+    fn set_state(&mut self, state: SessionState) {
+        self.ids = PacketIds::from_state(&state);
+        self.queued_bytes = state.queue.iter().map(|p| p.payload.len()).sum();
+        self.state = state;
+    }
+
+    // ----- Getters ----------------------------------------------------------------------
+
+    /// Client or server.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The protocol version, once known (client: from `connect`; server: from CONNECT).
+    pub fn version(&self) -> Option<ProtocolVersion> {
+        self.version
+    }
+
+    /// True once open: CONNACK sent (server) or received (client) with success.
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    /// True after [`Event::Closed`].
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// The session state as it is now.
+    pub fn state(&self) -> &SessionState {
+        &self.state
+    }
+
+    /// The session state, to resume in a later connection. QoS 2 messages received but
+    /// not yet acknowledged are left out, so the peer's resend is delivered again.
+    pub fn into_state(self) -> SessionState {
+        let mut state = self.state;
+        for p in self.pending_acks {
+            if p.qos == QoS::ExactlyOnce {
+                state.incoming_qos2.remove(&p.packet_id);
+            }
+        }
+        state
+    }
+
+    /// Outgoing QoS 1/2 messages sent and not complete.
+    pub fn inflight(&self) -> usize {
+        self.state.inflight.len()
+    }
+
+    /// How many outgoing QoS 1/2 messages may be unacknowledged at once now.
+    pub fn inflight_limit(&self) -> usize {
+        usize::from(self.config.max_inflight.min(self.peer.receive_maximum)).max(1)
+    }
+
+    /// Outgoing messages waiting for room in the inflight window.
+    pub fn queued(&self) -> usize {
+        self.state.queue.len()
+    }
+
+    /// Packet identifiers in use.
+    pub fn packet_ids_in_use(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The keep-alive interval in force (0: off).
+    pub fn keep_alive(&self) -> Duration {
+        self.keep_alive
+    }
+
+    // ----- Outputs ----------------------------------------------------------------------
+
+    /// Everything waiting to be sent, as one buffer for one write; `None` if nothing.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.out.is_empty() {
+            None
+        } else {
+            Some(self.out.split().freeze())
+        }
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // ----- Inputs -----------------------------------------------------------------------
+
+    /// Bytes received from the peer, in any chunking.
+    pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.read_buf.extend_from_slice(bytes);
+        self.process_input(now);
+    }
+
+    fn process_input(&mut self, now: Instant) {
+        while self.phase != Phase::Closed {
+            // A server waiting for the application's answer to CONNECT holds further
+            // packets (a client may send them before CONNACK), except AUTH and
+            // DISCONNECT, which belong to the connect exchange.
+            if self.role == Role::Server && self.phase == Phase::Connecting {
+                match self.read_buf.first().map(|b| b >> 4) {
+                    Some(14 | 15) => {}
+                    _ => return,
+                }
+            }
+            match self.decoder.decode(&mut self.read_buf) {
+                Ok(Some(packet)) => {
+                    if let Err(v) = self.handle_packet(now, packet) {
+                        self.violation(now, v);
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    self.decode_error(now, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The transport closed.
+    pub fn handle_closed(&mut self, _now: Instant) {
+        if self.phase != Phase::Closed {
+            self.close(CloseReason::TransportClosed);
+        }
+    }
+
+    /// A deadline from [`poll_timeout`](Self::poll_timeout) passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(t) = self.timers.expired(now) {
+            match t {
+                Timer::Connect => {
+                    self.close(CloseReason::ConnectTimeout);
+                }
+                Timer::Idle => {
+                    // [MQTT-3.1.2-24]: 1.5 x keep-alive without a packet.
+                    self.send_disconnect(ReasonCode::KeepAliveTimeout);
+                    self.close(CloseReason::KeepAliveTimeout);
+                }
+                Timer::KeepAlive => {
+                    if !self.ping_outstanding {
+                        self.ping_outstanding = true;
+                        self.send(now, &Packet::PingReq);
+                        self.timers
+                            .set(Timer::PingResp, now + self.config.ping_timeout);
+                    }
+                }
+                Timer::PingResp => {
+                    self.send_disconnect(ReasonCode::KeepAliveTimeout);
+                    self.close(CloseReason::KeepAliveTimeout);
+                }
+            }
+        }
+    }
+
+    // ----- Commands: client -------------------------------------------------------------
+
+    /// Client: sends CONNECT. Its limits are filled in from the configuration (5.0
+    /// Receive Maximum, Maximum Packet Size and Topic Alias Maximum).
+    pub fn connect(&mut self, now: Instant, mut connect: Connect) -> Result<(), UsageError> {
+        if self.role != Role::Client || self.phase != Phase::Idle {
+            return Err(UsageError::WrongState);
+        }
+        let v = connect.protocol_version;
+        if v.is_v5() {
+            let p = &mut connect.properties;
+            if self.config.receive_maximum != u16::MAX {
+                p.receive_maximum = NonZeroU16::new(self.config.receive_maximum);
+            }
+            if self.config.max_packet_size != MAX_PACKET_SIZE {
+                p.maximum_packet_size = std::num::NonZeroU32::new(self.config.max_packet_size);
+            }
+            if self.config.topic_alias_maximum > 0 {
+                p.topic_alias_maximum = Some(self.config.topic_alias_maximum);
+            }
+            self.session_expiry_zero = p.session_expiry_interval.unwrap_or(0) == 0;
+        }
+        let mut buf = BytesMut::new();
+        Packet::Connect(Box::new(connect.clone())).encode(&mut buf, v, MAX_PACKET_SIZE)?;
+        self.version = Some(v);
+        self.decoder.set_version(v);
+        self.keep_alive = Duration::from_secs(connect.keep_alive.into());
+        self.out.extend_from_slice(&buf);
+        self.sent(now);
+        self.connect = Some(Box::new(connect));
+        self.phase = Phase::Connecting;
+        self.timers
+            .set(Timer::Connect, now + self.config.connect_timeout);
+        Ok(())
+    }
+
+    /// Client: sends SUBSCRIBE; SUBACK arrives as [`Event::SubAck`] with this packet id.
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        subscriptions: Vec<Subscription>,
+        properties: SubscribeProperties,
+    ) -> Result<PacketId, UsageError> {
+        self.client_open()?;
+        let id = self.ids.alloc().ok_or(UsageError::NoPacketId)?;
+        let n = subscriptions.len();
+        let p = Packet::Subscribe(Subscribe {
+            packet_id: id,
+            properties,
+            subscriptions,
+        });
+        if let Err(e) = self.try_send(now, &p) {
+            self.ids.free(id);
+            return Err(e.into());
+        }
+        self.pending_subs.insert(id.get(), n);
+        Ok(id)
+    }
+
+    /// Client: sends UNSUBSCRIBE; UNSUBACK arrives as [`Event::UnsubAck`].
+    pub fn unsubscribe(
+        &mut self,
+        now: Instant,
+        filters: Vec<TopicFilter>,
+        properties: UnsubscribeProperties,
+    ) -> Result<PacketId, UsageError> {
+        self.client_open()?;
+        let id = self.ids.alloc().ok_or(UsageError::NoPacketId)?;
+        let n = filters.len();
+        let p = Packet::Unsubscribe(Unsubscribe {
+            packet_id: id,
+            properties,
+            filters,
+        });
+        if let Err(e) = self.try_send(now, &p) {
+            self.ids.free(id);
+            return Err(e.into());
+        }
+        self.pending_subs.insert(id.get(), n);
+        Ok(id)
+    }
+
+    /// Client: sends PINGREQ now (keep-alive sends it by itself when idle).
+    pub fn ping(&mut self, now: Instant) -> Result<(), UsageError> {
+        self.client_open()?;
+        self.ping_outstanding = true;
+        self.send(now, &Packet::PingReq);
+        self.timers
+            .set(Timer::PingResp, now + self.config.ping_timeout);
+        Ok(())
+    }
+
+    fn client_open(&self) -> Result<(), UsageError> {
+        match (self.role, self.phase) {
+            (_, Phase::Closed) => Err(UsageError::Closed),
+            (Role::Client, Phase::Open) => Ok(()),
+            _ => Err(UsageError::WrongState),
+        }
+    }
+
+    // ----- Commands: server -------------------------------------------------------------
+
+    /// Server: accepts the CONNECT of [`Event::ConnectReceived`] with this CONNACK.
+    ///
+    /// `state` resumes a stored session: its inflight messages are resent (PUBLISH with
+    /// DUP=1, then PUBREL, in their original order) and its queue follows. The CONNACK's
+    /// limits are filled in from the configuration (5.0 Receive Maximum, Maximum Packet
+    /// Size, Topic Alias Maximum, Server Keep Alive, Maximum QoS, Retain Available).
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        mut connack: ConnAck,
+        state: Option<SessionState>,
+    ) -> Result<(), UsageError> {
+        if self.role != Role::Server || self.phase != Phase::Connecting {
+            return Err(if self.phase == Phase::Closed {
+                UsageError::Closed
+            } else {
+                UsageError::WrongState
+            });
+        }
+        let v = self.version.unwrap_or(ProtocolVersion::V3_1_1);
+        connack.reason_code = ReasonCode::Success;
+        if v.is_v5() {
+            let p = &mut connack.properties;
+            if self.config.receive_maximum != u16::MAX {
+                p.receive_maximum = NonZeroU16::new(self.config.receive_maximum);
+            }
+            if self.config.max_packet_size != MAX_PACKET_SIZE {
+                p.maximum_packet_size = std::num::NonZeroU32::new(self.config.max_packet_size);
+            }
+            if self.config.topic_alias_maximum > 0 {
+                p.topic_alias_maximum = Some(self.config.topic_alias_maximum);
+            }
+            if let Some(ka) = self.config.server_keep_alive {
+                p.server_keep_alive = Some(ka);
+                self.keep_alive = Duration::from_secs(ka.into());
+            }
+            if self.config.maximum_qos != QoS::ExactlyOnce {
+                p.maximum_qos = Some(self.config.maximum_qos);
+            }
+            if !self.config.retain_available {
+                p.retain_available = Some(false);
+            }
+        }
+        self.send(now, &Packet::ConnAck(Box::new(connack)));
+        self.phase = Phase::Open;
+        self.timers.stop(Timer::Connect);
+        self.arm_idle(now);
+        if let Some(state) = state {
+            self.set_state(state);
+            self.resend_inflight(now);
+        }
+        self.pump(now);
+        // Packets the client sent after CONNECT.
+        self.process_input(now);
+        Ok(())
+    }
+
+    /// Server: refuses the CONNECT with CONNACK `reason_code` (mapped to a 3.x return code
+    /// for 3.x clients) and closes.
+    pub fn reject(&mut self, now: Instant, reason_code: ReasonCode) -> Result<(), UsageError> {
+        if self.role != Role::Server || self.phase != Phase::Connecting {
+            return Err(UsageError::WrongState);
+        }
+        let code = if reason_code.is_success() {
+            ReasonCode::UnspecifiedError
+        } else {
+            reason_code
+        };
+        let connack = ConnAck {
+            session_present: false,
+            reason_code: code,
+            properties: Default::default(),
+        };
+        self.send(now, &Packet::ConnAck(Box::new(connack)));
+        self.close(CloseReason::Local(code));
+        Ok(())
+    }
+
+    /// Server: answers [`Event::Subscribe`] with one code per subscription, in order
+    /// (granted QoS or a failure).
+    pub fn suback(
+        &mut self,
+        now: Instant,
+        packet_id: PacketId,
+        reason_codes: Vec<ReasonCode>,
+        properties: AckProperties,
+    ) -> Result<(), UsageError> {
+        self.server_open()?;
+        self.send_ack_packet(
+            now,
+            Packet::SubAck(SubAck {
+                packet_id,
+                properties,
+                reason_codes,
+            }),
+        )
+    }
+
+    /// Server: answers [`Event::Unsubscribe`] (5.0: one code per filter; ignored in 3.x).
+    pub fn unsuback(
+        &mut self,
+        now: Instant,
+        packet_id: PacketId,
+        reason_codes: Vec<ReasonCode>,
+        properties: AckProperties,
+    ) -> Result<(), UsageError> {
+        self.server_open()?;
+        self.send_ack_packet(
+            now,
+            Packet::UnsubAck(UnsubAck {
+                packet_id,
+                properties,
+                reason_codes,
+            }),
+        )
+    }
+
+    fn server_open(&self) -> Result<(), UsageError> {
+        match (self.role, self.phase) {
+            (_, Phase::Closed) => Err(UsageError::Closed),
+            (Role::Server, Phase::Open) => Ok(()),
+            _ => Err(UsageError::WrongState),
+        }
+    }
+
+    /// Sends an acknowledgement; if it is too large for the peer, without its Reason
+    /// String and User Properties ([MQTT-3.9.2-1]-style rule of 5.0: those are left out
+    /// rather than exceed the Maximum Packet Size).
+    fn send_ack_packet(&mut self, now: Instant, mut p: Packet) -> Result<(), UsageError> {
+        match self.try_send(now, &p) {
+            Err(EncodeError::PacketTooLarge { .. }) => {
+                match &mut p {
+                    Packet::SubAck(s) => s.properties = AckProperties::default(),
+                    Packet::UnsubAck(s) => s.properties = AckProperties::default(),
+                    Packet::PubAck(r)
+                    | Packet::PubRec(r)
+                    | Packet::PubRel(r)
+                    | Packet::PubComp(r) => r.properties = AckProperties::default(),
+                    _ => {}
+                }
+                self.try_send(now, &p).map(drop).map_err(UsageError::from)
+            }
+            r => r.map(drop).map_err(UsageError::from),
+        }
+    }
+
+    // ----- Commands: both ---------------------------------------------------------------
+
+    /// Sends an application message: now if the inflight window has room, else after the
+    /// messages queued before it. QoS 1/2 messages get a packet identifier from the
+    /// session (any given is replaced); it is returned and comes back in
+    /// [`Event::Delivered`].
+    ///
+    /// When the queue is full (`max_queued_messages` / `max_queued_bytes`) the message
+    /// is handed back in [`UsageError::QueueFull`]; what to drop is the caller's policy.
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        mut publish: Publish,
+    ) -> Result<Option<PacketId>, UsageError> {
+        match self.phase {
+            Phase::Closed => return Err(UsageError::Closed),
+            Phase::Idle => return Err(UsageError::WrongState),
+            Phase::Connecting if self.role == Role::Server => return Err(UsageError::WrongState),
+            _ => {}
+        }
+        if publish.qos > self.peer.maximum_qos {
+            return Err(UsageError::QoSNotSupported);
+        }
+        if publish.retain && !self.peer.retain_available {
+            return Err(UsageError::RetainNotSupported);
+        }
+        publish.dup = false;
+        publish.packet_id = None;
+        let direct = self.phase == Phase::Open
+            && self.state.queue.is_empty()
+            && (!needs_id(&publish) || self.state.inflight.len() < self.inflight_limit());
+        if !direct
+            && (self.state.queue.len() >= self.config.max_queued_messages
+                || self.queued_bytes + publish.payload.len() > self.config.max_queued_bytes)
+        {
+            return Err(UsageError::QueueFull(Box::new(publish)));
+        }
+        if needs_id(&publish) {
+            publish.packet_id = Some(self.ids.alloc().ok_or(UsageError::NoPacketId)?);
+        }
+        let id = publish.packet_id;
+        if direct {
+            self.transmit_publish(now, publish);
+        } else {
+            self.queued_bytes += publish.payload.len();
+            self.state.queue.push_back(publish);
+        }
+        Ok(id)
+    }
+
+    /// Acknowledges an incoming QoS 1/2 message delivered by [`Event::Message`] (with
+    /// `manual_acks`). `reason_code` is sent in 5.0 (0x80 and above refuse the message).
+    /// Acknowledgements leave in the order the messages arrived ([MQTT-4.6.0-2],
+    /// [MQTT-4.6.0-3]): one acknowledged early waits for those before it.
+    pub fn ack(
+        &mut self,
+        now: Instant,
+        packet_id: PacketId,
+        reason_code: ReasonCode,
+    ) -> Result<(), UsageError> {
+        if self.phase == Phase::Closed {
+            return Err(UsageError::Closed);
+        }
+        let entry = self
+            .pending_acks
+            .iter_mut()
+            .find(|p| p.packet_id == packet_id && p.reason.is_none())
+            .ok_or(UsageError::UnknownPacketId)?;
+        entry.reason = Some(reason_code);
+        self.flush_acks(now);
+        Ok(())
+    }
+
+    /// Sends AUTH (5.0 enhanced authentication).
+    pub fn auth(&mut self, now: Instant, auth: Auth) -> Result<(), UsageError> {
+        if self.phase == Phase::Closed {
+            return Err(UsageError::Closed);
+        }
+        if !self.version.is_some_and(|v| v.is_v5()) || self.phase == Phase::Idle {
+            return Err(UsageError::WrongState);
+        }
+        self.try_send(now, &Packet::Auth(auth))?;
+        Ok(())
+    }
+
+    /// Closes the connection: sends DISCONNECT with `reason_code` (client: always; server:
+    /// 5.0 only, as 3.x has no server DISCONNECT) and emits [`Event::Closed`].
+    pub fn disconnect(
+        &mut self,
+        _now: Instant,
+        reason_code: ReasonCode,
+        properties: DisconnectProperties,
+    ) -> Result<(), UsageError> {
+        if self.phase == Phase::Closed {
+            return Err(UsageError::Closed);
+        }
+        if self.can_send_disconnect() {
+            let v = self.version.unwrap_or(ProtocolVersion::V3_1_1);
+            let d = Packet::Disconnect(Disconnect {
+                reason_code,
+                properties,
+            });
+            let max = self.peer.max_packet_size;
+            if d.encode(&mut self.out, v, max).is_err() {
+                // Too large with its properties: send the bare reason.
+                let _ = Packet::Disconnect(Disconnect {
+                    reason_code,
+                    properties: Default::default(),
+                })
+                .encode(&mut self.out, v, max);
+            }
+        }
+        self.close(CloseReason::Local(reason_code));
+        Ok(())
+    }
+
+    // ----- Internals: sending -----------------------------------------------------------
+
+    fn version_or_default(&self) -> ProtocolVersion {
+        self.version.unwrap_or(ProtocolVersion::V3_1_1)
+    }
+
+    /// Encodes a packet into the output; records the send for keep-alive.
+    fn try_send(&mut self, now: Instant, p: &Packet) -> Result<usize, EncodeError> {
+        let (v, max) = (self.version_or_default(), self.peer.max_packet_size);
+        let n = p.encode(&mut self.out, v, max)?;
+        self.sent(now);
+        Ok(n)
+    }
+
+    /// Sends a packet the session built itself, which always encodes.
+    fn send(&mut self, now: Instant, p: &Packet) {
+        if self.try_send(now, p).is_err() {
+            // Session-built control packets are small; if the peer's limit is smaller
+            // still, the peer cannot be served and the packet is left out.
+        }
+    }
+
+    fn sent(&mut self, now: Instant) {
+        if self.role == Role::Client && !self.keep_alive.is_zero() && self.phase != Phase::Closed {
+            self.timers.set(Timer::KeepAlive, now + self.keep_alive);
+        }
+    }
+
+    fn can_send_disconnect(&self) -> bool {
+        match self.role {
+            Role::Client => self.phase != Phase::Idle,
+            // [MQTT-3.14.0-1]: not before CONNACK; 3.x servers send none.
+            Role::Server => self.phase == Phase::Open && self.version.is_some_and(|v| v.is_v5()),
+        }
+    }
+
+    fn send_disconnect(&mut self, reason_code: ReasonCode) {
+        if self.can_send_disconnect() && self.version.is_some_and(|v| v.is_v5()) {
+            let d = Packet::Disconnect(Disconnect {
+                reason_code,
+                properties: Default::default(),
+            });
+            let (v, max) = (self.version_or_default(), self.peer.max_packet_size);
+            let _ = d.encode(&mut self.out, v, max);
+        }
+    }
+
+    /// Sends a PUBLISH that has room (and its packet id if QoS > 0), applying an outgoing
+    /// topic alias; too large for the peer, it is dropped ([MQTT-3.1.2-25]).
+    fn transmit_publish(&mut self, now: Instant, publish: Publish) {
+        let wire = self.with_alias(&publish);
+        let p = Packet::Publish(wire);
+        match self.try_send(now, &p) {
+            Ok(_) => {
+                if needs_id(&publish) {
+                    self.state.inflight.push_back(Inflight::Publish(publish));
+                }
+            }
+            Err(_) => {
+                if let Some(id) = publish.packet_id {
+                    self.ids.free(id);
+                }
+                self.events.push_back(Event::Dropped {
+                    publish: Box::new(publish),
+                    reason: DropReason::TooLarge,
+                });
+            }
+        }
+    }
+
+    fn with_alias(&mut self, publish: &Publish) -> Publish {
+        let mut wire = publish.clone();
+        if !self.config.outgoing_topic_aliases
+            || !self.version.is_some_and(|v| v.is_v5())
+            || self.peer.topic_alias_maximum == 0
+            || publish.topic.is_empty()
+        {
+            return wire;
+        }
+        if let Some(&alias) = self.aliases_out.get(&publish.topic) {
+            wire.topic = TopicName::empty();
+            wire.properties.topic_alias = Some(alias);
+        } else if self.aliases_out.len() < usize::from(self.peer.topic_alias_maximum) {
+            let alias = NonZeroU16::new(self.aliases_out.len() as u16 + 1).expect("non-zero");
+            self.aliases_out.insert(publish.topic.clone(), alias);
+            wire.properties.topic_alias = Some(alias);
+        }
+        wire
+    }
+
+    /// Moves queued messages into the inflight window while it has room.
+    fn pump(&mut self, now: Instant) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        while let Some(front) = self.state.queue.front() {
+            if needs_id(front) && self.state.inflight.len() >= self.inflight_limit() {
+                break;
+            }
+            let p = self.state.queue.pop_front().expect("front exists");
+            self.queued_bytes -= p.payload.len();
+            self.transmit_publish(now, p);
+        }
+    }
+
+    /// On resume: unacknowledged PUBLISH with DUP=1 and PUBREL, in the original order
+    /// ([MQTT-4.4.0-1], [MQTT-3.3.1-1]).
+    fn resend_inflight(&mut self, now: Instant) {
+        let inflight = std::mem::take(&mut self.state.inflight);
+        for entry in inflight {
+            match entry {
+                Inflight::Publish(mut p) => {
+                    p.dup = true;
+                    let wire = Packet::Publish(p.clone());
+                    match self.try_send(now, &wire) {
+                        Ok(_) => self.state.inflight.push_back(Inflight::Publish(p)),
+                        Err(_) => {
+                            self.ids.free(p.packet_id.expect("inflight has an id"));
+                            p.dup = false;
+                            self.events.push_back(Event::Dropped {
+                                publish: Box::new(p),
+                                reason: DropReason::TooLarge,
+                            });
+                        }
+                    }
+                }
+                Inflight::Released(id) => {
+                    self.send(now, &Packet::PubRel(PubResponse::new(id)));
+                    self.state.inflight.push_back(Inflight::Released(id));
+                }
+            }
+        }
+    }
+
+    /// Sends the acknowledgements at the front of the arrival order that have a decision.
+    fn flush_acks(&mut self, now: Instant) {
+        while let Some(PendingAck {
+            packet_id,
+            qos,
+            reason: Some(reason),
+        }) = self.pending_acks.front().cloned()
+        {
+            self.pending_acks.pop_front();
+            let v5 = self.version.is_some_and(|v| v.is_v5());
+            let mut r = PubResponse::new(packet_id);
+            if v5 {
+                r.reason_code = reason;
+            }
+            if qos == QoS::ExactlyOnce {
+                if v5 && !reason.is_success() {
+                    // A refused QoS 2 message ends here; its id is free again.
+                    self.state.incoming_qos2.remove(&packet_id);
+                }
+                let _ = self.send_ack_packet(now, Packet::PubRec(r));
+            } else {
+                let _ = self.send_ack_packet(now, Packet::PubAck(r));
+            }
+        }
+    }
+
+    // ----- Internals: receiving ---------------------------------------------------------
+
+    fn decode_error(&mut self, now: Instant, e: DecodeError) {
+        if self.role == Role::Server && self.phase == Phase::Idle {
+            // A CONNECT we cannot accept: some errors are answered with CONNACK
+            // ([MQTT-3.1.2-2], 3.1.1 [MQTT-3.1.3-8]); the 3.1.1 form is the one every
+            // client understands.
+            if let Some(code) = e.connack_refusal() {
+                let v = match e {
+                    DecodeError::InvalidClientId => self.peek_connect_version(),
+                    _ => ProtocolVersion::V3_1_1,
+                };
+                let c = Packet::ConnAck(Box::new(ConnAck {
+                    session_present: false,
+                    reason_code: code,
+                    properties: Default::default(),
+                }));
+                let _ = c.encode(&mut self.out, v, MAX_PACKET_SIZE);
+                self.sent(now);
+            }
+            self.close(CloseReason::Violation(Violation::Decode(e)));
+            return;
+        }
+        self.violation(now, Violation::Decode(e));
+    }
+
+    /// The version of the CONNECT at the front of the read buffer (for a refusal).
+    fn peek_connect_version(&self) -> ProtocolVersion {
+        let b = &self.read_buf;
+        // Fixed header, then the protocol name: MQIsdp is 3.1.
+        let name_at = 1
+            + (1..5)
+                .find(|&i| b.get(i).is_some_and(|x| x & 0x80 == 0))
+                .unwrap_or(1);
+        match b.get(name_at + 2..name_at + 8) {
+            Some(b"MQIsdp") => ProtocolVersion::V3_1,
+            _ => ProtocolVersion::V3_1_1,
+        }
+    }
+
+    fn violation(&mut self, _now: Instant, v: Violation) {
+        self.send_disconnect(v.reason_code());
+        self.close(CloseReason::Violation(v));
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        self.phase = Phase::Closed;
+        self.timers.stop_all();
+        self.read_buf = BytesMut::new();
+        self.events.push_back(Event::Closed(reason));
+    }
+
+    fn arm_idle(&mut self, now: Instant) {
+        if self.role == Role::Server && !self.keep_alive.is_zero() {
+            // [MQTT-3.1.2-24]: one and a half times the keep-alive.
+            self.timers
+                .set(Timer::Idle, now + self.keep_alive + self.keep_alive / 2);
+        }
+    }
+
+    fn handle_packet(&mut self, now: Instant, packet: Packet) -> Result<(), Violation> {
+        self.arm_idle(now);
+        match self.role {
+            Role::Server => self.server_packet(now, packet),
+            Role::Client => self.client_packet(now, packet),
+        }
+    }
+
+    fn server_packet(&mut self, now: Instant, packet: Packet) -> Result<(), Violation> {
+        let t = packet.packet_type();
+        match (self.phase, packet) {
+            (Phase::Idle, Packet::Connect(c)) => {
+                self.timers.stop(Timer::Connect);
+                let v = c.protocol_version;
+                self.version = Some(v);
+                self.keep_alive = Duration::from_secs(c.keep_alive.into());
+                if v.is_v5() {
+                    let p = &c.properties;
+                    if let Some(rm) = p.receive_maximum {
+                        self.peer.receive_maximum = rm.get();
+                    }
+                    if let Some(m) = p.maximum_packet_size {
+                        self.peer.max_packet_size = m.get();
+                    }
+                    self.peer.topic_alias_maximum = p.topic_alias_maximum.unwrap_or(0);
+                    self.session_expiry_zero = p.session_expiry_interval.unwrap_or(0) == 0;
+                }
+                self.phase = Phase::Connecting;
+                self.events.push_back(Event::ConnectReceived(c));
+                Ok(())
+            }
+            // [MQTT-3.1.0-1]: CONNECT first.
+            (Phase::Idle, _) => Err(Violation::UnexpectedPacket(t)),
+            // [MQTT-3.1.0-2]
+            (_, Packet::Connect(_)) => Err(Violation::SecondConnect),
+            (_, Packet::Disconnect(d)) => self.peer_disconnect(d),
+            (_, Packet::Auth(a)) => {
+                self.events.push_back(Event::Auth(a));
+                Ok(())
+            }
+            (Phase::Open, Packet::Publish(p)) => self.incoming_publish(now, p),
+            (Phase::Open, Packet::PubAck(r)) => {
+                self.outgoing_puback(now, r);
+                Ok(())
+            }
+            (Phase::Open, Packet::PubRec(r)) => {
+                self.outgoing_pubrec(now, r);
+                Ok(())
+            }
+            (Phase::Open, Packet::PubRel(r)) => self.incoming_pubrel(now, r),
+            (Phase::Open, Packet::PubComp(r)) => {
+                self.outgoing_pubcomp(now, r);
+                Ok(())
+            }
+            (Phase::Open, Packet::Subscribe(s)) => {
+                self.events.push_back(Event::Subscribe(s));
+                Ok(())
+            }
+            (Phase::Open, Packet::Unsubscribe(u)) => {
+                self.events.push_back(Event::Unsubscribe(u));
+                Ok(())
+            }
+            (Phase::Open, Packet::PingReq) => {
+                // [MQTT-3.12.4-1]
+                self.send(now, &Packet::PingResp);
+                Ok(())
+            }
+            _ => Err(Violation::UnexpectedPacket(t)),
+        }
+    }
+
+    fn client_packet(&mut self, now: Instant, packet: Packet) -> Result<(), Violation> {
+        let t = packet.packet_type();
+        match (self.phase, packet) {
+            (Phase::Connecting, Packet::ConnAck(c)) => {
+                self.timers.stop(Timer::Connect);
+                if !c.reason_code.is_success() {
+                    self.close(CloseReason::Refused(c.reason_code));
+                    return Ok(());
+                }
+                let v = self.version_or_default();
+                if v.is_v5() {
+                    let p = &c.properties;
+                    if let Some(rm) = p.receive_maximum {
+                        self.peer.receive_maximum = rm.get();
+                    }
+                    if let Some(m) = p.maximum_packet_size {
+                        self.peer.max_packet_size = m.get();
+                    }
+                    self.peer.topic_alias_maximum = p.topic_alias_maximum.unwrap_or(0);
+                    if let Some(q) = p.maximum_qos {
+                        self.peer.maximum_qos = q;
+                    }
+                    if let Some(r) = p.retain_available {
+                        self.peer.retain_available = r;
+                    }
+                    if let Some(ka) = p.server_keep_alive {
+                        self.keep_alive = Duration::from_secs(ka.into());
+                        if self.keep_alive.is_zero() {
+                            self.timers.stop(Timer::KeepAlive);
+                        } else {
+                            self.timers.set(Timer::KeepAlive, now + self.keep_alive);
+                        }
+                    }
+                }
+                self.phase = Phase::Open;
+                let present = c.session_present;
+                self.events.push_back(Event::Connected(c));
+                if present {
+                    self.resend_inflight(now);
+                } else {
+                    self.discard_session();
+                }
+                self.pump(now);
+                Ok(())
+            }
+            // [MQTT-3.2.0-1]: CONNACK first.
+            (Phase::Connecting, Packet::Disconnect(d)) if self.version_or_default().is_v5() => {
+                self.peer_disconnect(d)
+            }
+            (Phase::Connecting, Packet::Auth(a)) => {
+                self.events.push_back(Event::Auth(a));
+                Ok(())
+            }
+            (Phase::Open, Packet::Publish(p)) => self.incoming_publish(now, p),
+            (Phase::Open, Packet::PubAck(r)) => {
+                self.outgoing_puback(now, r);
+                Ok(())
+            }
+            (Phase::Open, Packet::PubRec(r)) => {
+                self.outgoing_pubrec(now, r);
+                Ok(())
+            }
+            (Phase::Open, Packet::PubRel(r)) => self.incoming_pubrel(now, r),
+            (Phase::Open, Packet::PubComp(r)) => {
+                self.outgoing_pubcomp(now, r);
+                Ok(())
+            }
+            (Phase::Open, Packet::SubAck(s)) => {
+                if let Some(n) = self.pending_subs.remove(&s.packet_id.get()) {
+                    self.ids.free(s.packet_id);
+                    if n != s.reason_codes.len() {
+                        return Err(Violation::ReasonCodeCount(PacketType::SubAck));
+                    }
+                    self.events.push_back(Event::SubAck(s));
+                }
+                Ok(())
+            }
+            (Phase::Open, Packet::UnsubAck(u)) => {
+                if let Some(n) = self.pending_subs.remove(&u.packet_id.get()) {
+                    self.ids.free(u.packet_id);
+                    if self.version_or_default().is_v5() && n != u.reason_codes.len() {
+                        return Err(Violation::ReasonCodeCount(PacketType::UnsubAck));
+                    }
+                    self.events.push_back(Event::UnsubAck(u));
+                }
+                Ok(())
+            }
+            (Phase::Open, Packet::PingResp) => {
+                self.ping_outstanding = false;
+                self.timers.stop(Timer::PingResp);
+                Ok(())
+            }
+            (Phase::Open, Packet::Disconnect(d)) if self.version_or_default().is_v5() => {
+                self.peer_disconnect(d)
+            }
+            (Phase::Open, Packet::Auth(a)) => {
+                self.events.push_back(Event::Auth(a));
+                Ok(())
+            }
+            _ => Err(Violation::UnexpectedPacket(t)),
+        }
+    }
+
+    /// Session Present 0: the server has no session, so ours is discarded (5.0
+    /// [MQTT-3.2.2-5]-style rule: the client's stored state no longer matches). Messages
+    /// not yet complete are handed back as dropped so the application can send them again.
+    fn discard_session(&mut self) {
+        let state = std::mem::take(&mut self.state);
+        self.ids = PacketIds::default();
+        for p in self.pending_subs.keys() {
+            self.ids.mark(PacketId::new(*p).expect("non-zero"));
+        }
+        self.queued_bytes = 0;
+        for e in state.inflight {
+            if let Inflight::Publish(mut p) = e {
+                p.dup = false;
+                p.packet_id = None;
+                self.events.push_back(Event::Dropped {
+                    publish: Box::new(p),
+                    reason: DropReason::SessionLost,
+                });
+            }
+        }
+        // Queued messages were never sent: they stay queued with fresh packet ids.
+        for mut p in state.queue {
+            p.packet_id = if needs_id(&p) { self.ids.alloc() } else { None };
+            self.queued_bytes += p.payload.len();
+            self.state.queue.push_back(p);
+        }
+    }
+
+    fn peer_disconnect(&mut self, d: Disconnect) -> Result<(), Violation> {
+        if self.role == Role::Server
+            && self.session_expiry_zero
+            && d.properties.session_expiry_interval.is_some_and(|s| s != 0)
+        {
+            return Err(Violation::SessionExpiryAfterZero);
+        }
+        self.close(CloseReason::Disconnected {
+            reason_code: d.reason_code,
+            properties: Box::new(d.properties),
+        });
+        Ok(())
+    }
+
+    /// Incoming QoS 1/2 messages not yet complete on our side (counted against our
+    /// Receive Maximum).
+    fn incoming_inflight(&self) -> usize {
+        let unacked_qos1 = self
+            .pending_acks
+            .iter()
+            .filter(|p| p.qos == QoS::AtLeastOnce)
+            .count();
+        unacked_qos1 + self.state.incoming_qos2.len()
+    }
+
+    fn incoming_publish(&mut self, now: Instant, mut p: Publish) -> Result<(), Violation> {
+        let v5 = self.version_or_default().is_v5();
+        if v5 && self.role == Role::Server {
+            if !p.properties.subscription_identifiers.is_empty() {
+                return Err(Violation::SubscriptionIdentifierFromClient);
+            }
+            if p.qos > self.config.maximum_qos {
+                return Err(Violation::QoSNotSupported(p.qos));
+            }
+            if p.retain && !self.config.retain_available {
+                return Err(Violation::RetainNotSupported);
+            }
+        }
+        if let Some(alias) = p.properties.topic_alias.take() {
+            if alias.get() > self.config.topic_alias_maximum {
+                return Err(Violation::TopicAliasTooLarge(alias.get()));
+            }
+            if p.topic.is_empty() {
+                p.topic = self
+                    .aliases_in
+                    .get(&alias.get())
+                    .cloned()
+                    .ok_or(Violation::UnknownTopicAlias(alias.get()))?;
+            } else {
+                self.aliases_in.insert(alias.get(), p.topic.clone());
+            }
+        }
+        let Some(id) = p.packet_id else {
+            self.events.push_back(Event::Message(p));
+            return Ok(());
+        };
+        if p.qos == QoS::ExactlyOnce && self.state.incoming_qos2.contains(&id) {
+            // A resend before PUBREL: acknowledge again once the first is acknowledged,
+            // never deliver twice ([MQTT-4.3.3-?] exactly once).
+            if !self.pending_acks.iter().any(|a| a.packet_id == id) {
+                let _ = self.send_ack_packet(now, Packet::PubRec(PubResponse::new(id)));
+            }
+            return Ok(());
+        }
+        if self.incoming_inflight() >= usize::from(self.config.receive_maximum) {
+            return Err(Violation::ReceiveMaximumExceeded);
+        }
+        if p.qos == QoS::ExactlyOnce {
+            self.state.incoming_qos2.insert(id);
+        }
+        self.pending_acks.push_back(PendingAck {
+            packet_id: id,
+            qos: p.qos,
+            reason: (!self.config.manual_acks).then_some(ReasonCode::Success),
+        });
+        self.events.push_back(Event::Message(p));
+        self.flush_acks(now);
+        Ok(())
+    }
+
+    fn incoming_pubrel(&mut self, now: Instant, r: PubResponse) -> Result<(), Violation> {
+        let id = r.packet_id;
+        if self
+            .pending_acks
+            .iter()
+            .any(|a| a.packet_id == id && a.qos == QoS::ExactlyOnce)
+        {
+            return Err(Violation::PubRelBeforePubRec);
+        }
+        let mut comp = PubResponse::new(id);
+        if !self.state.incoming_qos2.remove(&id) && self.version_or_default().is_v5() {
+            comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+        }
+        let _ = self.send_ack_packet(now, Packet::PubComp(comp));
+        Ok(())
+    }
+
+    fn position(&self, id: PacketId, released: bool) -> Option<usize> {
+        self.state.inflight.iter().position(|e| match e {
+            Inflight::Publish(p) => !released && p.packet_id == Some(id),
+            Inflight::Released(r) => released && *r == id,
+        })
+    }
+
+    fn complete(&mut self, now: Instant, at: usize, id: PacketId, reason_code: ReasonCode) {
+        self.state.inflight.remove(at);
+        self.ids.free(id);
+        self.events.push_back(Event::Delivered {
+            packet_id: id,
+            reason_code,
+        });
+        self.pump(now);
+    }
+
+    fn outgoing_puback(&mut self, now: Instant, r: PubResponse) {
+        let at = self.position(r.packet_id, false).filter(|&i| {
+            matches!(&self.state.inflight[i], Inflight::Publish(p) if p.qos == QoS::AtLeastOnce)
+        });
+        if let Some(at) = at {
+            self.complete(now, at, r.packet_id, r.reason_code);
+        }
+    }
+
+    fn outgoing_pubrec(&mut self, now: Instant, r: PubResponse) {
+        let id = r.packet_id;
+        let at = self.position(id, false).filter(|&i| {
+            matches!(&self.state.inflight[i], Inflight::Publish(p) if p.qos == QoS::ExactlyOnce)
+        });
+        match at {
+            Some(at) if !r.reason_code.is_success() => self.complete(now, at, id, r.reason_code),
+            Some(at) => {
+                self.state.inflight[at] = Inflight::Released(id);
+                self.send(now, &Packet::PubRel(PubResponse::new(id)));
+            }
+            None => {
+                // A PUBREC again (our PUBREL crossed it), or for an id we do not know.
+                let mut rel = PubResponse::new(id);
+                if self.position(id, true).is_none() && self.version_or_default().is_v5() {
+                    rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.send(now, &Packet::PubRel(rel));
+            }
+        }
+    }
+
+    fn outgoing_pubcomp(&mut self, now: Instant, r: PubResponse) {
+        if let Some(at) = self.position(r.packet_id, true) {
+            self.complete(now, at, r.packet_id, r.reason_code);
+        }
+    }
+}

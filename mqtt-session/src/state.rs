@@ -1,0 +1,107 @@
+//! The session state that outlives a connection, as a plain value a broker can park,
+//! hand over on takeover, or persist.
+
+use mqtt_proto::{PacketId, Publish, QoS};
+use std::collections::{BTreeSet, VecDeque};
+
+/// One outgoing QoS 1/2 message that was sent and is not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+// Most entries are PUBLISHes; boxing them would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
+pub enum Inflight {
+    /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2). Its `packet_id` is set.
+    Publish(Publish),
+    /// QoS 2: PUBREC received and PUBREL sent; waiting for PUBCOMP.
+    Released(PacketId),
+}
+
+impl Inflight {
+    /// The packet identifier.
+    pub fn packet_id(&self) -> PacketId {
+        match self {
+            Inflight::Publish(p) => p.packet_id.expect("inflight PUBLISH has a packet id"),
+            Inflight::Released(id) => *id,
+        }
+    }
+}
+
+/// What a session keeps between connections: resent on resume ([MQTT-4.4.0-1]).
+///
+/// Taken from a closed connection with
+/// [`Connection::into_state`](crate::Connection::into_state) and given to the next one
+/// (client: [`Connection::client_with_state`](crate::Connection::client_with_state);
+/// server: [`Connection::accept`](crate::Connection::accept)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionState {
+    /// Outgoing QoS 1/2 messages sent and not complete, in the order they were sent.
+    pub inflight: VecDeque<Inflight>,
+    /// Outgoing messages waiting for room in the inflight window, in order. QoS 1/2
+    /// entries already hold their packet identifier.
+    pub queue: VecDeque<Publish>,
+    /// Incoming QoS 2 messages acknowledged with PUBREC and not yet released by PUBREL:
+    /// a PUBLISH with one of these ids is a duplicate and is not delivered again.
+    pub incoming_qos2: BTreeSet<PacketId>,
+}
+
+impl SessionState {
+    /// True if there is nothing to resume.
+    pub fn is_empty(&self) -> bool {
+        self.inflight.is_empty() && self.queue.is_empty() && self.incoming_qos2.is_empty()
+    }
+}
+
+/// Packet identifiers in use, allocated from 1..=65535 ([MQTT-2.2.1-3]) and never handed
+/// out twice while in use. Independent of the inflight limit.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PacketIds {
+    in_use: BTreeSet<u16>,
+    next: u16,
+}
+
+impl PacketIds {
+    pub(crate) fn alloc(&mut self) -> Option<PacketId> {
+        if self.in_use.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        loop {
+            self.next = self.next.checked_add(1).unwrap_or(1);
+            if self.in_use.insert(self.next) {
+                return PacketId::new(self.next);
+            }
+        }
+    }
+
+    pub(crate) fn mark(&mut self, id: PacketId) {
+        self.in_use.insert(id.get());
+    }
+
+    pub(crate) fn free(&mut self, id: PacketId) {
+        self.in_use.remove(&id.get());
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.in_use.len()
+    }
+
+    /// The ids a resumed state holds.
+    pub(crate) fn from_state(state: &SessionState) -> Self {
+        let mut ids = Self::default();
+        for e in &state.inflight {
+            ids.mark(e.packet_id());
+        }
+        for p in &state.queue {
+            if let Some(id) = p.packet_id {
+                ids.mark(id);
+            }
+        }
+        if let Some(&last) = ids.in_use.iter().next_back() {
+            ids.next = last;
+        }
+        ids
+    }
+}
+
+pub(crate) fn needs_id(p: &Publish) -> bool {
+    p.qos != QoS::AtMostOnce
+}
