@@ -177,7 +177,10 @@ pub(crate) fn decode_body(
     };
     let packet = match ptype {
         PacketType::Connect => Packet::Connect(Box::new(decode_connect(&mut r)?)),
-        PacketType::ConnAck => Packet::ConnAck(Box::new(decode_connack(&mut r, v5)?)),
+        PacketType::ConnAck => Packet::ConnAck(Box::new(decode_connack(
+            &mut r,
+            version.unwrap_or(ProtocolVersion::V5),
+        )?)),
         PacketType::Publish => Packet::Publish(decode_publish(flags, &mut r, v5)?),
         PacketType::PubAck => Packet::PubAck(decode_pub_response(&mut r, v5)?),
         PacketType::PubRec => Packet::PubRec(decode_pub_response(&mut r, v5)?),
@@ -294,12 +297,7 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         None
     };
     r.finish()?;
-    let client_id_ok = match protocol_version {
-        ProtocolVersion::V3_1 => (1..=23).contains(&client_id.len()),
-        ProtocolVersion::V3_1_1 => clean_start || !client_id.is_empty(),
-        ProtocolVersion::V5 => true,
-    };
-    if !client_id_ok {
+    if !client_id_allowed(protocol_version, &client_id, clean_start) {
         return Err(DecodeError::InvalidClientId);
     }
     Ok(Connect {
@@ -314,12 +312,24 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     })
 }
 
-fn decode_connack(r: &mut Reader, v5: bool) -> Result<ConnAck, DecodeError> {
+/// Client identifier rules by version: 3.1 needs 1 to 23 bytes; 3.1.1 allows an empty one
+/// only with Clean Session 1 (3.1.1 [MQTT-3.1.3-7]); 5.0 allows any.
+fn client_id_allowed(v: ProtocolVersion, id: &MqttString, clean_start: bool) -> bool {
+    match v {
+        ProtocolVersion::V3_1 => (1..=23).contains(&id.len()),
+        ProtocolVersion::V3_1_1 => clean_start || !id.is_empty(),
+        ProtocolVersion::V5 => true,
+    }
+}
+
+fn decode_connack(r: &mut Reader, v: ProtocolVersion) -> Result<ConnAck, DecodeError> {
+    let v5 = v.is_v5();
     let flags = r.u8()?;
     if flags & 0xfe != 0 {
         return Err(DecodeError::ConnAckReservedFlags);
     }
-    let session_present = flags & 0x01 != 0;
+    // 3.1 has no Session Present flag: the byte is unused.
+    let session_present = flags & 0x01 != 0 && v != ProtocolVersion::V3_1;
     let reason_code = if v5 {
         reason_code(r)?
     } else {
@@ -590,6 +600,15 @@ impl Packet {
                 if !v5 && c.password.is_some() && c.username.is_none() {
                     return Err(EncodeError::PasswordWithoutUsername);
                 }
+                if !client_id_allowed(v, &c.client_id, c.clean_start) {
+                    return Err(EncodeError::InvalidClientId);
+                }
+                if v5
+                    && c.properties.authentication_data.is_some()
+                    && c.properties.authentication_method.is_none()
+                {
+                    return Err(EncodeError::AuthDataWithoutMethod);
+                }
                 if c.password.as_ref().is_some_and(|p| p.len() > 0xffff) {
                     return Err(EncodeError::FieldTooLong);
                 }
@@ -608,7 +627,22 @@ impl Packet {
             }
             Packet::ConnAck(c) => {
                 codes(PacketType::ConnAck, &[c.reason_code])?;
+                if c.session_present
+                    && v != ProtocolVersion::V3_1
+                    && (if v5 {
+                        c.reason_code != ReasonCode::Success
+                    } else {
+                        c.reason_code.v3_connack_code() != 0
+                    })
+                {
+                    return Err(EncodeError::SessionPresentOnRefusal);
+                }
                 if v5 {
+                    if c.properties.authentication_data.is_some()
+                        && c.properties.authentication_method.is_none()
+                    {
+                        return Err(EncodeError::AuthDataWithoutMethod);
+                    }
                     c.properties.check()?;
                 }
                 Ok(())
@@ -636,6 +670,12 @@ impl Packet {
             }
             Packet::Subscribe(s) => {
                 if v5 {
+                    if s.subscriptions
+                        .iter()
+                        .any(|s| s.options.no_local && s.filter.shared().is_some())
+                    {
+                        return Err(EncodeError::NoLocalOnSharedSubscription);
+                    }
                     s.properties.check()?;
                 }
                 Ok(())
@@ -657,6 +697,11 @@ impl Packet {
                 version: v,
             }),
             Packet::Auth(a) => {
+                if a.properties.authentication_data.is_some()
+                    && a.properties.authentication_method.is_none()
+                {
+                    return Err(EncodeError::AuthDataWithoutMethod);
+                }
                 a.properties.check()?;
                 codes(PacketType::Auth, &[a.reason_code])
             }
@@ -720,7 +765,7 @@ impl Packet {
         match self {
             Packet::Connect(c) => put_connect(c, buf),
             Packet::ConnAck(c) => {
-                buf.put_u8(u8::from(c.session_present));
+                buf.put_u8(u8::from(c.session_present && v != ProtocolVersion::V3_1));
                 if v5 {
                     buf.put_u8(c.reason_code.as_u8());
                     c.properties.put(buf);

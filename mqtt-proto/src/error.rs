@@ -256,4 +256,17 @@ pub enum EncodeError {
     /// A password without a user name cannot be sent in MQTT 3.1 or 3.1.1.
     #[error("password without user name before MQTT 5.0")]
     PasswordWithoutUsername,
+    /// A client identifier the version does not allow: empty with Clean Session 0 in
+    /// 3.1.1, empty or longer than 23 bytes in 3.1.
+    #[error("client identifier not valid in this version")]
+    InvalidClientId,
+    /// Authentication Data without Authentication Method.
+    #[error("authentication data without an authentication method")]
+    AuthDataWithoutMethod,
+    /// CONNACK with Session Present and a refusal ([MQTT-3.2.2-6]).
+    #[error("session present with a refusal")]
+    SessionPresentOnRefusal,
+    /// No Local on a shared subscription ([MQTT-3.8.3-4]).
+    #[error("no local on a shared subscription")]
+    NoLocalOnSharedSubscription,
 }

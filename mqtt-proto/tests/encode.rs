@@ -214,3 +214,78 @@ fn connect_is_encoded_in_its_own_version() {
     assert_eq!(&buf[2..10], b"\x00\x06MQIsdp");
     assert_eq!(buf[10], 3);
 }
+
+#[test]
+fn encoder_refuses_what_the_decoder_would_reject() {
+    let mut buf = BytesMut::new();
+    let enc = |p: Packet, v: ProtocolVersion| {
+        let mut b = BytesMut::new();
+        p.encode(&mut b, v, MAX_PACKET_SIZE).map(|_| b)
+    };
+    // Client identifier rules: 3.1.1 [MQTT-3.1.3-7]; 3.1 needs 1 to 23 bytes.
+    let mut c = Connect::new(V3_1_1, MqttString::empty());
+    c.clean_start = false;
+    assert_eq!(
+        enc(Packet::Connect(Box::new(c)), V3_1_1),
+        Err(EncodeError::InvalidClientId)
+    );
+    for id in ["", "abcdefghijklmnopqrstuvwx"] {
+        let c = Connect::new(V3_1, MqttString::new(id).unwrap());
+        assert_eq!(
+            enc(Packet::Connect(Box::new(c)), V3_1),
+            Err(EncodeError::InvalidClientId)
+        );
+    }
+    // Authentication Data needs an Authentication Method.
+    let mut c = Connect::new(V5, MqttString::new("c").unwrap());
+    c.properties.authentication_data = Some(Bytes::from_static(b"d"));
+    assert_eq!(
+        enc(Packet::Connect(Box::new(c)), V5),
+        Err(EncodeError::AuthDataWithoutMethod)
+    );
+    let mut a = Auth::default();
+    a.properties.authentication_data = Some(Bytes::from_static(b"d"));
+    assert_eq!(
+        enc(Packet::Auth(a), V5),
+        Err(EncodeError::AuthDataWithoutMethod)
+    );
+    // Session Present with a refusal: 3.1.1 [MQTT-3.2.2-4], 5.0 [MQTT-3.2.2-6].
+    for v in [V3_1_1, V5] {
+        let c = ConnAck {
+            session_present: true,
+            reason_code: ReasonCode::NotAuthorized,
+            ..Default::default()
+        };
+        assert_eq!(
+            enc(Packet::ConnAck(Box::new(c)), v),
+            Err(EncodeError::SessionPresentOnRefusal)
+        );
+    }
+    // 3.1 has no Session Present flag: it is written as 0.
+    let c = ConnAck {
+        session_present: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        &enc(Packet::ConnAck(Box::new(c)), V3_1).unwrap()[..],
+        b"\x20\x02\x00\x00"
+    );
+    // No Local on a shared subscription: 5.0 [MQTT-3.8.3-4].
+    let s = Subscribe {
+        packet_id: NonZeroU16::new(1).unwrap(),
+        properties: Default::default(),
+        subscriptions: vec![Subscription {
+            filter: TopicFilter::new("$share/g/a").unwrap(),
+            options: SubscriptionOptions {
+                no_local: true,
+                ..Default::default()
+            },
+        }],
+    };
+    assert_eq!(
+        enc(Packet::Subscribe(s), V5),
+        Err(EncodeError::NoLocalOnSharedSubscription)
+    );
+    assert!(buf.is_empty());
+    buf.clear();
+}

@@ -261,7 +261,8 @@ fn connack(v: ProtocolVersion) -> BoxedStrategy<Packet> {
     (any::<bool>(), reason, props)
         .prop_map(move |(present, reason_code, props)| {
             Packet::ConnAck(Box::new(ConnAck {
-                session_present: present && reason_code == ReasonCode::Success,
+                // 3.1 has no Session Present flag.
+                session_present: present && reason_code == ReasonCode::Success && v != V3_1,
                 reason_code,
                 properties: if v5 { props } else { Default::default() },
             }))
