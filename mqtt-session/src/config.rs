@@ -7,8 +7,9 @@ use std::time::Duration;
 /// Configuration of a [`Connection`](crate::Connection). Every field has a default
 /// ([`Config::default`]); the limits we announce to the peer (Receive Maximum, Maximum
 /// Packet Size, Topic Alias Maximum) are sent in 5.0 CONNECT / CONNACK properties.
+///
+/// Build one with struct update syntax: `Config { receive_maximum: 100, ..Config::default() }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Config {
     /// Largest packet we accept, fixed header included. A larger one closes the
     /// connection with 0x95 Packet too large. Default: the protocol's limit,

@@ -1,0 +1,966 @@
+//! Behaviour of the connection state machine, client and server together over an
+//! in-memory link with simulated time. Spec statements are tagged with their version where
+//! the numbering differs.
+
+mod common;
+
+use common::*;
+use mqtt_proto::*;
+use mqtt_session::*;
+use std::time::Duration;
+use ProtocolVersion::{V3_1, V3_1_1, V5};
+
+const ALL: [ProtocolVersion; 3] = [V3_1, V3_1_1, V5];
+
+#[test]
+fn connect_handshake_each_version() {
+    for v in ALL {
+        let p = Pair::new(v);
+        assert!(p.client.is_open() && p.server.is_open(), "{v}");
+        assert!(matches!(p.server_events[0], Event::ConnectReceived(_)));
+        assert!(matches!(p.client_events[0], Event::Connected(_)));
+        assert_eq!(p.client.version(), Some(v));
+        assert_eq!(p.server.version(), Some(v));
+    }
+}
+
+#[test]
+fn first_packet_must_be_connect() {
+    // [MQTT-3.1.0-1]
+    let mut p = Pair::new(V5);
+    let mut server = Connection::server(Config::default(), p.now);
+    server.handle_input(p.now, b"\xc0\x00");
+    let e = server.poll_event();
+    assert_eq!(
+        e,
+        Some(Event::Closed(CloseReason::Violation(Violation::Decode(
+            DecodeError::VersionUnknown(PacketType::PingReq)
+        ))))
+    );
+    // [MQTT-3.14.0-1]: no DISCONNECT before CONNACK.
+    assert_eq!(server.poll_transmit(), None);
+    p.clear();
+}
+
+#[test]
+fn second_connect_is_a_violation() {
+    // [MQTT-3.1.0-2]
+    for v in ALL {
+        let mut p = Pair::new(v);
+        p.clear();
+        let c = encode(v, Packet::Connect(Box::new(p.connect_packet(true))));
+        p.server.handle_input(p.now, &c);
+        p.auto_server = false;
+        p.link_up = false;
+        p.drive();
+        assert_eq!(
+            closed(&p.server_events),
+            Some(CloseReason::Violation(Violation::SecondConnect))
+        );
+        let sent = p.server_packets();
+        if v == V5 {
+            assert_eq!(
+                sent,
+                vec![Packet::Disconnect(Disconnect {
+                    reason_code: ReasonCode::ProtocolError,
+                    ..Default::default()
+                })]
+            );
+        } else {
+            assert!(sent.is_empty(), "3.x servers send no DISCONNECT");
+        }
+        // Input after the close is ignored.
+        p.server.handle_input(p.now, b"\xc0\x00");
+        assert_eq!(p.server.poll_event(), None);
+        assert_eq!(p.server.poll_transmit(), None);
+    }
+}
+
+#[test]
+fn connack_must_come_first() {
+    // [MQTT-3.2.0-1]
+    let mut client = Connection::client(Config::default());
+    let t = Pair::new(V5).now;
+    client.connect(t, Connect::new(V3_1_1, s("c"))).unwrap();
+    let _ = client.poll_transmit();
+    client.handle_input(t, &encode(V3_1_1, Packet::PingResp));
+    assert_eq!(
+        client.poll_event(),
+        Some(Event::Closed(CloseReason::Violation(
+            Violation::UnexpectedPacket(PacketType::PingResp)
+        )))
+    );
+}
+
+#[test]
+fn connect_timeout() {
+    let t0 = Pair::new(V5).now;
+    let mut server = Connection::server(Config::default(), t0);
+    assert_eq!(server.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    server.handle_timeout(t0 + Duration::from_secs(9));
+    assert_eq!(server.poll_event(), None);
+    server.handle_timeout(t0 + Duration::from_secs(10));
+    assert_eq!(
+        server.poll_event(),
+        Some(Event::Closed(CloseReason::ConnectTimeout))
+    );
+    // A client without CONNACK in time.
+    let mut client = Connection::client(Config::default());
+    client.connect(t0, Connect::new(V5, s("c"))).unwrap();
+    client.handle_timeout(t0 + Duration::from_secs(10));
+    assert_eq!(
+        client.poll_event(),
+        Some(Event::Closed(CloseReason::ConnectTimeout))
+    );
+}
+
+#[test]
+fn reject_sends_connack_and_closes() {
+    for (v, code) in [(V3_1_1, 5u8), (V5, 0x87)] {
+        let mut p = Pair::new(v);
+        p.auto_server = false;
+        p.reconnect_fresh();
+        let Some(Event::ConnectReceived(_)) = p.server_events.first() else {
+            panic!("CONNECT reaches the application");
+        };
+        p.server.reject(p.now, ReasonCode::NotAuthorized).unwrap();
+        p.drive();
+        let Packet::ConnAck(c) = &p.server_packets()[0] else {
+            panic!("CONNACK");
+        };
+        assert_eq!(c.reason_code, ReasonCode::NotAuthorized);
+        let raw = p.server_sent.concat();
+        assert_eq!(raw[3], code);
+        assert_eq!(
+            closed(&p.client_events),
+            Some(CloseReason::Refused(ReasonCode::NotAuthorized))
+        );
+        assert!(p.server.is_closed());
+    }
+}
+
+impl Pair {
+    /// Closes the current connection and opens a fresh one, without connecting.
+    fn reconnect_fresh(&mut self) {
+        self.cut();
+        self.client = Connection::client(self.client_config.clone());
+        self.server = Connection::server(self.server_config.clone(), self.now);
+        self.clear();
+        self.connect(true);
+    }
+}
+
+fn delivered(events: &[Event]) -> Vec<(u16, ReasonCode)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Delivered {
+                packet_id,
+                reason_code,
+            } => Some((packet_id.get(), *reason_code)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn qos_0_1_2_client_to_server() {
+    for v in ALL {
+        let mut p = Pair::new(v);
+        p.clear();
+        for q in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            p.client.publish(p.now, msg("a/b", "x", q)).unwrap();
+        }
+        p.drive();
+        let got: Vec<QoS> = p.server_messages().iter().map(|m| m.qos).collect();
+        assert_eq!(got, [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]);
+        // [MQTT-4.3.2-1] [MQTT-4.3.3-1]: QoS 1/2 get unused, non-zero packet ids
+        // ([MQTT-2.2.1-3]); both complete and the ids are free again.
+        assert_eq!(
+            delivered(&p.client_events),
+            [(1, ReasonCode::Success), (2, ReasonCode::Success)]
+        );
+        assert_eq!(p.client.packet_ids_in_use(), 0);
+        assert_eq!(p.client.inflight(), 0);
+        let types: Vec<PacketType> = p.client_packets().iter().map(|p| p.packet_type()).collect();
+        assert_eq!(
+            types,
+            [
+                PacketType::Publish,
+                PacketType::Publish,
+                PacketType::Publish,
+                PacketType::PubRel
+            ]
+        );
+        let types: Vec<PacketType> = p.server_packets().iter().map(|p| p.packet_type()).collect();
+        assert_eq!(
+            types,
+            [PacketType::PubAck, PacketType::PubRec, PacketType::PubComp]
+        );
+    }
+}
+
+#[test]
+fn qos_0_1_2_server_to_client() {
+    for v in ALL {
+        let mut p = Pair::new(v);
+        p.clear();
+        for q in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            p.server.publish(p.now, msg("a/b", "x", q)).unwrap();
+        }
+        p.drive();
+        let got: Vec<QoS> = p.client_messages().iter().map(|m| m.qos).collect();
+        assert_eq!(got, [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]);
+        assert_eq!(delivered(&p.server_events).len(), 2);
+        assert_eq!(p.server.packet_ids_in_use(), 0);
+    }
+}
+
+#[test]
+fn packet_ids_are_not_reused_while_in_use() {
+    // [MQTT-2.2.1-3] non-zero; [MQTT-4.3.2-1] unused. The inflight window is separate:
+    // with a window of 2, ids keep advancing while queued messages wait.
+    let cfg = Config {
+        max_inflight: 2,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V3_1_1, cfg, Config::default());
+    p.link_up = false;
+    let ids: Vec<u16> = (0..5)
+        .map(|_| {
+            p.client
+                .publish(p.now, msg("t", "x", QoS::AtLeastOnce))
+                .unwrap()
+                .unwrap()
+                .get()
+        })
+        .collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+    assert_eq!(p.client.inflight(), 2);
+    assert_eq!(p.client.queued(), 3);
+    assert_eq!(p.client.packet_ids_in_use(), 5);
+}
+
+#[test]
+fn inflight_window_follows_peer_receive_maximum() {
+    // 5.0 [MQTT-3.3.4-7]: no more unacknowledged QoS 1/2 PUBLISH than the server's
+    // Receive Maximum; the rest wait in order.
+    let server = Config {
+        receive_maximum: 2,
+        manual_acks: true,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V5, Config::default(), server);
+    assert_eq!(p.client.inflight_limit(), 2);
+    p.clear();
+    for i in 0..5 {
+        p.client
+            .publish(p.now, msg("t", &i.to_string(), QoS::AtLeastOnce))
+            .unwrap();
+    }
+    p.drive();
+    assert_eq!(p.server_messages().len(), 2);
+    assert_eq!(p.client.inflight(), 2);
+    assert_eq!(p.client.queued(), 3);
+    // Each acknowledgement lets one more through, in order.
+    for expect in 3..=5 {
+        let id = p.server_messages()[expect - 3].packet_id.unwrap();
+        p.server.ack(p.now, id, ReasonCode::Success).unwrap();
+        p.drive();
+        assert_eq!(p.server_messages().len(), expect);
+        assert!(p.client.inflight() <= 2);
+    }
+    let payloads: Vec<Vec<u8>> = p
+        .server_messages()
+        .iter()
+        .map(|m| m.payload.to_vec())
+        .collect();
+    assert_eq!(payloads, [b"0", b"1", b"2", b"3", b"4"].map(|b| b.to_vec()));
+}
+
+#[test]
+fn full_queue_hands_the_message_back() {
+    let cfg = Config {
+        max_inflight: 1,
+        max_queued_messages: 2,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V3_1_1, cfg, Config::default());
+    p.link_up = false;
+    for _ in 0..3 {
+        p.client
+            .publish(p.now, msg("t", "x", QoS::AtLeastOnce))
+            .unwrap();
+    }
+    let err = p
+        .client
+        .publish(p.now, msg("t", "y", QoS::AtLeastOnce))
+        .unwrap_err();
+    let UsageError::QueueFull(back) = err else {
+        panic!("queue full expected, got {err:?}");
+    };
+    assert_eq!(&back.payload[..], b"y");
+    assert_eq!(p.client.queued(), 2);
+    // The byte bound too.
+    let cfg = Config {
+        max_inflight: 1,
+        max_queued_bytes: 3,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V3_1_1, cfg, Config::default());
+    p.link_up = false;
+    p.client
+        .publish(p.now, msg("t", "first", QoS::AtLeastOnce))
+        .unwrap();
+    p.client
+        .publish(p.now, msg("t", "abc", QoS::AtLeastOnce))
+        .unwrap();
+    assert!(matches!(
+        p.client.publish(p.now, msg("t", "d", QoS::AtLeastOnce)),
+        Err(UsageError::QueueFull(_))
+    ));
+}
+
+#[test]
+fn exceeding_our_receive_maximum_is_disconnected() {
+    // 5.0 [MQTT-3.3.4-9]: the server disconnects with 0x93.
+    let server = Config {
+        receive_maximum: 1,
+        manual_acks: true,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V5, Config::default(), server);
+    p.clear();
+    for id in [1, 2] {
+        let mut m = msg("t", "x", QoS::AtLeastOnce);
+        m.packet_id = Some(pid(id));
+        p.server
+            .handle_input(p.now, &encode(V5, Packet::Publish(m)));
+    }
+    p.link_up = false;
+    p.drive();
+    assert_eq!(
+        closed(&p.server_events),
+        Some(CloseReason::Violation(Violation::ReceiveMaximumExceeded))
+    );
+    assert_eq!(
+        p.server_packets(),
+        [Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::ReceiveMaximumExceeded,
+            ..Default::default()
+        })]
+    );
+}
+
+#[test]
+fn qos2_duplicate_before_pubrel_is_not_delivered_again() {
+    for v in ALL {
+        let mut p = Pair::new(v);
+        p.clear();
+        p.link_up = false;
+        let mut m = msg("t", "once", QoS::ExactlyOnce);
+        m.packet_id = Some(pid(7));
+        let first = encode(v, Packet::Publish(m.clone()));
+        m.dup = true;
+        let again = encode(v, Packet::Publish(m));
+        p.server.handle_input(p.now, &first);
+        p.server.handle_input(p.now, &again);
+        p.drive();
+        assert_eq!(p.server_messages().len(), 1, "{v}: delivered once");
+        let rec = Packet::PubRec(PubResponse::new(pid(7)));
+        assert_eq!(p.server_packets(), [rec.clone(), rec], "{v}: PUBREC twice");
+        // PUBREL releases it; PUBCOMP answers.
+        p.server
+            .handle_input(p.now, &encode(v, Packet::PubRel(PubResponse::new(pid(7)))));
+        // After release the same id is a new message.
+        p.server.handle_input(p.now, &first);
+        p.drive();
+        assert_eq!(p.server_messages().len(), 2);
+    }
+}
+
+#[test]
+fn pubrel_for_unknown_id_gets_pubcomp() {
+    for (v, code) in [
+        (V3_1_1, ReasonCode::Success),
+        (V5, ReasonCode::PacketIdentifierNotFound),
+    ] {
+        let mut p = Pair::new(v);
+        p.clear();
+        p.link_up = false;
+        p.server
+            .handle_input(p.now, &encode(v, Packet::PubRel(PubResponse::new(pid(9)))));
+        p.drive();
+        let mut comp = PubResponse::new(pid(9));
+        comp.reason_code = code;
+        assert_eq!(p.server_packets(), [Packet::PubComp(comp)]);
+        assert!(p.server.is_open());
+    }
+}
+
+#[test]
+fn acks_leave_in_arrival_order() {
+    // [MQTT-4.6.0-2] PUBACK and [MQTT-4.6.0-3] PUBREC in the order the PUBLISHes arrived,
+    // even when the application acknowledges out of order.
+    let server = Config {
+        manual_acks: true,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V5, Config::default(), server);
+    p.clear();
+    p.link_up = false;
+    let qos = [QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtLeastOnce];
+    for (i, q) in qos.iter().enumerate() {
+        let mut m = msg("t", "x", *q);
+        m.packet_id = Some(pid(i as u16 + 1));
+        p.server
+            .handle_input(p.now, &encode(V5, Packet::Publish(m)));
+    }
+    p.drive();
+    assert!(p.server_packets().is_empty());
+    p.server.ack(p.now, pid(3), ReasonCode::Success).unwrap();
+    p.server.ack(p.now, pid(2), ReasonCode::Success).unwrap();
+    p.drive();
+    assert!(p.server_packets().is_empty(), "waits for message 1");
+    p.server.ack(p.now, pid(1), ReasonCode::Success).unwrap();
+    p.drive();
+    let ids: Vec<(PacketType, u16)> = p
+        .server_packets()
+        .iter()
+        .map(|pk| match pk {
+            Packet::PubAck(r) | Packet::PubRec(r) => (pk.packet_type(), r.packet_id.get()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (PacketType::PubAck, 1),
+            (PacketType::PubRec, 2),
+            (PacketType::PubAck, 3)
+        ]
+    );
+    assert_eq!(
+        p.server.ack(p.now, pid(1), ReasonCode::Success),
+        Err(UsageError::UnknownPacketId)
+    );
+}
+
+#[test]
+fn session_resume_resends_in_original_order() {
+    // [MQTT-4.4.0-1]: on resume, unacknowledged PUBLISH (with DUP=1, [MQTT-3.3.1-1]) and
+    // PUBREL are resent in their original order ([MQTT-4.6.0-1]).
+    for v in [V3_1_1, V5] {
+        let mut p = Pair::new(v);
+        p.reconnect_with(false);
+        p.clear();
+        // m1 QoS 1, m2 QoS 2 reaches PUBREC (then PUBREL is lost), m3 QoS 2 not acked.
+        p.link_up = false;
+        for (name, q) in [
+            ("m1", QoS::AtLeastOnce),
+            ("m2", QoS::ExactlyOnce),
+            ("m3", QoS::ExactlyOnce),
+        ] {
+            p.client.publish(p.now, msg("t", name, q)).unwrap();
+        }
+        p.drive();
+        p.client
+            .handle_input(p.now, &encode(v, Packet::PubRec(PubResponse::new(pid(2)))));
+        p.drive();
+        p.cut();
+        p.clear();
+        p.reconnect(false);
+        let sent = p.client_packets();
+        let summary: Vec<String> = sent
+            .iter()
+            .map(|pk| match pk {
+                Packet::Connect(_) => "CONNECT".into(),
+                Packet::Publish(m) => format!(
+                    "PUBLISH {} dup={} id={}",
+                    String::from_utf8_lossy(&m.payload),
+                    m.dup,
+                    m.packet_id.unwrap()
+                ),
+                Packet::PubRel(r) => format!("PUBREL {}", r.packet_id),
+                other => format!("{:?}", other.packet_type()),
+            })
+            .collect();
+        assert_eq!(
+            summary[..4],
+            [
+                "CONNECT",
+                "PUBLISH m1 dup=true id=1",
+                "PUBREL 2",
+                "PUBLISH m3 dup=true id=3"
+            ],
+            "{v}"
+        );
+        // Everything completes exactly once.
+        assert_eq!(p.client.inflight(), 0);
+        let names: Vec<String> = p
+            .server_messages()
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.payload).into())
+            .collect();
+        assert_eq!(names, ["m1", "m3"], "m2 was delivered before the cut");
+    }
+}
+
+impl Pair {
+    /// Reconnects once so that both sides have a persistent session.
+    fn reconnect_with(&mut self, clean_start: bool) {
+        self.cut();
+        self.reconnect(clean_start);
+    }
+}
+
+#[test]
+fn qos2_exactly_once_across_reconnect() {
+    // The server received the QoS 2 PUBLISH and sent PUBREC, which was lost; the client
+    // resends after reconnecting; the server must not deliver it again.
+    let mut p = Pair::new(V5);
+    p.reconnect_with(false);
+    p.clear();
+    p.client
+        .publish(p.now, msg("t", "once", QoS::ExactlyOnce))
+        .unwrap();
+    let b = p.client.poll_transmit().unwrap();
+    p.server.handle_input(p.now, &b);
+    let _lost_pubrec = p.server.poll_transmit();
+    p.drive();
+    assert_eq!(p.server_messages().len(), 1);
+    p.cut();
+    p.reconnect(false);
+    p.drive();
+    assert_eq!(p.server_messages().len(), 1, "not delivered again");
+    assert_eq!(delivered(&p.client_events).len(), 1);
+    assert_eq!(p.client.inflight(), 0);
+    assert!(p.server.state().incoming_qos2.is_empty());
+}
+
+#[test]
+fn session_not_present_discards_the_client_state() {
+    let mut p = Pair::new(V5);
+    p.reconnect_with(false);
+    p.clear();
+    p.link_up = false;
+    p.client
+        .publish(p.now, msg("t", "lost", QoS::AtLeastOnce))
+        .unwrap();
+    p.drive();
+    p.cut();
+    // The server forgot the session: a fresh server, the client resumes its state.
+    let old = std::mem::replace(&mut p.client, Connection::client(Config::default()));
+    p.client = Connection::client_with_state(Config::default(), old.into_state());
+    p.server = Connection::server(Config::default(), p.now);
+    p.server_session = None;
+    p.link_up = true;
+    p.connect(false);
+    assert!(p.client_events.iter().any(|e| matches!(
+        e,
+        Event::Dropped { reason: DropReason::SessionLost, publish } if &publish.payload[..] == b"lost"
+    )));
+    assert_eq!(p.client.inflight(), 0);
+    assert_eq!(p.client.packet_ids_in_use(), 0);
+}
+
+#[test]
+fn keep_alive_client_pings_and_server_answers() {
+    // 3.1.1 [MQTT-3.1.2-23], 5.0 [MQTT-3.1.2-20]: the client sends PINGREQ when idle;
+    // [MQTT-3.12.4-1]: the server answers PINGRESP.
+    let mut p = Pair::new(V3_1_1);
+    p.clear();
+    p.advance(Duration::from_secs(59));
+    assert!(p.client_packets().is_empty());
+    p.advance(Duration::from_secs(1));
+    assert_eq!(p.client_packets(), [Packet::PingReq]);
+    assert_eq!(p.server_packets(), [Packet::PingResp]);
+    // Hours of idleness: a ping a minute, the connection stays up.
+    p.advance(Duration::from_secs(3600));
+    assert!(p.client.is_open() && p.server.is_open());
+    assert_eq!(p.client_packets().len(), 61);
+}
+
+#[test]
+fn keep_alive_client_closes_without_pingresp() {
+    let mut p = Pair::new(V5);
+    p.clear();
+    p.link_up = false;
+    p.advance(Duration::from_secs(60));
+    assert_eq!(p.client_packets(), [Packet::PingReq]);
+    p.advance(Duration::from_secs(10));
+    assert_eq!(
+        closed(&p.client_events),
+        Some(CloseReason::KeepAliveTimeout)
+    );
+}
+
+#[test]
+fn keep_alive_server_closes_after_one_and_a_half_intervals() {
+    // 3.1.1 [MQTT-3.1.2-24], 5.0 [MQTT-3.1.2-22]
+    for v in [V3_1_1, V5] {
+        let mut p = Pair::new(v);
+        p.clear();
+        // A silent client: its pings are lost on the way.
+        p.link_up = false;
+        p.advance(Duration::from_secs(89));
+        assert!(p.server.is_open());
+        p.advance(Duration::from_secs(1));
+        assert_eq!(
+            closed(&p.server_events),
+            Some(CloseReason::KeepAliveTimeout)
+        );
+        if v == V5 {
+            assert_eq!(
+                p.server_packets(),
+                [Packet::Disconnect(Disconnect {
+                    reason_code: ReasonCode::KeepAliveTimeout,
+                    ..Default::default()
+                })]
+            );
+        }
+    }
+}
+
+#[test]
+fn keep_alive_zero_turns_it_off() {
+    let mut p = Pair::new(V3_1_1);
+    p.keep_alive = 0;
+    p.reconnect_fresh();
+    p.clear();
+    p.link_up = false;
+    p.advance(Duration::from_secs(86_400));
+    assert!(p.client.is_open() && p.server.is_open());
+    assert!(p.client_packets().is_empty());
+    assert_eq!(p.client.poll_timeout(), None);
+    assert_eq!(p.server.poll_timeout(), None);
+}
+
+#[test]
+fn server_keep_alive_overrides() {
+    // 5.0 [MQTT-3.1.2-21]: the client uses the Server Keep Alive.
+    let server = Config {
+        server_keep_alive: Some(5),
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V5, Config::default(), server);
+    assert_eq!(p.client.keep_alive(), Duration::from_secs(5));
+    assert_eq!(p.server.keep_alive(), Duration::from_secs(5));
+    p.clear();
+    p.advance(Duration::from_secs(5));
+    assert_eq!(p.client_packets(), [Packet::PingReq]);
+}
+
+#[test]
+fn topic_aliases_both_ways() {
+    // 5.0 [MQTT-3.3.2-9]..[MQTT-3.3.2-12]: aliases within the peer's Topic Alias Maximum.
+    let client = Config {
+        outgoing_topic_aliases: true,
+        ..Config::default()
+    };
+    let server = Config {
+        topic_alias_maximum: 1,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V5, client, server);
+    p.clear();
+    for t in ["long/topic/name", "long/topic/name", "other"] {
+        p.client
+            .publish(p.now, msg(t, "x", QoS::AtMostOnce))
+            .unwrap();
+    }
+    p.drive();
+    let wire: Vec<(String, Option<u16>)> = p
+        .client_packets()
+        .iter()
+        .map(|pk| match pk {
+            Packet::Publish(m) => (
+                m.topic.to_string(),
+                m.properties.topic_alias.map(|a| a.get()),
+            ),
+            _ => panic!(),
+        })
+        .collect();
+    assert_eq!(
+        wire,
+        [
+            ("long/topic/name".to_string(), Some(1)),
+            (String::new(), Some(1)),
+            ("other".to_string(), None)
+        ]
+    );
+    // The server delivers full topics.
+    let topics: Vec<String> = p
+        .server_messages()
+        .iter()
+        .map(|m| m.topic.to_string())
+        .collect();
+    assert_eq!(topics, ["long/topic/name", "long/topic/name", "other"]);
+}
+
+#[test]
+fn topic_alias_violations() {
+    let mut p = Pair::new(V5);
+    p.clear();
+    let mut m = msg("t", "x", QoS::AtMostOnce);
+    m.properties.topic_alias = std::num::NonZeroU16::new(17);
+    p.server
+        .handle_input(p.now, &encode(V5, Packet::Publish(m)));
+    p.link_up = false;
+    p.drive();
+    assert_eq!(
+        closed(&p.server_events),
+        Some(CloseReason::Violation(Violation::TopicAliasTooLarge(17)))
+    );
+    assert_eq!(
+        p.server_packets()[0],
+        Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::TopicAliasInvalid,
+            ..Default::default()
+        })
+    );
+    let mut p = Pair::new(V5);
+    p.clear();
+    let mut m = Publish::new(TopicName::empty(), "x");
+    m.properties.topic_alias = std::num::NonZeroU16::new(3);
+    p.server
+        .handle_input(p.now, &encode(V5, Packet::Publish(m)));
+    p.drive();
+    assert_eq!(
+        closed(&p.server_events),
+        Some(CloseReason::Violation(Violation::UnknownTopicAlias(3)))
+    );
+}
+
+#[test]
+fn message_too_large_for_the_peer_is_dropped() {
+    // 5.0 [MQTT-3.1.2-24], [MQTT-3.1.2-25]: never send a packet above the client's Maximum
+    // Packet Size; the message is dropped as if sent.
+    let client = Config {
+        max_packet_size: 64,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V5, client, Config::default());
+    p.clear();
+    let big = "x".repeat(100);
+    let id = p
+        .server
+        .publish(p.now, msg("t", &big, QoS::AtLeastOnce))
+        .unwrap();
+    p.server
+        .publish(p.now, msg("t", "small", QoS::AtLeastOnce))
+        .unwrap();
+    p.drive();
+    assert!(id.is_some());
+    assert!(p.server_events.iter().any(|e| matches!(
+        e,
+        Event::Dropped {
+            reason: DropReason::TooLarge,
+            ..
+        }
+    )));
+    let got: Vec<Vec<u8>> = p
+        .client_messages()
+        .iter()
+        .map(|m| m.payload.to_vec())
+        .collect();
+    assert_eq!(got, [b"small".to_vec()]);
+    assert_eq!(p.server.packet_ids_in_use(), 0);
+    assert!(p.server_sent.iter().all(|b| b.len() <= 64));
+}
+
+#[test]
+fn subscribe_and_unsubscribe() {
+    for v in ALL {
+        let mut p = Pair::new(v);
+        p.clear();
+        let sub = Subscription {
+            filter: TopicFilter::new("a/+").unwrap(),
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
+        };
+        let id = p
+            .client
+            .subscribe(p.now, vec![sub], Default::default())
+            .unwrap();
+        p.drive();
+        assert!(p.client_events.iter().any(|e| matches!(
+            e,
+            Event::SubAck(s) if s.packet_id == id && s.reason_codes == [ReasonCode::GrantedQoS1]
+        )));
+        let id = p
+            .client
+            .unsubscribe(
+                p.now,
+                vec![TopicFilter::new("a/+").unwrap()],
+                Default::default(),
+            )
+            .unwrap();
+        p.drive();
+        assert!(p
+            .client_events
+            .iter()
+            .any(|e| matches!(e, Event::UnsubAck(u) if u.packet_id == id)));
+        assert_eq!(p.client.packet_ids_in_use(), 0);
+    }
+}
+
+#[test]
+fn peer_disconnect_and_session_expiry_rule() {
+    let mut p = Pair::new(V5);
+    p.clear();
+    p.client
+        .disconnect(
+            p.now,
+            ReasonCode::DisconnectWithWillMessage,
+            Default::default(),
+        )
+        .unwrap();
+    p.drive();
+    assert!(matches!(
+        closed(&p.server_events),
+        Some(CloseReason::Disconnected {
+            reason_code: ReasonCode::DisconnectWithWillMessage,
+            ..
+        })
+    ));
+    // CONNECT with Session Expiry 0, then DISCONNECT with a non-zero one.
+    let mut p = Pair::new(V5);
+    p.clear();
+    let mut d = Disconnect::default();
+    d.properties.session_expiry_interval = Some(60);
+    p.server
+        .handle_input(p.now, &encode(V5, Packet::Disconnect(d)));
+    p.drive();
+    assert_eq!(
+        closed(&p.server_events),
+        Some(CloseReason::Violation(Violation::SessionExpiryAfterZero))
+    );
+}
+
+#[test]
+fn server_rejects_client_only_packets_and_vice_versa() {
+    for v in [V3_1_1, V5] {
+        let mut p = Pair::new(v);
+        p.server.handle_input(p.now, &encode(v, Packet::PingResp));
+        p.drive();
+        assert_eq!(
+            closed(&p.server_events),
+            Some(CloseReason::Violation(Violation::UnexpectedPacket(
+                PacketType::PingResp
+            )))
+        );
+        let mut p = Pair::new(v);
+        p.client.handle_input(p.now, &encode(v, Packet::PingReq));
+        p.drive();
+        assert_eq!(
+            closed(&p.client_events),
+            Some(CloseReason::Violation(Violation::UnexpectedPacket(
+                PacketType::PingReq
+            )))
+        );
+    }
+    // A 3.x server sends no DISCONNECT; a 3.x client receiving one is a violation.
+    let mut p = Pair::new(V3_1_1);
+    p.client.handle_input(
+        p.now,
+        &encode(V3_1_1, Packet::Disconnect(Disconnect::default())),
+    );
+    p.drive();
+    assert!(matches!(
+        closed(&p.client_events),
+        Some(CloseReason::Violation(_))
+    ));
+}
+
+#[test]
+fn malformed_input_closes_with_its_reason_code() {
+    let mut p = Pair::new(V5);
+    p.clear();
+    p.server.handle_input(p.now, b"\x36\x00");
+    p.link_up = false;
+    p.drive();
+    assert_eq!(
+        closed(&p.server_events),
+        Some(CloseReason::Violation(Violation::Decode(
+            DecodeError::InvalidQoS
+        )))
+    );
+    assert_eq!(
+        p.server_packets(),
+        [Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::MalformedPacket,
+            ..Default::default()
+        })]
+    );
+}
+
+#[test]
+fn unsupported_protocol_level_gets_connack() {
+    // [MQTT-3.1.2-2]: CONNACK 0x01 (3.1.1 form) and close.
+    let t = Pair::new(V5).now;
+    let mut server = Connection::server(Config::default(), t);
+    server.handle_input(t, b"\x10\x0d\x00\x04MQTT\x07\x02\x00\x3c\x00\x01c");
+    assert_eq!(&server.poll_transmit().unwrap()[..], b"\x20\x02\x00\x01");
+    assert!(server.is_closed());
+}
+
+#[test]
+fn packets_after_connect_wait_for_accept() {
+    // A client may send packets right after CONNECT; they are handled after accept.
+    let t = Pair::new(V3_1_1).now;
+    let mut server = Connection::server(Config::default(), t);
+    let mut bytes = encode(
+        V3_1_1,
+        Packet::Connect(Box::new(Connect::new(V3_1_1, s("c")))),
+    )
+    .to_vec();
+    bytes.extend_from_slice(&encode(
+        V3_1_1,
+        Packet::Publish(msg("t", "early", QoS::AtMostOnce)),
+    ));
+    server.handle_input(t, &bytes);
+    assert!(matches!(
+        server.poll_event(),
+        Some(Event::ConnectReceived(_))
+    ));
+    assert_eq!(server.poll_event(), None);
+    server.accept(t, ConnAck::default(), None).unwrap();
+    assert!(matches!(server.poll_event(), Some(Event::Message(m)) if &m.payload[..] == b"early"));
+}
+
+#[test]
+fn usage_errors() {
+    let t = Pair::new(V5).now;
+    let mut client = Connection::client(Config::default());
+    assert_eq!(
+        client.publish(t, msg("t", "x", QoS::AtLeastOnce)),
+        Err(UsageError::WrongState)
+    );
+    assert_eq!(
+        client.subscribe(t, vec![], Default::default()),
+        Err(UsageError::WrongState)
+    );
+    let mut p = Pair::new(V5);
+    p.cut();
+    assert_eq!(
+        p.client.publish(p.now, msg("t", "x", QoS::AtMostOnce)),
+        Err(UsageError::Closed)
+    );
+    assert_eq!(
+        p.server.accept(p.now, ConnAck::default(), None),
+        Err(UsageError::Closed)
+    );
+    // QoS above the server's Maximum QoS (5.0 [MQTT-3.2.2-11]).
+    let server = Config {
+        maximum_qos: QoS::AtLeastOnce,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V5, Config::default(), server);
+    assert_eq!(
+        p.client.publish(p.now, msg("t", "x", QoS::ExactlyOnce)),
+        Err(UsageError::QoSNotSupported)
+    );
+}
