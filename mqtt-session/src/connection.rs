@@ -114,6 +114,9 @@ pub struct Connection {
     ping_outstanding: bool,
     /// 5.0: the Session Expiry Interval of CONNECT was 0.
     session_expiry_zero: bool,
+    /// 5.0 Request Problem Information of the client (server role): when false, Reason
+    /// Strings and User Properties are left out of acknowledgements.
+    problem_information: bool,
     aliases_in: HashMap<u16, TopicName>,
     aliases_out: HashMap<TopicName, NonZeroU16>,
     /// Client: the CONNECT to send.
@@ -146,6 +149,7 @@ impl Connection {
             keep_alive: Duration::ZERO,
             ping_outstanding: false,
             session_expiry_zero: true,
+            problem_information: true,
             aliases_in: HashMap::new(),
             aliases_out: HashMap::new(),
             connect: None,
@@ -567,21 +571,26 @@ impl Connection {
         }
     }
 
-    /// Sends an acknowledgement; if it is too large for the peer, without its Reason
-    /// String and User Properties ([MQTT-3.9.2-1]-style rule of 5.0: those are left out
-    /// rather than exceed the Maximum Packet Size).
+    /// Sends an acknowledgement. Its Reason String and User Properties are left out when
+    /// the client asked for no problem information (5.0 [MQTT-3.1.2-29]) or when they
+    /// would make the packet larger than the peer accepts.
     fn send_ack_packet(&mut self, now: Instant, mut p: Packet) -> Result<(), UsageError> {
+        fn strip(p: &mut Packet) {
+            match p {
+                Packet::SubAck(s) => s.properties = AckProperties::default(),
+                Packet::UnsubAck(s) => s.properties = AckProperties::default(),
+                Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+                    r.properties = AckProperties::default()
+                }
+                _ => {}
+            }
+        }
+        if self.role == Role::Server && !self.problem_information {
+            strip(&mut p);
+        }
         match self.try_send(now, &p) {
             Err(EncodeError::PacketTooLarge { .. }) => {
-                match &mut p {
-                    Packet::SubAck(s) => s.properties = AckProperties::default(),
-                    Packet::UnsubAck(s) => s.properties = AckProperties::default(),
-                    Packet::PubAck(r)
-                    | Packet::PubRec(r)
-                    | Packet::PubRel(r)
-                    | Packet::PubComp(r) => r.properties = AckProperties::default(),
-                    _ => {}
-                }
+                strip(&mut p);
                 self.try_send(now, &p).map(drop).map_err(UsageError::from)
             }
             r => r.map(drop).map_err(UsageError::from),
@@ -950,6 +959,7 @@ impl Connection {
                     }
                     self.peer.topic_alias_maximum = p.topic_alias_maximum.unwrap_or(0);
                     self.session_expiry_zero = p.session_expiry_interval.unwrap_or(0) == 0;
+                    self.problem_information = p.request_problem_information.unwrap_or(true);
                 }
                 self.phase = Phase::Connecting;
                 self.events.push_back(Event::ConnectReceived(c));

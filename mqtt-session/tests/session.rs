@@ -964,3 +964,47 @@ fn usage_errors() {
         Err(UsageError::QoSNotSupported)
     );
 }
+
+#[test]
+fn no_problem_information_when_the_client_asks_for_none() {
+    // 5.0 [MQTT-3.1.2-29]: Reason String and User Properties only on PUBLISH, CONNACK and
+    // DISCONNECT when Request Problem Information is 0.
+    for want in [true, false] {
+        let mut p = Pair::new(V5);
+        p.auto_server = false;
+        p.cut();
+        p.client = Connection::client(Config::default());
+        p.server = Connection::server(Config::default(), p.now);
+        p.link_up = true;
+        p.clear();
+        let mut c = p.connect_packet(true);
+        c.properties.request_problem_information = Some(want);
+        p.client.connect(p.now, c).unwrap();
+        p.drive();
+        p.server.accept(p.now, ConnAck::default(), None).unwrap();
+        p.drive();
+        let sub = Subscription {
+            filter: TopicFilter::new("a").unwrap(),
+            options: Default::default(),
+        };
+        let id = p
+            .client
+            .subscribe(p.now, vec![sub], Default::default())
+            .unwrap();
+        p.drive();
+        let mut props = AckProperties::default();
+        props.reason_string = Some(s("granted"));
+        p.server
+            .suback(p.now, id, vec![ReasonCode::Success], props)
+            .unwrap();
+        p.drive();
+        let Some(Event::SubAck(ack)) = p
+            .client_events
+            .iter()
+            .find(|e| matches!(e, Event::SubAck(_)))
+        else {
+            panic!("SUBACK");
+        };
+        assert_eq!(ack.properties.reason_string.is_some(), want);
+    }
+}
