@@ -992,8 +992,10 @@ fn no_problem_information_when_the_client_asks_for_none() {
             .subscribe(p.now, vec![sub], Default::default())
             .unwrap();
         p.drive();
-        let mut props = AckProperties::default();
-        props.reason_string = Some(s("granted"));
+        let props = AckProperties {
+            reason_string: Some(s("granted")),
+            ..Default::default()
+        };
         p.server
             .suback(p.now, id, vec![ReasonCode::Success], props)
             .unwrap();
