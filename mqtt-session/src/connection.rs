@@ -178,8 +178,27 @@ impl Connection {
         c
     }
 
-    fn set_state(&mut self, state: SessionState) {
+    fn set_state(&mut self, mut state: SessionState) {
         self.ids = PacketIds::from_state(&state);
+        // Messages queued while the session was offline may have no packet id yet.
+        let mut kept = VecDeque::with_capacity(state.queue.len());
+        for mut p in std::mem::take(&mut state.queue) {
+            if needs_id(&p) && p.packet_id.is_none() {
+                match self.ids.alloc() {
+                    Some(id) => p.packet_id = Some(id),
+                    None => {
+                        self.events.push_back(Event::Dropped {
+                            publish: Box::new(p),
+                            reason: DropReason::NoPacketId,
+                        });
+                        continue;
+                    }
+                }
+            }
+            p.dup = false;
+            kept.push_back(p);
+        }
+        state.queue = kept;
         self.queued_bytes = state.queue.iter().map(|p| p.payload.len()).sum();
         self.state = state;
     }
@@ -236,6 +255,22 @@ impl Connection {
     /// Outgoing messages waiting for room in the inflight window.
     pub fn queued(&self) -> usize {
         self.state.queue.len()
+    }
+
+    /// Payload bytes of the outgoing messages waiting in the queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Removes and returns the oldest message waiting in the queue (for a drop-oldest
+    /// policy); its packet id is freed.
+    pub fn pop_queued(&mut self) -> Option<Publish> {
+        let mut p = self.state.queue.pop_front()?;
+        self.queued_bytes -= p.payload.len();
+        if let Some(id) = p.packet_id.take() {
+            self.ids.free(id);
+        }
+        Some(p)
     }
 
     /// Packet identifiers in use.

@@ -58,6 +58,8 @@ pub enum DropReason {
     /// Larger than the peer's Maximum Packet Size ([MQTT-3.1.2-25]).
     TooLarge,
     /// The server did not keep our session (Session Present 0), so the client discards
-    /// it ([MQTT-4.4.0-2]... see 5.0 section 3.2.2.1.1).
+    /// its state (5.0 section 3.2.2.1.1).
     SessionLost,
+    /// A resumed session held more queued messages than there are packet identifiers.
+    NoPacketId,
 }

@@ -1010,3 +1010,53 @@ fn no_problem_information_when_the_client_asks_for_none() {
         assert_eq!(ack.properties.reason_string.is_some(), want);
     }
 }
+
+#[test]
+fn messages_queued_offline_get_packet_ids_on_resume() {
+    // A broker queues messages for an offline session without packet ids; the connection
+    // that resumes the session numbers them and sends them after the inflight resend.
+    let mut p = Pair::new(V5);
+    p.reconnect_with(false);
+    p.cut();
+    let mut state = p.server_session.take().unwrap_or_default();
+    for i in 0..3 {
+        state
+            .queue
+            .push_back(msg("t", &format!("q{i}"), QoS::AtLeastOnce));
+    }
+    p.server_session = Some(state);
+    p.server = Connection::server(Config::default(), p.now);
+    let old = std::mem::replace(&mut p.client, Connection::client(Config::default()));
+    p.client = Connection::client_with_state(Config::default(), old.into_state());
+    p.link_up = true;
+    p.clear();
+    p.connect(false);
+    let got: Vec<Vec<u8>> = p
+        .client_messages()
+        .iter()
+        .map(|m| m.payload.to_vec())
+        .collect();
+    assert_eq!(got, [b"q0".to_vec(), b"q1".to_vec(), b"q2".to_vec()]);
+    assert_eq!(p.server.packet_ids_in_use(), 0);
+}
+
+#[test]
+fn pop_queued_frees_the_packet_id() {
+    let cfg = Config {
+        max_inflight: 1,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V3_1_1, cfg, Config::default());
+    p.link_up = false;
+    for i in 0..3 {
+        p.client
+            .publish(p.now, msg("t", &i.to_string(), QoS::AtLeastOnce))
+            .unwrap();
+    }
+    assert_eq!(p.client.queued_bytes(), 2);
+    let oldest = p.client.pop_queued().unwrap();
+    assert_eq!(&oldest.payload[..], b"1");
+    assert_eq!(oldest.packet_id, None);
+    assert_eq!(p.client.packet_ids_in_use(), 2);
+    assert_eq!(p.client.queued_bytes(), 1);
+}
