@@ -1,3 +1,21 @@
-//! The pure MQTT broker core: routing, retained messages, wills, sessions, queues, auth
-//! decisions, hooks and `$SYS`, driven by an adapter with bytes, time and answers.
+//! The pure MQTT broker core: routing with wildcards and shared subscriptions, retained
+//! messages, wills, clean and persistent sessions with takeover and expiry, bounded
+//! offline queues, authentication requests, ACL, hooks and `$SYS`, for MQTT 3.1, 3.1.1
+//! and 5.0 clients at once.
+//!
+//! It does no IO and never reads the clock: an adapter feeds it connections, bytes and
+//! time, and carries out its outputs. See [`Broker`].
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod acl;
+mod broker;
+mod config;
+mod tree;
+mod types;
+
+pub use acl::{covers, Access, Acl, Rule, Who};
+pub use broker::Broker;
+pub use config::{BrokerConfig, DropPolicy};
+pub use tree::{Match, SessionKey, SubEntry, SubscriptionTree};
+pub use types::*;

@@ -1,0 +1,1290 @@
+//! The broker core: many connections, one routing table.
+
+use crate::acl::Acl;
+use crate::config::{BrokerConfig, DropPolicy};
+use crate::tree::{Match, SessionKey, SubEntry, SubscriptionTree};
+use crate::types::*;
+use bytes::Bytes;
+use mqtt_proto::{
+    AckProperties, Auth, ConnAck, Connect, DisconnectProperties, MqttString, PacketId, Publish,
+    PublishProperties, QoS, ReasonCode, RetainHandling, Subscribe, Subscription, TopicFilter,
+    TopicName, Unsubscribe, Will,
+};
+use mqtt_session::{CloseReason, Connection, DropReason, Event, SessionState, UsageError};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Conn(ConnId),
+    SessionExpiry(SessionKey),
+    Will(SessionKey),
+    Sys,
+}
+
+struct Conn {
+    conn: Connection,
+    info: ConnInfo,
+    session: Option<SessionKey>,
+    client_id: Option<MqttString>,
+    username: Option<String>,
+    will: Option<Will>,
+    /// CONNECT waiting for the authentication answer.
+    pending: Option<Box<Connect>>,
+    /// The client sent an empty client id and got one assigned.
+    assigned: bool,
+    /// Deadline registered in the timer heap.
+    deadline: Option<Instant>,
+}
+
+struct Queued {
+    at: Instant,
+    publish: Publish,
+}
+
+struct Session {
+    client_id: MqttString,
+    conn: Option<ConnId>,
+    /// The protocol state parked while offline.
+    state: SessionState,
+    /// Messages that arrived while offline.
+    offline: VecDeque<Queued>,
+    offline_bytes: usize,
+    subscriptions: BTreeMap<String, (TopicFilter, SubEntry)>,
+    /// How long the session lives after its connection closes (0: it ends then).
+    expiry: Duration,
+    expires_at: Option<Instant>,
+    /// A will waiting for its delay.
+    will: Option<(Will, Instant)>,
+}
+
+struct Retained {
+    publish: Publish,
+    at: Instant,
+}
+
+/// The broker core: pure and deterministic, driven by an adapter.
+///
+/// - **Inputs**: [`handle_connection`](Self::handle_connection),
+///   [`handle_input`](Self::handle_input), [`handle_closed`](Self::handle_closed),
+///   [`handle_timeout`](Self::handle_timeout), [`handle_auth`](Self::handle_auth),
+///   [`handle_durable`](Self::handle_durable).
+/// - **Commands**: [`publish`](Self::publish) as the broker,
+///   [`disconnect_client`](Self::disconnect_client), [`shutdown`](Self::shutdown).
+/// - **Outputs**: [`poll_output`](Self::poll_output) (bytes per connection, batched;
+///   closes; events; authentication requests; storage records) and
+///   [`poll_timeout`](Self::poll_timeout).
+/// - **Queries**: [`clients`](Self::clients), [`sessions`](Self::sessions),
+///   [`subscriptions`](Self::subscriptions), [`retained`](Self::retained),
+///   [`stats`](Self::stats).
+///
+/// After every input or command, drain `poll_output` and arm a timer for `poll_timeout`.
+/// A publisher never waits for a subscriber: each session has a bounded queue with a
+/// documented drop policy ([`DropPolicy`]), counted in [`Stats`].
+pub struct Broker {
+    config: BrokerConfig,
+    acl: Acl,
+    hooks: Box<dyn Hooks>,
+    conns: HashMap<ConnId, Conn>,
+    sessions: HashMap<SessionKey, Session>,
+    by_client_id: HashMap<String, SessionKey>,
+    next_key: SessionKey,
+    next_assigned: u64,
+    tree: SubscriptionTree,
+    retained: BTreeMap<String, Retained>,
+    out: VecDeque<Output>,
+    dirty: Vec<ConnId>,
+    dirty_set: HashSet<ConnId>,
+    timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
+    stats: Stats,
+    started: Instant,
+    next_seq: u64,
+    /// Acknowledgements waiting for durable records: seq -> (connection, packet id, code).
+    held_acks: HashMap<u64, (ConnId, PacketId, ReasonCode)>,
+    matches: Vec<Match>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("connections", &self.conns.len())
+            .field("sessions", &self.sessions.len())
+            .field("subscriptions", &self.tree.len())
+            .field("retained", &self.retained.len())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// A broker started at `now`.
+    pub fn new(config: BrokerConfig, now: Instant) -> Self {
+        let mut b = Self {
+            config,
+            acl: Acl::default(),
+            hooks: Box::new(NoHooks),
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            by_client_id: HashMap::new(),
+            next_key: 1,
+            next_assigned: 0,
+            tree: SubscriptionTree::default(),
+            retained: BTreeMap::new(),
+            out: VecDeque::new(),
+            dirty: Vec::new(),
+            dirty_set: HashSet::new(),
+            timers: BinaryHeap::new(),
+            stats: Stats::default(),
+            started: now,
+            next_seq: 0,
+            held_acks: HashMap::new(),
+            matches: Vec::new(),
+        };
+        // The broker acknowledges every QoS 1/2 message itself, after routing it.
+        b.config.session.manual_acks = true;
+        if let Some(i) = b.config.sys_interval {
+            b.timers.push(Reverse((now + i, TimerKey::Sys)));
+        }
+        b
+    }
+
+    /// Sets the ACL.
+    pub fn set_acl(&mut self, acl: Acl) {
+        self.acl = acl;
+    }
+
+    /// Sets the hooks.
+    pub fn set_hooks(&mut self, hooks: Box<dyn Hooks>) {
+        self.hooks = hooks;
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    // ----- Outputs ----------------------------------------------------------------------
+
+    /// The next output.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next.
+    #[must_use]
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        // Drop stale entries at the top so the answer is a real deadline.
+        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
+            if self.timer_valid(at, key) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    fn timer_valid(&self, at: Instant, key: TimerKey) -> bool {
+        match key {
+            TimerKey::Conn(id) => self.conns.get(&id).is_some_and(|c| c.deadline == Some(at)),
+            TimerKey::SessionExpiry(k) => self
+                .sessions
+                .get(&k)
+                .is_some_and(|s| s.conn.is_none() && s.expires_at == Some(at)),
+            TimerKey::Will(k) => self
+                .sessions
+                .get(&k)
+                .is_some_and(|s| s.will.as_ref().is_some_and(|w| w.1 == at)),
+            TimerKey::Sys => true,
+        }
+    }
+
+    // ----- Inputs -----------------------------------------------------------------------
+
+    /// A transport connection opened.
+    pub fn handle_connection(&mut self, now: Instant, id: ConnId, info: ConnInfo) {
+        let conn = Connection::server(self.config.session.clone(), now);
+        self.conns.insert(
+            id,
+            Conn {
+                conn,
+                info,
+                session: None,
+                client_id: None,
+                username: None,
+                will: None,
+                pending: None,
+                assigned: false,
+                deadline: None,
+            },
+        );
+        self.touch(id);
+        self.drain(now);
+    }
+
+    /// Bytes arrived on a connection.
+    pub fn handle_input(&mut self, now: Instant, id: ConnId, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        self.stats.bytes_received += bytes.len() as u64;
+        c.conn.handle_input(now, bytes);
+        self.touch(id);
+        self.drain(now);
+    }
+
+    /// A connection's transport closed.
+    pub fn handle_closed(&mut self, now: Instant, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.conn.handle_closed(now);
+            self.touch(id);
+            self.drain(now);
+        }
+    }
+
+    /// A deadline from [`poll_timeout`](Self::poll_timeout) passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if !self.timer_valid(at, key) {
+                continue;
+            }
+            match key {
+                TimerKey::Conn(id) => {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.deadline = None;
+                        c.conn.handle_timeout(now);
+                        self.touch(id);
+                    }
+                }
+                TimerKey::SessionExpiry(k) => self.end_session(now, k),
+                TimerKey::Will(k) => {
+                    if let Some((will, _)) = self.sessions.get_mut(&k).and_then(|s| s.will.take()) {
+                        self.publish_will(now, will);
+                    }
+                }
+                TimerKey::Sys => {
+                    self.publish_sys(now);
+                    if let Some(i) = self.config.sys_interval {
+                        self.timers.push(Reverse((now + i, TimerKey::Sys)));
+                    }
+                }
+            }
+            self.drain(now);
+        }
+        self.drain(now);
+    }
+
+    /// The answer to an [`Output::Authenticate`].
+    pub fn handle_auth(&mut self, now: Instant, id: ConnId, result: AuthResult) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match result {
+            AuthResult::Allow { username } => {
+                if let Some(connect) = c.pending.take() {
+                    if username.is_some() {
+                        c.username = username;
+                    }
+                    self.complete_connect(now, id, connect);
+                }
+            }
+            AuthResult::Deny(code) => {
+                if c.pending.take().is_some() {
+                    self.stats.auth_failures += 1;
+                    let _ = c.conn.reject(now, code);
+                } else {
+                    // Re-authentication refused: disconnect.
+                    let _ = c
+                        .conn
+                        .disconnect(now, code, DisconnectProperties::default());
+                }
+                self.touch(id);
+            }
+            AuthResult::Continue(auth) => {
+                let _ = c.conn.auth(now, auth);
+                self.touch(id);
+            }
+        }
+        self.drain(now);
+    }
+
+    /// The store made the record with this sequence number durable: the publisher's
+    /// acknowledgement leaves.
+    pub fn handle_durable(&mut self, now: Instant, seq: u64) {
+        if let Some((id, packet_id, code)) = self.held_acks.remove(&seq) {
+            if let Some(c) = self.conns.get_mut(&id) {
+                let _ = c.conn.ack(now, packet_id, code);
+                self.touch(id);
+            }
+        }
+        self.drain(now);
+    }
+
+    // ----- Commands ---------------------------------------------------------------------
+
+    /// Publishes a message as the broker (no publisher session, no ACL).
+    pub fn publish(&mut self, now: Instant, publish: Publish) -> usize {
+        let n = self.accept_publish(now, None, publish);
+        self.drain(now);
+        n
+    }
+
+    /// Disconnects a client (5.0: DISCONNECT with `reason`). Returns false if it is not
+    /// connected.
+    pub fn disconnect_client(&mut self, now: Instant, client_id: &str, reason: ReasonCode) -> bool {
+        let Some(id) = self
+            .by_client_id
+            .get(client_id)
+            .and_then(|k| self.sessions.get(k))
+            .and_then(|s| s.conn)
+        else {
+            return false;
+        };
+        if let Some(c) = self.conns.get_mut(&id) {
+            let _ = c
+                .conn
+                .disconnect(now, reason, DisconnectProperties::default());
+            self.touch(id);
+        }
+        self.drain(now);
+        true
+    }
+
+    /// Disconnects every client with 0x8B Server shutting down.
+    pub fn shutdown(&mut self, now: Instant) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(c) = self.conns.get_mut(&id) {
+                if c.conn.is_open() {
+                    let _ = c.conn.disconnect(
+                        now,
+                        ReasonCode::ServerShuttingDown,
+                        DisconnectProperties::default(),
+                    );
+                } else {
+                    c.conn.handle_closed(now);
+                }
+                self.touch(id);
+            }
+        }
+        self.drain(now);
+    }
+
+    // ----- Queries ----------------------------------------------------------------------
+
+    /// Connected clients.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        let mut v: Vec<ClientInfo> = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| {
+                Some(ClientInfo {
+                    conn: *id,
+                    client_id: c.client_id.clone()?,
+                    username: c.username.clone(),
+                    peer: c.info.peer.clone(),
+                    version: c.conn.version()?,
+                    keep_alive: c.conn.keep_alive().as_secs(),
+                    inflight: c.conn.inflight(),
+                    queued: c.conn.queued(),
+                })
+            })
+            .filter(|ci| self.conns[&ci.conn].conn.is_open())
+            .collect();
+        v.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        v
+    }
+
+    /// All sessions, online and offline.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self
+            .sessions
+            .values()
+            .map(|s| {
+                let queued = match s.conn.and_then(|id| self.conns.get(&id)) {
+                    Some(c) => c.conn.queued() + c.conn.inflight(),
+                    None => s.offline.len() + s.state.queue.len() + s.state.inflight.len(),
+                };
+                SessionInfo {
+                    client_id: s.client_id.clone(),
+                    online: s.conn.is_some(),
+                    subscriptions: s.subscriptions.len(),
+                    queued,
+                    expiry_secs: s.expiry.as_secs(),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        v
+    }
+
+    /// Every subscription: client id, filter and options.
+    pub fn subscriptions(&self) -> Vec<(MqttString, Subscription)> {
+        let mut v = vec![];
+        for s in self.sessions.values() {
+            for (filter, e) in s.subscriptions.values() {
+                v.push((
+                    s.client_id.clone(),
+                    Subscription {
+                        filter: filter.clone(),
+                        options: e.options,
+                    },
+                ));
+            }
+        }
+        v.sort_by(|a, b| (&a.0, a.1.filter.as_str()).cmp(&(&b.0, b.1.filter.as_str())));
+        v
+    }
+
+    /// Retained messages.
+    pub fn retained(&self) -> Vec<Publish> {
+        self.retained.values().map(|r| r.publish.clone()).collect()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    // ----- The work loop ----------------------------------------------------------------
+
+    fn touch(&mut self, id: ConnId) {
+        if self.dirty_set.insert(id) {
+            self.dirty.push(id);
+        }
+    }
+
+    /// Handles the events of every touched connection, then flushes its bytes (one
+    /// output per connection) and registers its next deadline.
+    fn drain(&mut self, now: Instant) {
+        while let Some(id) = self.dirty.pop() {
+            self.dirty_set.remove(&id);
+            self.process(now, id);
+        }
+    }
+
+    /// Handles a connection's events, then flushes it.
+    fn process(&mut self, now: Instant, id: ConnId) {
+        while let Some(ev) = self.conns.get_mut(&id).and_then(|c| c.conn.poll_event()) {
+            self.on_event(now, id, ev);
+        }
+        self.flush(id);
+    }
+
+    fn flush(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(b) = c.conn.poll_transmit() {
+            self.stats.bytes_sent += b.len() as u64;
+            self.out.push_back(Output::Transmit(id, b));
+        }
+        if c.conn.is_closed() {
+            self.conns.remove(&id);
+            self.out.push_back(Output::Close(id));
+            return;
+        }
+        let t = c.conn.poll_timeout();
+        if t != c.deadline {
+            c.deadline = t;
+            if let Some(t) = t {
+                self.timers.push(Reverse((t, TimerKey::Conn(id))));
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, id: ConnId, ev: Event) {
+        match ev {
+            Event::ConnectReceived(c) => self.on_connect(now, id, c),
+            Event::Message(p) => self.on_client_publish(now, id, p),
+            Event::Subscribe(s) => self.on_subscribe(now, id, s),
+            Event::Unsubscribe(u) => self.on_unsubscribe(now, id, u),
+            Event::Auth(a) => self.on_auth(id, a),
+            Event::Closed(reason) => self.on_closed(now, id, reason),
+            Event::Dropped { reason, .. } => {
+                let reason = match reason {
+                    DropReason::TooLarge => {
+                        self.stats.dropped_too_large += 1;
+                        Drop::TooLarge
+                    }
+                    _ => {
+                        self.stats.dropped_queue_full += 1;
+                        Drop::QueueFull
+                    }
+                };
+                if let Some(client_id) = self.conns.get(&id).and_then(|c| c.client_id.clone()) {
+                    self.out
+                        .push_back(Output::Event(BrokerEvent::MessageDropped {
+                            client_id,
+                            reason,
+                        }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ----- Connect ----------------------------------------------------------------------
+
+    fn on_connect(&mut self, now: Instant, id: ConnId, mut connect: Box<Connect>) {
+        let assigned = connect.client_id.is_empty();
+        if assigned {
+            // 3.1.1 with Clean Session 1 or 5.0: the server assigns one
+            // (3.1.1 [MQTT-3.1.3-6], 5.0 [MQTT-3.1.3-6]); the decoder refused the rest.
+            self.next_assigned += 1;
+            connect.client_id =
+                MqttString::new(&format!("auto-{:016x}", self.next_assigned)).expect("valid");
+        }
+        let info = self.conns[&id].info.clone();
+        let anonymous =
+            connect.username.is_none() && connect.properties.authentication_method.is_none();
+        let refuse = if let Err(code) = self.hooks.validate_connection(&info, &connect) {
+            Some(code)
+        } else if connect.will.as_ref().is_some_and(|w| {
+            !self.topic_ok(&w.topic)
+                || !self
+                    .acl
+                    .can_publish(connect.username.as_deref(), &connect.client_id, &w.topic)
+        }) {
+            Some(ReasonCode::NotAuthorized)
+        } else if anonymous && info.tls_identity.is_none() && !self.config.allow_anonymous {
+            self.stats.auth_failures += 1;
+            Some(ReasonCode::NotAuthorized)
+        } else {
+            None
+        };
+        let c = self.conns.get_mut(&id).expect("connection exists");
+        c.client_id = Some(connect.client_id.clone());
+        c.assigned = assigned;
+        c.username = connect.username.as_ref().map(|u| u.to_string());
+        if let Some(code) = refuse {
+            let _ = c.conn.reject(now, code);
+            self.touch(id);
+            return;
+        }
+        if self.config.authenticate && (!anonymous || info.tls_identity.is_some()) {
+            self.out.push_back(Output::Authenticate(AuthRequest {
+                conn: id,
+                client_id: connect.client_id.clone(),
+                username: connect.username.clone(),
+                password: connect.password.clone(),
+                tls_identity: info.tls_identity.clone(),
+                method: connect.properties.authentication_method.clone(),
+                data: connect.properties.authentication_data.clone(),
+            }));
+            c.pending = Some(connect);
+            return;
+        }
+        self.complete_connect(now, id, connect);
+    }
+
+    fn on_auth(&mut self, id: ConnId, a: Auth) {
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        let Some(client_id) = c.client_id.clone() else {
+            return;
+        };
+        self.out.push_back(Output::Authenticate(AuthRequest {
+            conn: id,
+            client_id,
+            username: c.pending.as_ref().and_then(|p| p.username.clone()),
+            password: None,
+            tls_identity: c.info.tls_identity.clone(),
+            method: a.properties.authentication_method,
+            data: a.properties.authentication_data,
+        }));
+    }
+
+    fn complete_connect(&mut self, now: Instant, id: ConnId, connect: Box<Connect>) {
+        let client_id = connect.client_id.clone();
+        let v = connect.protocol_version;
+        // Takeover: the old connection of this client id is closed ([MQTT-3.1.4-3]).
+        if let Some(&key) = self.by_client_id.get(client_id.as_str()) {
+            if let Some(old) = self.sessions.get(&key).and_then(|s| s.conn) {
+                if old != id {
+                    self.take_over(now, old);
+                }
+            }
+        }
+        let mut session_present = false;
+        let key = match self.by_client_id.get(client_id.as_str()).copied() {
+            Some(k) if !connect.clean_start => {
+                session_present = true;
+                k
+            }
+            Some(k) => {
+                self.end_session(now, k);
+                self.new_session(&client_id)
+            }
+            None => self.new_session(&client_id),
+        };
+        let expiry = if v.is_v5() {
+            Duration::from_secs(
+                connect
+                    .properties
+                    .session_expiry_interval
+                    .unwrap_or(0)
+                    .into(),
+            )
+            .min(self.config.max_session_expiry)
+        } else if connect.clean_start {
+            Duration::ZERO
+        } else {
+            self.config.persistent_session_expiry
+        };
+        let session = self.sessions.get_mut(&key).expect("session exists");
+        session.conn = Some(id);
+        session.expiry = expiry;
+        session.expires_at = None;
+        // A delayed will of an earlier connection is cancelled by the resume.
+        session.will = None;
+        let mut state = std::mem::take(&mut session.state);
+        let offline = std::mem::take(&mut session.offline);
+        session.offline_bytes = 0;
+        for q in offline {
+            if let Some(p) = expire(q.publish, now.saturating_duration_since(q.at)) {
+                state.queue.push_back(p);
+            } else {
+                self.stats.dropped_expired += 1;
+            }
+        }
+        let mut connack = ConnAck {
+            session_present,
+            ..Default::default()
+        };
+        if v.is_v5() {
+            if self.conns.get(&id).is_some_and(|c| c.assigned) {
+                connack.properties.assigned_client_identifier = Some(client_id.clone());
+            }
+            if let Some(max) = self.config.max_keep_alive {
+                if connect.keep_alive == 0 || connect.keep_alive > max {
+                    connack.properties.server_keep_alive = Some(max);
+                }
+            }
+            if self.config.maximum_qos != QoS::ExactlyOnce {
+                connack.properties.maximum_qos = Some(self.config.maximum_qos);
+            }
+            if expiry.as_secs()
+                != u64::from(connect.properties.session_expiry_interval.unwrap_or(0))
+            {
+                connack.properties.session_expiry_interval = Some(expiry.as_secs() as u32);
+            }
+        }
+        let c = self.conns.get_mut(&id).expect("connection exists");
+        c.session = Some(key);
+        c.will = connect.will.clone();
+        c.client_id = Some(client_id.clone());
+        let _ = c.conn.accept(now, connack, Some(state));
+        self.stats.connections_total += 1;
+        self.out
+            .push_back(Output::Event(BrokerEvent::ClientConnected {
+                conn: id,
+                client_id,
+                username: c.username.clone(),
+                version: v,
+                session_present,
+            }));
+        self.touch(id);
+    }
+
+    fn new_session(&mut self, client_id: &MqttString) -> SessionKey {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.sessions.insert(
+            key,
+            Session {
+                client_id: client_id.clone(),
+                conn: None,
+                state: SessionState::default(),
+                offline: VecDeque::new(),
+                offline_bytes: 0,
+                subscriptions: BTreeMap::new(),
+                expiry: Duration::ZERO,
+                expires_at: None,
+                will: None,
+            },
+        );
+        self.by_client_id.insert(client_id.to_string(), key);
+        key
+    }
+
+    /// Closes `old` because its client id connected again: 5.0 DISCONNECT 0x8E.
+    fn take_over(&mut self, now: Instant, old: ConnId) {
+        if let Some(c) = self.conns.get_mut(&old) {
+            let _ = c.conn.disconnect(
+                now,
+                ReasonCode::SessionTakenOver,
+                DisconnectProperties::default(),
+            );
+        }
+        // Handle its Closed event now, so the session is parked before it resumes.
+        self.dirty_set.remove(&old);
+        self.dirty.retain(|&id| id != old);
+        self.process(now, old);
+    }
+
+    fn on_closed(&mut self, now: Instant, id: ConnId, reason: CloseReason) {
+        let Some(c) = self.conns.remove(&id) else {
+            return;
+        };
+        let Conn {
+            mut conn,
+            session: key,
+            will,
+            client_id,
+            ..
+        } = c;
+        // Its last bytes (a DISCONNECT or CONNACK refusal), then the close.
+        if let Some(b) = conn.poll_transmit() {
+            self.stats.bytes_sent += b.len() as u64;
+            self.out.push_back(Output::Transmit(id, b));
+        }
+        self.out.push_back(Output::Close(id));
+        // The session state leaves with the connection: it is parked below.
+        let state = conn.into_state();
+        self.out
+            .push_back(Output::Event(BrokerEvent::ClientDisconnected {
+                conn: id,
+                client_id,
+                reason: reason.clone(),
+            }));
+        let Some(key) = key else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if s.conn != Some(id) {
+            return;
+        }
+        s.conn = None;
+        s.state = state;
+        let mut publish_will = true;
+        if let CloseReason::Disconnected {
+            reason_code,
+            properties,
+        } = &reason
+        {
+            // A normal DISCONNECT discards the will; 0x04 asks for it.
+            publish_will = *reason_code == ReasonCode::DisconnectWithWillMessage;
+            if let Some(e) = properties.session_expiry_interval {
+                s.expiry = Duration::from_secs(e.into()).min(self.config.max_session_expiry);
+            }
+        }
+        if let (true, Some(will)) = (publish_will, will) {
+            let delay =
+                Duration::from_secs(will.properties.will_delay_interval.unwrap_or(0).into());
+            let delay = delay.min(s.expiry);
+            if delay.is_zero() {
+                self.publish_will(now, will);
+            } else {
+                let at = now + delay;
+                s.will = Some((will, at));
+                self.timers.push(Reverse((at, TimerKey::Will(key))));
+            }
+        }
+        let s = self.sessions.get_mut(&key).expect("session exists");
+        if s.expiry.is_zero() {
+            self.end_session(now, key);
+        } else {
+            let at = now + s.expiry;
+            s.expires_at = Some(at);
+            self.timers
+                .push(Reverse((at, TimerKey::SessionExpiry(key))));
+        }
+    }
+
+    /// A session ends: subscriptions go, a delayed will is published now.
+    fn end_session(&mut self, now: Instant, key: SessionKey) {
+        let Some(s) = self.sessions.remove(&key) else {
+            return;
+        };
+        if let Some(id) = s.conn {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.session = None;
+            }
+        }
+        if self.by_client_id.get(s.client_id.as_str()) == Some(&key) {
+            self.by_client_id.remove(s.client_id.as_str());
+        }
+        for (filter, _) in s.subscriptions.values() {
+            self.tree.remove(filter, key);
+        }
+        if self.config.durable_acks {
+            self.out.push_back(Output::Store(Record::SessionEnded {
+                client_id: s.client_id.clone(),
+            }));
+        }
+        self.out.push_back(Output::Event(BrokerEvent::SessionEnded {
+            client_id: s.client_id,
+        }));
+        if let Some((will, _)) = s.will {
+            self.publish_will(now, will);
+        }
+    }
+
+    fn publish_will(&mut self, now: Instant, will: Will) {
+        let mut p = Publish::new(will.topic, will.payload);
+        p.qos = will.qos;
+        p.retain = will.retain;
+        let w = will.properties;
+        p.properties = PublishProperties {
+            payload_format_indicator: w.payload_format_indicator,
+            message_expiry_interval: w.message_expiry_interval,
+            content_type: w.content_type,
+            response_topic: w.response_topic,
+            correlation_data: w.correlation_data,
+            user_properties: w.user_properties,
+            ..Default::default()
+        };
+        self.accept_publish(now, None, p);
+    }
+
+    // ----- Publish ----------------------------------------------------------------------
+
+    fn topic_ok(&self, t: &str) -> bool {
+        t.len() <= self.config.max_topic_length
+            && t.split('/').count() <= self.config.max_topic_levels
+    }
+
+    fn acl_publish(&self, user: Option<&str>, client_id: &str, topic: &str) -> bool {
+        self.acl.can_publish(user, client_id, topic)
+    }
+
+    fn on_client_publish(&mut self, now: Instant, id: ConnId, mut p: Publish) {
+        self.stats.messages_received += 1;
+        let c = &self.conns[&id];
+        let client_id = c.client_id.clone().unwrap_or_default();
+        let user = c.username.clone();
+        let packet_id = p.packet_id;
+        let code = if !self.topic_ok(&p.topic) {
+            ReasonCode::TopicNameInvalid
+        } else if !self.acl_publish(user.as_deref(), &client_id, &p.topic) {
+            // Denied: dropped; 5.0 acknowledgements say 0x87, 3.x ones cannot say no.
+            self.stats.publish_denied += 1;
+            ReasonCode::NotAuthorized
+        } else {
+            match self.hooks.intercept_publish(&client_id, &mut p) {
+                PublishDecision::Accept => {
+                    let origin = self.conns[&id].session;
+                    p.packet_id = None;
+                    p.dup = false;
+                    let n = self.route_from(now, origin, Some(client_id.clone()), p.clone());
+                    if n == 0 {
+                        ReasonCode::NoMatchingSubscribers
+                    } else {
+                        ReasonCode::Success
+                    }
+                }
+                PublishDecision::Drop => ReasonCode::Success,
+                PublishDecision::Reject(code) => code,
+            }
+        };
+        let Some(packet_id) = packet_id else {
+            return;
+        };
+        if self.config.durable_acks && code.is_success() {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.held_acks.insert(seq, (id, packet_id, code));
+            p.packet_id = None;
+            self.out.push_back(Output::Store(Record::Message {
+                seq,
+                publish: Box::new(p),
+            }));
+        } else if let Some(c) = self.conns.get_mut(&id) {
+            let _ = c.conn.ack(now, packet_id, code);
+            self.touch(id);
+        }
+    }
+
+    fn accept_publish(&mut self, now: Instant, client_id: Option<MqttString>, p: Publish) -> usize {
+        self.route_from(now, None, client_id, p)
+    }
+
+    /// Stores it if retained, delivers it to every matching session. Returns the number
+    /// of sessions it went to.
+    fn route_from(
+        &mut self,
+        now: Instant,
+        origin: Option<SessionKey>,
+        client_id: Option<MqttString>,
+        mut p: Publish,
+    ) -> usize {
+        p.properties.topic_alias = None;
+        p.properties.subscription_identifiers.clear();
+        if p.retain {
+            let topic = p.topic.to_string();
+            if p.payload.is_empty() {
+                // An empty retained message clears the topic ([MQTT-3.3.1-6]) and is not
+                // stored ([MQTT-3.3.1-7]).
+                if self.retained.remove(&topic).is_some() && self.config.durable_acks {
+                    self.out.push_back(Output::Store(Record::Retained {
+                        topic,
+                        publish: None,
+                    }));
+                }
+            } else {
+                if self.config.durable_acks {
+                    self.out.push_back(Output::Store(Record::Retained {
+                        topic: topic.clone(),
+                        publish: Some(Box::new(p.clone())),
+                    }));
+                }
+                self.retained.insert(
+                    topic,
+                    Retained {
+                        publish: p.clone(),
+                        at: now,
+                    },
+                );
+            }
+        }
+        let mut matches = std::mem::take(&mut self.matches);
+        matches.clear();
+        {
+            let sessions = &self.sessions;
+            self.tree.route(
+                &p.topic,
+                |k| sessions.get(&k).is_some_and(|s| s.conn.is_some()),
+                &mut matches,
+            );
+        }
+        // One copy per session for its non-shared subscriptions: the highest QoS, every
+        // Subscription Identifier; shared groups each deliver their own copy.
+        let mut per_session: BTreeMap<SessionKey, (QoS, bool, Vec<NonZeroU32>)> = BTreeMap::new();
+        let mut shared: Vec<(SessionKey, QoS, bool, Option<NonZeroU32>)> = vec![];
+        for m in &matches {
+            let o = &m.entry.options;
+            if m.shared {
+                shared.push((m.key, o.qos, o.retain_as_published, m.entry.id));
+                continue;
+            }
+            if o.no_local && Some(m.key) == origin {
+                continue;
+            }
+            let e = per_session
+                .entry(m.key)
+                .or_insert((QoS::AtMostOnce, false, vec![]));
+            e.0 = e.0.max(o.qos);
+            e.1 |= o.retain_as_published;
+            if let Some(id) = m.entry.id {
+                e.2.push(id);
+            }
+        }
+        self.matches = matches;
+        let mut n = 0;
+        for (key, (qos, rap, ids)) in per_session {
+            n += usize::from(self.deliver(now, key, &p, qos, rap, ids));
+        }
+        for (key, qos, rap, id) in shared {
+            n += usize::from(self.deliver(now, key, &p, qos, rap, id.into_iter().collect()));
+        }
+        self.out
+            .push_back(Output::Event(BrokerEvent::MessageReceived {
+                client_id,
+                publish: Box::new(p),
+                receivers: n,
+            }));
+        n
+    }
+
+    /// Sends or queues one copy for a session. Returns false if it was dropped.
+    fn deliver(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        p: &Publish,
+        granted: QoS,
+        retain_as_published: bool,
+        ids: Vec<NonZeroU32>,
+    ) -> bool {
+        let mut m = Publish {
+            dup: false,
+            qos: p.qos.min(granted).min(self.config.maximum_qos),
+            // Retain is kept only with Retain As Published ([MQTT-3.3.1-12]/[MQTT-3.3.1-13]).
+            retain: p.retain && retain_as_published,
+            topic: p.topic.clone(),
+            packet_id: None,
+            properties: p.properties.clone(),
+            payload: p.payload.clone(),
+        };
+        m.properties.subscription_identifiers = ids;
+        self.send_to(now, key, m)
+    }
+
+    fn send_to(&mut self, now: Instant, key: SessionKey, m: Publish) -> bool {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return false;
+        };
+        let client_id = s.client_id.clone();
+        match s.conn {
+            Some(id) => {
+                let Some(c) = self.conns.get_mut(&id) else {
+                    return false;
+                };
+                let r = match c.conn.publish(now, m) {
+                    Err(UsageError::QueueFull(m))
+                        if self.config.drop_policy == DropPolicy::DropOldest =>
+                    {
+                        let _ = c.conn.pop_queued();
+                        self.stats.dropped_queue_full += 1;
+                        self.out
+                            .push_back(Output::Event(BrokerEvent::MessageDropped {
+                                client_id: client_id.clone(),
+                                reason: Drop::QueueFull,
+                            }));
+                        c.conn.publish(now, *m)
+                    }
+                    r => r,
+                };
+                self.touch(id);
+                match r {
+                    Ok(_) => {
+                        self.stats.messages_sent += 1;
+                        true
+                    }
+                    Err(UsageError::QueueFull(_)) => {
+                        self.stats.dropped_queue_full += 1;
+                        self.out
+                            .push_back(Output::Event(BrokerEvent::MessageDropped {
+                                client_id,
+                                reason: Drop::QueueFull,
+                            }));
+                        false
+                    }
+                    Err(_) => false,
+                }
+            }
+            None => {
+                if m.qos == QoS::AtMostOnce && !self.config.queue_qos0_offline {
+                    self.stats.qos0_offline_skipped += 1;
+                    return false;
+                }
+                let full = |s: &Session, extra: usize| {
+                    s.offline.len() >= self.config.max_offline_messages
+                        || s.offline_bytes + extra > self.config.max_offline_bytes
+                };
+                let len = m.payload.len();
+                if full(s, len) {
+                    if self.config.drop_policy == DropPolicy::DropNewest {
+                        self.stats.dropped_queue_full += 1;
+                        self.out
+                            .push_back(Output::Event(BrokerEvent::MessageDropped {
+                                client_id,
+                                reason: Drop::QueueFull,
+                            }));
+                        return false;
+                    }
+                    while full(s, len) {
+                        let Some(old) = s.offline.pop_front() else {
+                            break;
+                        };
+                        s.offline_bytes -= old.publish.payload.len();
+                        self.stats.dropped_queue_full += 1;
+                        self.out
+                            .push_back(Output::Event(BrokerEvent::MessageDropped {
+                                client_id: client_id.clone(),
+                                reason: Drop::QueueFull,
+                            }));
+                    }
+                    if full(s, len) {
+                        return false;
+                    }
+                }
+                s.offline_bytes += len;
+                s.offline.push_back(Queued {
+                    at: now,
+                    publish: m,
+                });
+                true
+            }
+        }
+    }
+
+    // ----- Subscribe --------------------------------------------------------------------
+
+    fn on_subscribe(&mut self, now: Instant, id: ConnId, sub: Subscribe) {
+        let c = &self.conns[&id];
+        let Some(key) = c.session else {
+            return;
+        };
+        let client_id = c.client_id.clone().unwrap_or_default();
+        let user = c.username.clone();
+        let v5 = c.conn.version().is_some_and(|v| v.is_v5());
+        let sub_id = sub.properties.subscription_identifier;
+        let mut codes = Vec::with_capacity(sub.subscriptions.len());
+        let mut retained_to_send: Vec<(TopicFilter, SubEntry)> = vec![];
+        for mut s in sub.subscriptions {
+            let code = if !self.topic_ok(&s.filter) {
+                ReasonCode::TopicFilterInvalid
+            } else if !self
+                .acl
+                .can_subscribe(user.as_deref(), &client_id, &s.filter)
+                || !self.hooks.intercept_subscription(&client_id, &mut s)
+            {
+                self.stats.subscribe_denied += 1;
+                self.config.subscribe_denied_code
+            } else {
+                let session = self.sessions.get_mut(&key).expect("session exists");
+                let exists = session.subscriptions.contains_key(s.filter.as_str());
+                if !exists && session.subscriptions.len() >= self.config.max_subscriptions {
+                    ReasonCode::QuotaExceeded
+                } else {
+                    s.options.qos = s.options.qos.min(self.config.maximum_qos);
+                    let entry = SubEntry {
+                        options: s.options,
+                        id: sub_id,
+                    };
+                    session
+                        .subscriptions
+                        .insert(s.filter.to_string(), (s.filter.clone(), entry.clone()));
+                    self.tree.insert(&s.filter, key, entry.clone());
+                    // Retained messages on subscribe, by Retain Handling; never for a
+                    // shared subscription.
+                    let send = s.filter.shared().is_none()
+                        && match s.options.retain_handling {
+                            RetainHandling::SendAtSubscribe => true,
+                            RetainHandling::SendIfNew => !exists,
+                            RetainHandling::DoNotSend => false,
+                        };
+                    if send {
+                        retained_to_send.push((s.filter.clone(), entry));
+                    }
+                    if self.config.durable_acks {
+                        self.out.push_back(Output::Store(Record::Subscribed {
+                            client_id: client_id.clone(),
+                            subscription: s.clone(),
+                        }));
+                    }
+                    self.out.push_back(Output::Event(BrokerEvent::Subscribed {
+                        client_id: client_id.clone(),
+                        filter: s.filter.clone(),
+                        qos: s.options.qos,
+                    }));
+                    ReasonCode::granted(s.options.qos)
+                }
+            };
+            // 3.x has only 0x80 for a failure; the codec maps it.
+            codes.push(if !v5 && !code.is_success() {
+                ReasonCode::UnspecifiedError
+            } else {
+                code
+            });
+        }
+        if let Some(c) = self.conns.get_mut(&id) {
+            let _ = c
+                .conn
+                .suback(now, sub.packet_id, codes, AckProperties::default());
+        }
+        self.touch(id);
+        // After the SUBACK: the retained messages, with RETAIN=1 ([MQTT-3.3.1-8]).
+        for (filter, entry) in retained_to_send {
+            let inner = filter.as_str();
+            let found: Vec<Publish> = self
+                .retained
+                .values()
+                .filter(|r| mqtt_proto::matches(inner, &r.publish.topic))
+                .filter_map(|r| expire(r.publish.clone(), now.saturating_duration_since(r.at)))
+                .collect();
+            for r in found {
+                let mut m = r;
+                m.qos = m.qos.min(entry.options.qos);
+                m.retain = true;
+                m.properties.subscription_identifiers = entry.id.into_iter().collect();
+                self.send_to(now, key, m);
+            }
+        }
+    }
+
+    fn on_unsubscribe(&mut self, now: Instant, id: ConnId, u: Unsubscribe) {
+        let c = &self.conns[&id];
+        let Some(key) = c.session else {
+            return;
+        };
+        let client_id = c.client_id.clone().unwrap_or_default();
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for f in u.filters {
+            let session = self.sessions.get_mut(&key).expect("session exists");
+            let existed = session.subscriptions.remove(f.as_str()).is_some();
+            if existed {
+                self.tree.remove(&f, key);
+                if self.config.durable_acks {
+                    self.out.push_back(Output::Store(Record::Unsubscribed {
+                        client_id: client_id.clone(),
+                        filter: f.clone(),
+                    }));
+                }
+                self.out.push_back(Output::Event(BrokerEvent::Unsubscribed {
+                    client_id: client_id.clone(),
+                    filter: f,
+                }));
+                codes.push(ReasonCode::Success);
+            } else {
+                codes.push(ReasonCode::NoSubscriptionExisted);
+            }
+        }
+        if let Some(c) = self.conns.get_mut(&id) {
+            let _ = c
+                .conn
+                .unsuback(now, u.packet_id, codes, AckProperties::default());
+        }
+        self.touch(id);
+    }
+
+    // ----- $SYS -------------------------------------------------------------------------
+
+    fn publish_sys(&mut self, now: Instant) {
+        let online = self.sessions.values().filter(|s| s.conn.is_some()).count();
+        let offline = self.sessions.len() - online;
+        let st = self.stats.clone();
+        let values: Vec<(&str, String)> = vec![
+            ("version", self.config.version.clone()),
+            (
+                "uptime",
+                format!(
+                    "{} seconds",
+                    now.saturating_duration_since(self.started).as_secs()
+                ),
+            ),
+            ("clients/connected", online.to_string()),
+            ("clients/disconnected", offline.to_string()),
+            ("clients/total", self.sessions.len().to_string()),
+            ("messages/received", st.messages_received.to_string()),
+            ("messages/sent", st.messages_sent.to_string()),
+            (
+                "messages/dropped",
+                (st.dropped_queue_full + st.dropped_expired + st.dropped_too_large).to_string(),
+            ),
+            ("bytes/received", st.bytes_received.to_string()),
+            ("bytes/sent", st.bytes_sent.to_string()),
+            ("subscriptions/count", self.tree.len().to_string()),
+            ("retained messages/count", self.retained.len().to_string()),
+        ];
+        for (name, value) in values {
+            let topic = TopicName::new(&format!("$SYS/broker/{name}")).expect("valid topic");
+            let mut p = Publish::new(topic, Bytes::from(value));
+            p.retain = true;
+            self.accept_publish(now, None, p);
+        }
+    }
+}
+
+/// The message with its Message Expiry Interval reduced by `elapsed`, or `None` if it
+/// expired ([MQTT-3.3.2-5]).
+fn expire(mut p: Publish, elapsed: Duration) -> Option<Publish> {
+    if let Some(e) = p.properties.message_expiry_interval {
+        let left = u64::from(e).checked_sub(elapsed.as_secs())?;
+        if left == 0 {
+            return None;
+        }
+        p.properties.message_expiry_interval = Some(left as u32);
+    }
+    Some(p)
+}

@@ -1,0 +1,312 @@
+//! The subscription tree: topic filters by level, with `+`, `#` and shared subscription
+//! groups, answering "which sessions want this topic".
+
+use mqtt_proto::{SubscriptionOptions, TopicFilter};
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+
+/// A session's key in the broker.
+pub type SessionKey = u64;
+
+/// One subscription: its options and 5.0 Subscription Identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubEntry {
+    /// The subscription options.
+    pub options: SubscriptionOptions,
+    /// The Subscription Identifier (5.0).
+    pub id: Option<NonZeroU32>,
+}
+
+#[derive(Debug, Default)]
+struct SharedGroup {
+    members: BTreeMap<SessionKey, SubEntry>,
+    /// Round-robin cursor: the member after this key is next.
+    last: Option<SessionKey>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    subs: BTreeMap<SessionKey, SubEntry>,
+    shared: BTreeMap<Box<str>, SharedGroup>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.subs.is_empty() && self.shared.is_empty()
+    }
+}
+
+/// A matching subscription found by [`SubscriptionTree::route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    /// The subscribing session.
+    pub key: SessionKey,
+    /// Its subscription.
+    pub entry: SubEntry,
+    /// True if picked from a shared subscription group.
+    pub shared: bool,
+}
+
+/// Subscriptions by topic filter level.
+///
+/// Shared subscriptions (`$share/{group}/{filter}`) are stored at their filter's node,
+/// per group; each message matching a group goes to one member, chosen round robin among
+/// the members for which `is_online` says true (any member if none is online).
+#[derive(Debug, Default)]
+pub struct SubscriptionTree {
+    root: Node,
+    count: usize,
+}
+
+impl SubscriptionTree {
+    /// Number of subscriptions.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Adds or replaces a session's subscription. Returns true if it is new.
+    pub fn insert(&mut self, filter: &TopicFilter, key: SessionKey, entry: SubEntry) -> bool {
+        let (group, inner) = split(filter);
+        let mut node = &mut self.root;
+        for level in inner.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        let old = match group {
+            Some(g) => node
+                .shared
+                .entry(g.into())
+                .or_default()
+                .members
+                .insert(key, entry),
+            None => node.subs.insert(key, entry),
+        };
+        if old.is_none() {
+            self.count += 1;
+        }
+        old.is_none()
+    }
+
+    /// Removes a session's subscription. Returns true if it existed.
+    pub fn remove(&mut self, filter: &TopicFilter, key: SessionKey) -> bool {
+        let (group, inner) = split(filter);
+        let levels: Vec<&str> = inner.split('/').collect();
+        let removed = remove_at(&mut self.root, &levels, group, key);
+        if removed {
+            self.count -= 1;
+        }
+        removed
+    }
+
+    /// Every subscription matching `topic`, at most one member per shared group.
+    pub fn route(
+        &mut self,
+        topic: &str,
+        is_online: impl Fn(SessionKey) -> bool,
+        out: &mut Vec<Match>,
+    ) {
+        let levels: Vec<&str> = topic.split('/').collect();
+        // [MQTT-4.7.2-1]: a leading wildcard does not match a topic starting with '$'.
+        let dollar = topic.starts_with('$');
+        walk(&mut self.root, &levels, 0, dollar, &is_online, out);
+    }
+}
+
+fn split(filter: &TopicFilter) -> (Option<&str>, &str) {
+    match filter.shared() {
+        Some((g, f)) => (Some(g), f),
+        None => (None, filter.as_str()),
+    }
+}
+
+fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, key: SessionKey) -> bool {
+    let Some((first, rest)) = levels.split_first() else {
+        return match group {
+            Some(g) => {
+                let Some(sg) = node.shared.get_mut(g) else {
+                    return false;
+                };
+                let removed = sg.members.remove(&key).is_some();
+                if sg.members.is_empty() {
+                    node.shared.remove(g);
+                }
+                removed
+            }
+            None => node.subs.remove(&key).is_some(),
+        };
+    };
+    let Some(child) = node.children.get_mut(*first) else {
+        return false;
+    };
+    let removed = remove_at(child, rest, group, key);
+    if child.is_empty() {
+        node.children.remove(*first);
+    }
+    removed
+}
+
+fn collect(node: &mut Node, is_online: &impl Fn(SessionKey) -> bool, out: &mut Vec<Match>) {
+    for (k, e) in &node.subs {
+        out.push(Match {
+            key: *k,
+            entry: e.clone(),
+            shared: false,
+        });
+    }
+    for g in node.shared.values_mut() {
+        if let Some((k, e)) = pick(g, is_online) {
+            out.push(Match {
+                key: k,
+                entry: e,
+                shared: true,
+            });
+        }
+    }
+}
+
+/// Round robin: the first member after the cursor that is online, else the first after
+/// the cursor.
+fn pick(
+    g: &mut SharedGroup,
+    is_online: &impl Fn(SessionKey) -> bool,
+) -> Option<(SessionKey, SubEntry)> {
+    let after = g.last.map_or(0, |l| l.wrapping_add(1));
+    let order = g
+        .members
+        .range(after..)
+        .chain(g.members.range(..after))
+        .map(|(k, e)| (*k, e));
+    let mut first = None;
+    let mut chosen = None;
+    for (k, e) in order {
+        if first.is_none() {
+            first = Some((k, e.clone()));
+        }
+        if is_online(k) {
+            chosen = Some((k, e.clone()));
+            break;
+        }
+    }
+    let chosen = chosen.or(first)?;
+    g.last = Some(chosen.0);
+    Some(chosen)
+}
+
+fn walk(
+    node: &mut Node,
+    levels: &[&str],
+    i: usize,
+    dollar: bool,
+    is_online: &impl Fn(SessionKey) -> bool,
+    out: &mut Vec<Match>,
+) {
+    let wild = !(i == 0 && dollar);
+    if wild {
+        // '#' matches this level and everything below, and the parent level itself.
+        if let Some(h) = node.children.get_mut("#") {
+            collect(h, is_online, out);
+        }
+    }
+    if i == levels.len() {
+        collect(node, is_online, out);
+        return;
+    }
+    if wild {
+        if let Some(p) = node.children.get_mut("+") {
+            walk(p, levels, i + 1, dollar, is_online, out);
+        }
+    }
+    if levels[i] != "+" && levels[i] != "#" {
+        if let Some(c) = node.children.get_mut(levels[i]) {
+            walk(c, levels, i + 1, dollar, is_online, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mqtt_proto::matches;
+
+    fn f(s: &str) -> TopicFilter {
+        TopicFilter::new(s).unwrap()
+    }
+
+    fn entry() -> SubEntry {
+        SubEntry {
+            options: SubscriptionOptions::default(),
+            id: None,
+        }
+    }
+
+    fn keys(t: &mut SubscriptionTree, topic: &str) -> Vec<SessionKey> {
+        let mut out = vec![];
+        t.route(topic, |_| true, &mut out);
+        let mut k: Vec<_> = out.into_iter().map(|m| m.key).collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn agrees_with_matches() {
+        let filters = [
+            "#", "+", "a", "a/b", "a/+", "a/#", "+/b", "+/+", "a/b/c", "a/+/c", "+/#", "$SYS/#",
+            "$SYS/+", "/+", "a//b", "a/b/#",
+        ];
+        let topics = [
+            "a", "a/b", "a/c", "b/b", "a/b/c", "a/x/c", "$SYS/x", "$SYS", "/x", "a//b", "x/y/z",
+        ];
+        let mut t = SubscriptionTree::default();
+        for (i, fl) in filters.iter().enumerate() {
+            t.insert(&f(fl), i as u64, entry());
+        }
+        for topic in topics {
+            let expected: Vec<u64> = filters
+                .iter()
+                .enumerate()
+                .filter(|(_, fl)| matches(fl, topic))
+                .map(|(i, _)| i as u64)
+                .collect();
+            assert_eq!(keys(&mut t, topic), expected, "{topic}");
+        }
+    }
+
+    #[test]
+    fn remove_prunes() {
+        let mut t = SubscriptionTree::default();
+        assert!(t.insert(&f("a/b/c"), 1, entry()));
+        assert!(!t.insert(&f("a/b/c"), 1, entry()));
+        assert_eq!(t.len(), 1);
+        assert!(t.remove(&f("a/b/c"), 1));
+        assert!(!t.remove(&f("a/b/c"), 1));
+        assert!(t.root.is_empty());
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn shared_round_robin_prefers_online() {
+        let mut t = SubscriptionTree::default();
+        for k in [1, 2, 3] {
+            t.insert(&f("$share/g/a/+"), k, entry());
+        }
+        let mut got = vec![];
+        for _ in 0..6 {
+            let mut out = vec![];
+            t.route("a/x", |_| true, &mut out);
+            assert_eq!(out.len(), 1);
+            got.push(out[0].key);
+        }
+        assert_eq!(got, [1, 2, 3, 1, 2, 3]);
+        let mut out = vec![];
+        t.route("a/x", |k| k == 3, &mut out);
+        t.route("a/x", |k| k == 3, &mut out);
+        assert_eq!(out.iter().map(|m| m.key).collect::<Vec<_>>(), [3, 3]);
+        assert!(t.remove(&f("$share/g/a/+"), 3));
+        assert_eq!(t.len(), 2);
+    }
+}

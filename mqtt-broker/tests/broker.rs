@@ -1,0 +1,783 @@
+//! Whole-broker behaviour in memory with simulated time: clients of every version, each
+//! a real mqtt-session client connection.
+
+mod common;
+
+use common::*;
+use mqtt_broker::*;
+use mqtt_proto::*;
+use mqtt_session::{CloseReason, Event};
+use std::time::Duration;
+use ProtocolVersion::{V3_1, V3_1_1, V5};
+
+#[test]
+fn publish_subscribe_across_versions_with_qos_downgrade() {
+    let mut sim = Sim::default();
+    let s31 = sim.connect(V3_1, "s31", true);
+    let s311 = sim.connect(V3_1_1, "s311", true);
+    let s5 = sim.connect(V5, "s5", true);
+    assert_eq!(
+        sim.subscribe(s31, "a/#", QoS::ExactlyOnce),
+        [ReasonCode::GrantedQoS2]
+    );
+    sim.subscribe(s311, "a/+", QoS::AtLeastOnce);
+    sim.subscribe(s5, "a/b", QoS::AtMostOnce);
+    let p = sim.connect(V3_1_1, "pub", true);
+    sim.publish(p, "a/b", "m", QoS::ExactlyOnce, false);
+    // Delivered QoS = min(publish QoS, granted QoS).
+    assert_eq!(sim.messages(s31)[0].qos, QoS::ExactlyOnce);
+    assert_eq!(sim.messages(s311)[0].qos, QoS::AtLeastOnce);
+    assert_eq!(sim.messages(s5)[0].qos, QoS::AtMostOnce);
+    for id in [s31, s311, s5] {
+        assert_eq!(sim.payloads(id), ["m"]);
+        assert!(!sim.messages(id)[0].retain);
+    }
+    assert_eq!(sim.broker.stats().messages_received, 1);
+    assert_eq!(sim.broker.stats().messages_sent, 3);
+}
+
+#[test]
+fn dollar_topics_and_wildcards() {
+    // [MQTT-4.7.2-1]: '#' and '+' at the first level do not match '$' topics.
+    let mut sim = Sim::default();
+    let all = sim.connect(V5, "all", true);
+    let sys = sim.connect(V5, "sys", true);
+    sim.subscribe(all, "#", QoS::AtMostOnce);
+    sim.subscribe(sys, "$SYS/#", QoS::AtMostOnce);
+    sim.broker.publish(sim.now, {
+        let mut p = Publish::new(topic("$SYS/x"), "s");
+        p.qos = QoS::AtMostOnce;
+        p
+    });
+    sim.run();
+    let p = sim.connect(V5, "pub", true);
+    sim.publish(p, "x/y", "n", QoS::AtMostOnce, false);
+    assert_eq!(sim.payloads(all), ["n"]);
+    assert_eq!(sim.payloads(sys), ["s"]);
+}
+
+#[test]
+fn overlapping_subscriptions_give_one_copy_with_every_identifier() {
+    let mut sim = Sim::default();
+    let s = sim.connect(V5, "s", true);
+    let o = |q| SubscriptionOptions {
+        qos: q,
+        ..Default::default()
+    };
+    sim.subscribe_with(s, "a/+", o(QoS::AtLeastOnce), Some(1));
+    sim.subscribe_with(s, "a/#", o(QoS::ExactlyOnce), Some(2));
+    sim.subscribe_with(s, "a/b", o(QoS::AtMostOnce), None);
+    let p = sim.connect(V5, "p", true);
+    sim.publish(p, "a/b", "x", QoS::ExactlyOnce, false);
+    let m = sim.messages(s);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].qos, QoS::ExactlyOnce);
+    let mut ids: Vec<u32> = m[0]
+        .properties
+        .subscription_identifiers
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [1, 2]);
+}
+
+#[test]
+fn no_local_and_retain_as_published() {
+    // 5.0 [MQTT-3.8.3-3]: No Local; [MQTT-3.3.1-12] / [MQTT-3.3.1-13]: RETAIN on forward.
+    let mut sim = Sim::default();
+    let me = sim.connect(V5, "me", true);
+    let other = sim.connect(V5, "other", true);
+    sim.subscribe_with(
+        me,
+        "t",
+        SubscriptionOptions {
+            no_local: true,
+            ..Default::default()
+        },
+        None,
+    );
+    sim.subscribe_with(
+        other,
+        "t",
+        SubscriptionOptions {
+            retain_as_published: true,
+            ..Default::default()
+        },
+        None,
+    );
+    sim.publish(me, "t", "r", QoS::AtMostOnce, true);
+    assert!(sim.messages(me).is_empty());
+    assert!(sim.messages(other)[0].retain);
+    sim.publish(other, "t", "x", QoS::AtMostOnce, false);
+    assert_eq!(sim.payloads(me), ["x"]);
+}
+
+#[test]
+fn retained_messages() {
+    // Stored per topic, replaced, cleared by an empty payload ([MQTT-3.3.1-6],
+    // [MQTT-3.3.1-7]), sent on subscribe with RETAIN=1 ([MQTT-3.3.1-8]); a live message
+    // to an existing subscription has RETAIN=0 ([MQTT-3.3.1-9]).
+    let mut sim = Sim::default();
+    let p = sim.connect(V3_1_1, "p", true);
+    sim.publish(p, "r/a", "1", QoS::AtLeastOnce, true);
+    sim.publish(p, "r/a", "2", QoS::AtLeastOnce, true);
+    sim.publish(p, "r/b", "b", QoS::AtMostOnce, true);
+    assert_eq!(sim.broker.retained().len(), 2);
+    let s = sim.connect(V3_1_1, "s", true);
+    sim.subscribe(s, "r/#", QoS::AtLeastOnce);
+    let m = sim.messages(s);
+    assert_eq!(sim.payloads(s), ["2", "b"]);
+    assert!(m.iter().all(|m| m.retain));
+    assert_eq!(m[1].qos, QoS::AtMostOnce);
+    sim.publish(p, "r/a", "3", QoS::AtMostOnce, true);
+    assert!(!sim.messages(s)[2].retain);
+    sim.publish(p, "r/a", "", QoS::AtMostOnce, true);
+    assert_eq!(sim.broker.retained().len(), 1);
+    let s2 = sim.connect(V3_1_1, "s2", true);
+    sim.subscribe(s2, "r/#", QoS::AtLeastOnce);
+    assert_eq!(sim.payloads(s2), ["b"]);
+}
+
+#[test]
+fn retain_handling_options() {
+    let mut sim = Sim::default();
+    let p = sim.connect(V5, "p", true);
+    sim.publish(p, "t", "r", QoS::AtMostOnce, true);
+    let s = sim.connect(V5, "s", true);
+    let o = |rh| SubscriptionOptions {
+        retain_handling: rh,
+        ..Default::default()
+    };
+    sim.subscribe_with(s, "t", o(RetainHandling::DoNotSend), None);
+    assert!(sim.messages(s).is_empty());
+    sim.subscribe_with(s, "t", o(RetainHandling::SendIfNew), None);
+    assert!(sim.messages(s).is_empty(), "the subscription existed");
+    sim.subscribe_with(s, "t/#", o(RetainHandling::SendIfNew), None);
+    assert_eq!(sim.payloads(s), ["r"]);
+    sim.subscribe_with(s, "t", o(RetainHandling::SendAtSubscribe), None);
+    assert_eq!(sim.payloads(s), ["r", "r"]);
+}
+
+#[test]
+fn retained_message_expiry() {
+    // [MQTT-3.3.2-5]: an expired message is not delivered; the interval counts down.
+    let mut sim = Sim::default();
+    let p = sim.connect(V5, "p", true);
+    let mut m = Publish::new(topic("t"), "e");
+    m.retain = true;
+    m.properties.message_expiry_interval = Some(10);
+    sim.publish_msg(p, m);
+    sim.advance(Duration::from_secs(4));
+    let s = sim.connect(V5, "s", true);
+    sim.subscribe(s, "t", QoS::AtMostOnce);
+    assert_eq!(
+        sim.messages(s)[0].properties.message_expiry_interval,
+        Some(6)
+    );
+    sim.advance(Duration::from_secs(7));
+    let s2 = sim.connect(V5, "s2", true);
+    sim.subscribe(s2, "t", QoS::AtMostOnce);
+    assert!(sim.messages(s2).is_empty());
+}
+
+#[test]
+fn persistent_session_queues_while_offline() {
+    for v in [V3_1_1, V5] {
+        let mut sim = Sim::default();
+        let s = sim.connect(v, "s", false);
+        sim.subscribe(s, "t", QoS::AtLeastOnce);
+        sim.cut(s);
+        let p = sim.connect(v, "p", true);
+        for i in 0..3 {
+            sim.publish(p, "t", &i.to_string(), QoS::AtLeastOnce, false);
+        }
+        sim.publish(p, "t", "q0", QoS::AtMostOnce, false);
+        assert_eq!(
+            sim.broker
+                .sessions()
+                .iter()
+                .find(|x| x.client_id == "s")
+                .unwrap()
+                .queued,
+            3
+        );
+        let s = sim.connect(v, "s", false);
+        assert!(sim.connack(s).unwrap().session_present);
+        assert_eq!(
+            sim.payloads(s),
+            ["0", "1", "2"],
+            "{v}: QoS 0 is not queued offline"
+        );
+        assert_eq!(sim.broker.stats().qos0_offline_skipped, 1);
+    }
+}
+
+#[test]
+fn clean_session_discards_state() {
+    let mut sim = Sim::default();
+    let s = sim.connect(V3_1_1, "s", false);
+    sim.subscribe(s, "t", QoS::AtLeastOnce);
+    sim.cut(s);
+    let s = sim.connect(V3_1_1, "s", true);
+    assert!(!sim.connack(s).unwrap().session_present);
+    assert!(sim.broker.subscriptions().is_empty());
+    let p = sim.connect(V3_1_1, "p", true);
+    sim.publish(p, "t", "x", QoS::AtLeastOnce, false);
+    assert!(sim.messages(s).is_empty());
+}
+
+#[test]
+fn offline_queue_overflow_is_counted_by_policy() {
+    for (policy, expect) in [
+        (DropPolicy::DropNewest, ["0", "1"]),
+        (DropPolicy::DropOldest, ["3", "4"]),
+    ] {
+        let mut sim = Sim::new(BrokerConfig {
+            max_offline_messages: 2,
+            drop_policy: policy,
+            sys_interval: None,
+            ..Default::default()
+        });
+        let s = sim.connect(V5, "s", false);
+        sim.subscribe(s, "t", QoS::AtLeastOnce);
+        sim.cut(s);
+        let p = sim.connect(V5, "p", true);
+        for i in 0..5 {
+            sim.publish(p, "t", &i.to_string(), QoS::AtLeastOnce, false);
+        }
+        assert_eq!(sim.broker.stats().dropped_queue_full, 3);
+        let dropped = sim
+            .outputs
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Event(BrokerEvent::MessageDropped {
+                        reason: Drop::QueueFull,
+                        ..
+                    })
+                )
+            })
+            .count();
+        assert_eq!(dropped, 3);
+        let s = sim.connect(V5, "s", false);
+        assert_eq!(sim.payloads(s), expect, "{policy:?}");
+    }
+}
+
+#[test]
+fn queued_message_expiry() {
+    let mut sim = Sim::default();
+    let s = sim.connect(V5, "s", false);
+    sim.subscribe(s, "t", QoS::AtLeastOnce);
+    sim.cut(s);
+    let p = sim.connect(V5, "p", true);
+    let mut m = Publish::new(topic("t"), "short");
+    m.qos = QoS::AtLeastOnce;
+    m.properties.message_expiry_interval = Some(5);
+    sim.publish_msg(p, m);
+    sim.publish(p, "t", "long", QoS::AtLeastOnce, false);
+    sim.advance(Duration::from_secs(6));
+    let s = sim.connect(V5, "s", false);
+    assert_eq!(sim.payloads(s), ["long"]);
+    assert_eq!(sim.broker.stats().dropped_expired, 1);
+}
+
+#[test]
+fn takeover_closes_the_old_connection_and_resumes() {
+    // [MQTT-3.1.4-3]: the existing connection is closed; 5.0 DISCONNECT 0x8E.
+    let mut sim = Sim::default();
+    let old = sim.connect(V5, "c", false);
+    sim.subscribe(old, "t", QoS::AtLeastOnce);
+    let new = sim.connect(V5, "c", false);
+    assert!(matches!(
+        sim.closed(old),
+        Some(CloseReason::Disconnected {
+            reason_code: ReasonCode::SessionTakenOver,
+            ..
+        })
+    ));
+    assert!(sim.connack(new).unwrap().session_present);
+    let p = sim.connect(V5, "p", true);
+    sim.publish(p, "t", "x", QoS::AtLeastOnce, false);
+    assert_eq!(sim.payloads(new), ["x"]);
+    assert_eq!(sim.broker.clients().len(), 2);
+}
+
+#[test]
+fn takeover_during_inflight_qos2_delivers_exactly_once() {
+    let mut sim = Sim::default();
+    let old = sim.connect(V5, "c", false);
+    sim.subscribe(old, "t", QoS::ExactlyOnce);
+    // The subscriber's transport stops delivering: the broker's PUBLISH stays inflight.
+    sim.clients.get_mut(&old).unwrap().transport_open = false;
+    let p = sim.connect(V5, "p", true);
+    sim.publish(p, "t", "once", QoS::ExactlyOnce, false);
+    assert!(sim.messages(old).is_empty());
+    let new = sim.connect(V5, "c", false);
+    sim.run();
+    assert_eq!(sim.payloads(new), ["once"]);
+    let m = &sim.messages(new)[0];
+    assert!(m.dup, "resent with DUP=1");
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.payloads(new), ["once"]);
+}
+
+#[test]
+fn session_expiry() {
+    let mut sim = Sim::default();
+    let mut c = Connect::new(V5, MqttString::new("e").unwrap());
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(30);
+    let s = sim.connect_with(c.clone(), Default::default());
+    sim.subscribe(s, "t", QoS::AtLeastOnce);
+    sim.cut(s);
+    sim.advance(Duration::from_secs(29));
+    assert_eq!(sim.broker.sessions().len(), 1);
+    sim.advance(Duration::from_secs(1));
+    assert!(sim.broker.sessions().is_empty());
+    assert!(sim.broker.subscriptions().is_empty());
+    let s = sim.connect_with(c, Default::default());
+    assert!(!sim.connack(s).unwrap().session_present);
+    // 3.1.1 persistent sessions expire after the configured time.
+    let mut sim = Sim::new(BrokerConfig {
+        persistent_session_expiry: Duration::from_secs(100),
+        sys_interval: None,
+        ..Default::default()
+    });
+    let s = sim.connect(V3_1_1, "old", false);
+    sim.cut(s);
+    sim.advance(Duration::from_secs(100));
+    assert!(sim.broker.sessions().is_empty());
+}
+
+#[test]
+fn empty_client_id_is_assigned() {
+    // 5.0 [MQTT-3.1.3-7]: the assigned id is returned in CONNACK.
+    let mut sim = Sim::default();
+    let c = Connect::new(V5, MqttString::empty());
+    let id = sim.connect_with(c, Default::default());
+    let ack = sim.connack(id).unwrap();
+    let assigned = ack.properties.assigned_client_identifier.unwrap();
+    assert!(!assigned.is_empty());
+    assert_eq!(sim.broker.clients()[0].client_id, assigned);
+    // 3.1.1 with Clean Session 1: accepted (3.1.1 [MQTT-3.1.3-6]).
+    let c = Connect::new(V3_1_1, MqttString::empty());
+    let id = sim.connect_with(c, Default::default());
+    assert!(sim.connack(id).is_some());
+}
+
+fn connect_with_will(
+    sim: &mut Sim,
+    v: ProtocolVersion,
+    id: &str,
+    delay: Option<u32>,
+    clean: bool,
+) -> ConnId {
+    let mut c = Connect::new(v, MqttString::new(id).unwrap());
+    c.clean_start = clean;
+    if v.is_v5() && !clean {
+        c.properties.session_expiry_interval = Some(3600);
+    }
+    let mut will = Will {
+        topic: topic("will"),
+        payload: bytes::Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    will.properties.will_delay_interval = delay;
+    c.will = Some(will);
+    sim.connect_with(c, Default::default())
+}
+
+#[test]
+fn will_on_abnormal_close_not_on_disconnect() {
+    for v in [V3_1, V3_1_1, V5] {
+        let mut sim = Sim::default();
+        let w = sim.connect(v, "watcher", true);
+        sim.subscribe(w, "will", QoS::AtLeastOnce);
+        let c = connect_with_will(&mut sim, v, "c", None, true);
+        sim.disconnect(c, ReasonCode::Success);
+        assert!(
+            sim.messages(w).is_empty(),
+            "{v}: normal DISCONNECT discards the will"
+        );
+        let c = connect_with_will(&mut sim, v, "c", None, true);
+        sim.cut(c);
+        assert_eq!(
+            sim.payloads(w),
+            ["gone"],
+            "{v}: abnormal close publishes it"
+        );
+    }
+    // 5.0: DISCONNECT 0x04 publishes it.
+    let mut sim = Sim::default();
+    let w = sim.connect(V5, "watcher", true);
+    sim.subscribe(w, "will", QoS::AtLeastOnce);
+    let c = connect_with_will(&mut sim, V5, "c", None, true);
+    sim.disconnect(c, ReasonCode::DisconnectWithWillMessage);
+    assert_eq!(sim.payloads(w), ["gone"]);
+}
+
+#[test]
+fn will_after_keep_alive_timeout_and_protocol_error() {
+    let mut sim = Sim::default();
+    let w = sim.connect(V3_1_1, "watcher", true);
+    sim.subscribe(w, "will", QoS::AtLeastOnce);
+    let mut c = Connect::new(V3_1_1, MqttString::new("c").unwrap());
+    c.keep_alive = 10;
+    c.will = Some(Will {
+        topic: topic("will"),
+        payload: bytes::Bytes::from_static(b"ka"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    let id = sim.connect_with(c, Default::default());
+    // The client goes silent (its bytes no longer arrive).
+    sim.clients.get_mut(&id).unwrap().transport_open = false;
+    sim.advance(Duration::from_secs(15));
+    assert_eq!(sim.payloads(w), ["ka"]);
+    // A protocol error also publishes the will.
+    let c = connect_with_will(&mut sim, V3_1_1, "bad", None, true);
+    sim.broker.handle_input(sim.now, c, b"\xf0\x00");
+    sim.run();
+    assert_eq!(sim.payloads(w), ["ka", "gone"]);
+}
+
+#[test]
+fn will_delay_is_cancelled_by_reconnect() {
+    // 5.0 [MQTT-3.1.3-9]: the will waits for the Will Delay Interval and is not sent if
+    // the session resumes first.
+    let mut sim = Sim::default();
+    let w = sim.connect(V5, "watcher", true);
+    sim.subscribe(w, "will", QoS::AtLeastOnce);
+    let c = connect_with_will(&mut sim, V5, "c", Some(10), false);
+    sim.cut(c);
+    sim.advance(Duration::from_secs(5));
+    connect_with_will(&mut sim, V5, "c", Some(10), false);
+    sim.advance(Duration::from_secs(20));
+    assert!(sim.messages(w).is_empty());
+    // Without a reconnect it is sent after the delay.
+    let c = connect_with_will(&mut sim, V5, "d", Some(10), false);
+    sim.cut(c);
+    sim.advance(Duration::from_secs(9));
+    assert!(sim.messages(w).is_empty());
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.payloads(w), ["gone"]);
+}
+
+#[test]
+fn acl_denies_subscribe_and_publish() {
+    let mut sim = Sim::default();
+    sim.broker.set_acl(Acl {
+        rules: vec![Rule {
+            allow: false,
+            who: Who::Any,
+            access: Access::Both,
+            filter: "secret/#".into(),
+        }],
+        default_allow: true,
+    });
+    for v in [V3_1_1, V5] {
+        let s = sim.connect(v, &format!("s{v}"), true);
+        assert_eq!(
+            sim.subscribe(s, "secret/x", QoS::AtLeastOnce),
+            [ReasonCode::UnspecifiedError]
+        );
+        assert_eq!(
+            sim.subscribe(s, "#", QoS::AtLeastOnce),
+            [ReasonCode::GrantedQoS1]
+        );
+        let p = sim.connect(v, &format!("p{v}"), true);
+        sim.publish(p, "secret/x", "no", QoS::AtLeastOnce, false);
+        assert!(sim.payloads(s).iter().all(|m| m != "no"));
+        let acked = sim.clients[&p].events.iter().find_map(|e| match e {
+            Event::Delivered { reason_code, .. } => Some(*reason_code),
+            _ => None,
+        });
+        let expect = if v == V5 {
+            ReasonCode::NotAuthorized
+        } else {
+            ReasonCode::Success
+        };
+        assert_eq!(acked, Some(expect), "{v}");
+    }
+    assert_eq!(sim.broker.stats().publish_denied, 2);
+}
+
+#[test]
+fn subscribe_denied_code_is_configurable() {
+    let mut sim = Sim::new(BrokerConfig {
+        subscribe_denied_code: ReasonCode::NotAuthorized,
+        sys_interval: None,
+        ..Default::default()
+    });
+    sim.broker.set_acl(Acl {
+        rules: vec![Rule {
+            allow: false,
+            who: Who::Any,
+            access: Access::Subscribe,
+            filter: "#".into(),
+        }],
+        default_allow: true,
+    });
+    let s = sim.connect(V5, "s", true);
+    assert_eq!(
+        sim.subscribe(s, "a", QoS::AtMostOnce),
+        [ReasonCode::NotAuthorized]
+    );
+    let s = sim.connect(V3_1_1, "s3", true);
+    assert_eq!(
+        sim.subscribe(s, "a", QoS::AtMostOnce),
+        [ReasonCode::UnspecifiedError]
+    );
+}
+
+#[test]
+fn authentication_requests() {
+    let mut sim = Sim::new(BrokerConfig {
+        authenticate: true,
+        allow_anonymous: false,
+        sys_interval: None,
+        ..Default::default()
+    });
+    sim.password = Some(b"right".to_vec());
+    for (v, code) in [
+        (V3_1_1, ReasonCode::BadUserNameOrPassword),
+        (V5, ReasonCode::BadUserNameOrPassword),
+    ] {
+        let mut c = Connect::new(v, MqttString::new("u").unwrap());
+        c.username = Some(MqttString::new("ann").unwrap());
+        c.password = Some(bytes::Bytes::from_static(b"wrong"));
+        let id = sim.connect_with(c.clone(), Default::default());
+        assert_eq!(sim.closed(id), Some(CloseReason::Refused(code)), "{v}");
+        c.password = Some(bytes::Bytes::from_static(b"right"));
+        let id = sim.connect_with(c, Default::default());
+        assert!(sim.connack(id).is_some());
+        // Anonymous is refused.
+        let id = sim.connect(v, "anon", true);
+        assert_eq!(
+            sim.closed(id),
+            Some(CloseReason::Refused(ReasonCode::NotAuthorized))
+        );
+    }
+    assert_eq!(sim.broker.stats().auth_failures, 4);
+}
+
+#[test]
+fn sys_topics() {
+    let mut sim = Sim::new(BrokerConfig {
+        sys_interval: Some(Duration::from_secs(10)),
+        ..Default::default()
+    });
+    let s = sim.connect(V5, "s", true);
+    sim.subscribe(s, "$SYS/broker/clients/connected", QoS::AtMostOnce);
+    sim.subscribe(s, "$SYS/broker/uptime", QoS::AtMostOnce);
+    sim.advance(Duration::from_secs(10));
+    let got = sim.payloads(s);
+    assert!(got.contains(&"1".to_string()), "{got:?}");
+    assert!(got.contains(&"10 seconds".to_string()), "{got:?}");
+    // Retained: a later subscriber gets the latest at once.
+    let s2 = sim.connect(V5, "s2", true);
+    sim.subscribe(s2, "$SYS/broker/version", QoS::AtMostOnce);
+    assert!(sim.payloads(s2)[0].starts_with("mqtt-broker"));
+}
+
+#[test]
+fn shared_subscription_round_robin() {
+    let mut sim = Sim::default();
+    let a = sim.connect(V5, "a", true);
+    let b = sim.connect(V5, "b", true);
+    let c = sim.connect(V3_1_1, "c", true);
+    for id in [a, b, c] {
+        sim.subscribe(id, "$share/g/jobs/+", QoS::AtLeastOnce);
+    }
+    let p = sim.connect(V5, "p", true);
+    for i in 0..6 {
+        sim.publish(p, "jobs/x", &i.to_string(), QoS::AtLeastOnce, false);
+    }
+    for id in [a, b, c] {
+        assert_eq!(sim.messages(id).len(), 2);
+    }
+    // A member that leaves gets no more.
+    sim.cut(c);
+    for i in 0..4 {
+        sim.publish(p, "jobs/x", &i.to_string(), QoS::AtLeastOnce, false);
+    }
+    assert_eq!(sim.messages(a).len() + sim.messages(b).len(), 8);
+}
+
+struct TestHooks;
+
+impl Hooks for TestHooks {
+    fn validate_connection(&mut self, _info: &ConnInfo, c: &Connect) -> Result<(), ReasonCode> {
+        if c.client_id.starts_with("banned") {
+            Err(ReasonCode::Banned)
+        } else {
+            Ok(())
+        }
+    }
+    fn intercept_subscription(&mut self, _client: &str, s: &mut Subscription) -> bool {
+        s.filter.as_str() != "forbidden"
+    }
+    fn intercept_publish(&mut self, _client: &str, p: &mut Publish) -> PublishDecision {
+        if p.topic.as_str() == "drop" {
+            return PublishDecision::Drop;
+        }
+        p.payload = bytes::Bytes::from(format!("[{}]", String::from_utf8_lossy(&p.payload)));
+        PublishDecision::Accept
+    }
+}
+
+#[test]
+fn hooks_validate_rewrite_and_drop() {
+    let mut sim = Sim::default();
+    sim.broker.set_hooks(Box::new(TestHooks));
+    let b = sim.connect(V5, "banned-1", true);
+    assert_eq!(
+        sim.closed(b),
+        Some(CloseReason::Refused(ReasonCode::Banned))
+    );
+    let s = sim.connect(V5, "s", true);
+    assert_eq!(
+        sim.subscribe(s, "forbidden", QoS::AtMostOnce),
+        [ReasonCode::UnspecifiedError]
+    );
+    sim.subscribe(s, "#", QoS::AtMostOnce);
+    sim.publish(s, "t", "x", QoS::AtMostOnce, false);
+    sim.publish(s, "drop", "y", QoS::AtMostOnce, false);
+    assert_eq!(sim.payloads(s), ["[x]"]);
+}
+
+#[test]
+fn durable_acks_wait_for_the_store() {
+    let mut sim = Sim::new(BrokerConfig {
+        durable_acks: true,
+        sys_interval: None,
+        ..Default::default()
+    });
+    let p = sim.connect(V5, "p", true);
+    sim.publish(p, "t", "x", QoS::AtLeastOnce, false);
+    let delivered = |sim: &Sim| {
+        sim.clients[&p]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Delivered { .. }))
+    };
+    assert!(!delivered(&sim), "PUBACK waits for the record");
+    let seq = sim
+        .outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Store(Record::Message { seq, .. }) => Some(*seq),
+            _ => None,
+        })
+        .unwrap();
+    sim.broker.handle_durable(sim.now, seq);
+    sim.run();
+    assert!(delivered(&sim));
+}
+
+#[test]
+fn server_side_publish_disconnect_and_queries() {
+    let mut sim = Sim::default();
+    let s = sim.connect(V5, "s", true);
+    sim.subscribe(s, "news", QoS::AtLeastOnce);
+    let mut m = Publish::new(topic("news"), "hello");
+    m.qos = QoS::AtLeastOnce;
+    assert_eq!(sim.broker.publish(sim.now, m), 1);
+    sim.run();
+    assert_eq!(sim.payloads(s), ["hello"]);
+    assert_eq!(sim.broker.clients().len(), 1);
+    assert_eq!(sim.broker.subscriptions()[0].1.filter.as_str(), "news");
+    assert!(sim
+        .broker
+        .disconnect_client(sim.now, "s", ReasonCode::AdministrativeAction));
+    sim.run();
+    assert!(matches!(
+        sim.closed(s),
+        Some(CloseReason::Disconnected {
+            reason_code: ReasonCode::AdministrativeAction,
+            ..
+        })
+    ));
+    assert!(sim.broker.clients().is_empty());
+    assert!(!sim
+        .broker
+        .disconnect_client(sim.now, "nobody", ReasonCode::AdministrativeAction));
+}
+
+#[test]
+fn subscription_limit() {
+    let mut sim = Sim::new(BrokerConfig {
+        max_subscriptions: 2,
+        sys_interval: None,
+        ..Default::default()
+    });
+    let s = sim.connect(V5, "s", true);
+    sim.subscribe(s, "a", QoS::AtMostOnce);
+    sim.subscribe(s, "b", QoS::AtMostOnce);
+    assert_eq!(
+        sim.subscribe(s, "a", QoS::AtLeastOnce),
+        [ReasonCode::GrantedQoS1],
+        "replacing is fine"
+    );
+    assert_eq!(
+        sim.subscribe(s, "c", QoS::AtMostOnce),
+        [ReasonCode::QuotaExceeded]
+    );
+}
+
+#[test]
+fn shutdown_disconnects_everyone() {
+    let mut sim = Sim::default();
+    let a = sim.connect(V5, "a", true);
+    let b = sim.connect(V3_1_1, "b", true);
+    sim.broker.shutdown(sim.now);
+    sim.run();
+    assert!(matches!(
+        sim.closed(a),
+        Some(CloseReason::Disconnected {
+            reason_code: ReasonCode::ServerShuttingDown,
+            ..
+        })
+    ));
+    assert_eq!(sim.closed(b), Some(CloseReason::TransportClosed));
+    assert!(sim.broker.clients().is_empty());
+}
+
+#[test]
+fn unsubscribe() {
+    let mut sim = Sim::default();
+    let s = sim.connect(V5, "s", true);
+    sim.subscribe(s, "t", QoS::AtMostOnce);
+    let now = sim.now;
+    sim.clients
+        .get_mut(&s)
+        .unwrap()
+        .conn
+        .unsubscribe(
+            now,
+            vec![
+                TopicFilter::new("t").unwrap(),
+                TopicFilter::new("u").unwrap(),
+            ],
+            Default::default(),
+        )
+        .unwrap();
+    sim.run();
+    let codes = sim.clients[&s].events.iter().find_map(|e| match e {
+        Event::UnsubAck(u) => Some(u.reason_codes.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        codes,
+        Some(vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted])
+    );
+    let p = sim.connect(V5, "p", true);
+    sim.publish(p, "t", "x", QoS::AtMostOnce, false);
+    assert!(sim.messages(s).is_empty());
+}
