@@ -552,7 +552,10 @@ impl Broker {
                     .can_publish(connect.username.as_deref(), &connect.client_id, &w.topic)
         }) {
             Some(ReasonCode::NotAuthorized)
-        } else if anonymous && info.tls_identity.is_none() && !self.config.allow_anonymous {
+        } else if anonymous
+            && info.tls_identity.is_none()
+            && !info.allow_anonymous.unwrap_or(self.config.allow_anonymous)
+        {
             self.stats.auth_failures += 1;
             Some(ReasonCode::NotAuthorized)
         } else {

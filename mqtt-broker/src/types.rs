@@ -19,6 +19,9 @@ pub struct ConnInfo {
     pub listener: String,
     /// Identity from a verified TLS client certificate, if any.
     pub tls_identity: Option<String>,
+    /// Whether this listener accepts clients without credentials; `None` uses
+    /// [`BrokerConfig::allow_anonymous`](crate::BrokerConfig::allow_anonymous).
+    pub allow_anonymous: Option<bool>,
 }
 
 /// An output of the broker, from [`Broker::poll_output`](crate::Broker::poll_output).

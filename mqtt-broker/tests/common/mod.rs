@@ -61,6 +61,7 @@ impl Sim {
                 peer: format!("127.0.0.1:{}", 40000 + id),
                 listener: "test".into(),
                 tls_identity: None,
+                allow_anonymous: None,
             },
         );
         let mut conn = Connection::client(config);
