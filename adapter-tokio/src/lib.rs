@@ -1,1 +1,13 @@
-//! Runs the broker core on tokio: sockets, TLS, WebSocket, timers and storage.
+//! Runs the MQTT broker core on tokio: TCP listeners, per-connection reader and writer
+//! tasks, a core task that owns the broker, timers, and password checks off the core.
+//!
+//! The binary is `mqtt-broker` (`cargo run --release -p adapter-tokio`); embed it with
+//! [`server::start`].
+//!
+//! Dependencies: `tokio` for the runtime, `clap` for the command line, `serde` and `toml`
+//! for the configuration file, `tracing` for logs, `argon2` for password hashes (argon2id,
+//! the password hashing competition winner), `anyhow` for the binary's errors.
+
+pub mod auth;
+pub mod config;
+pub mod server;

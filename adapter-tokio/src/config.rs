@@ -1,0 +1,361 @@
+//! The broker's TOML configuration: every option, its default, and errors that name the
+//! file, the key and what is wrong. The reference with every option is `CONFIG.md`.
+
+use mqtt_broker::{BrokerConfig, DropPolicy};
+use mqtt_proto::{QoS, ReasonCode};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners; default one TCP listener on 127.0.0.1:1883.
+    #[serde(default = "default_listeners", rename = "listener")]
+    pub listeners: Vec<Listener>,
+    /// Authentication and authorization.
+    #[serde(default)]
+    pub auth: Auth,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Sessions.
+    #[serde(default)]
+    pub sessions: Sessions,
+    /// `$SYS` topics.
+    #[serde(default)]
+    pub sys: Sys,
+    /// Logging.
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// A listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Address and port, e.g. `127.0.0.1:1883` or `[::1]:1883`.
+    pub bind: SocketAddr,
+    /// Transport: `tcp` (the only one so far).
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// Accept clients without credentials. Default: true on a loopback address, false
+    /// elsewhere (say `true` explicitly to open a public listener to anonymous clients).
+    pub allow_anonymous: Option<bool>,
+    /// A name for logs; default the bind address.
+    pub name: Option<String>,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Password file (`user:$argon2id$...` lines, made with `mqtt-broker passwd`).
+    pub password_file: Option<PathBuf>,
+    /// ACL file (see CONFIG.md for the format).
+    pub acl_file: Option<PathBuf>,
+}
+
+/// `[limits]`: every limit of the broker core.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest packet accepted, in bytes. Default 1 MiB.
+    pub max_packet_size: u32,
+    /// Receive Maximum: unacknowledged QoS 1/2 messages a client may send. Default 100.
+    pub receive_maximum: u16,
+    /// Unacknowledged QoS 1/2 messages sent to a client. Default 100.
+    pub max_inflight: u16,
+    /// Messages waiting for an online client's inflight window. Default 1000.
+    pub max_queued_messages: usize,
+    /// Payload bytes waiting for an online client. Default 16 MiB.
+    pub max_queued_bytes: usize,
+    /// Messages queued for an offline session. Default 1000.
+    pub max_offline_messages: usize,
+    /// Payload bytes queued for an offline session. Default 16 MiB.
+    pub max_offline_bytes: usize,
+    /// Queue QoS 0 messages for offline sessions. Default false.
+    pub queue_qos0_offline: bool,
+    /// `drop-newest` (default) or `drop-oldest` when a queue is full.
+    pub drop_policy: String,
+    /// Topic Alias Maximum offered to 5.0 clients. Default 16.
+    pub topic_alias_maximum: u16,
+    /// Subscriptions per session. Default 1000.
+    pub max_subscriptions: usize,
+    /// Levels of a topic. Default 32.
+    pub max_topic_levels: usize,
+    /// Bytes of a topic. Default 1024.
+    pub max_topic_length: usize,
+    /// Highest keep-alive, in seconds; 5.0 clients asking for more get Server Keep Alive.
+    /// Default: none.
+    pub max_keep_alive: Option<u16>,
+    /// Maximum QoS (0, 1 or 2). Default 2.
+    pub maximum_qos: u8,
+    /// Seconds to wait for CONNECT. Default 10.
+    pub connect_timeout_secs: u64,
+    /// Concurrent connections; more are closed at once. Default 100000.
+    pub max_connections: usize,
+    /// Bytes waiting to be written to one connection before it is closed as too slow.
+    /// Default 64 MiB.
+    pub max_pending_write_bytes: usize,
+    /// SUBACK code for a subscription denied by the ACL: 128 (default) or 135.
+    pub subscribe_denied_code: u8,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_packet_size: 1 << 20,
+            receive_maximum: 100,
+            max_inflight: 100,
+            max_queued_messages: 1000,
+            max_queued_bytes: 16 << 20,
+            max_offline_messages: 1000,
+            max_offline_bytes: 16 << 20,
+            queue_qos0_offline: false,
+            drop_policy: "drop-newest".into(),
+            topic_alias_maximum: 16,
+            max_subscriptions: 1000,
+            max_topic_levels: 32,
+            max_topic_length: 1024,
+            max_keep_alive: None,
+            maximum_qos: 2,
+            connect_timeout_secs: 10,
+            max_connections: 100_000,
+            max_pending_write_bytes: 64 << 20,
+            subscribe_denied_code: 0x80,
+        }
+    }
+}
+
+/// `[sessions]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sessions {
+    /// Expiry of 3.1/3.1.1 persistent sessions, in seconds. Default 172800 (2 days).
+    pub persistent_session_expiry_secs: u64,
+    /// Upper bound of a 5.0 Session Expiry Interval, in seconds. Default 604800 (7 days).
+    pub max_session_expiry_secs: u64,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self {
+            persistent_session_expiry_secs: 2 * 86_400,
+            max_session_expiry_secs: 7 * 86_400,
+        }
+    }
+}
+
+/// `[sys]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sys {
+    /// Seconds between `$SYS/broker/...` updates; 0 turns them off. Default 10.
+    pub interval_secs: u64,
+}
+
+impl Default for Sys {
+    fn default() -> Self {
+        Self { interval_secs: 10 }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `error`, `warn`, `info` (default), `debug` or `trace`; `-v` raises it.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+fn default_listeners() -> Vec<Listener> {
+    vec![Listener {
+        bind: "127.0.0.1:1883".parse().expect("valid address"),
+        protocol: default_protocol(),
+        allow_anonymous: None,
+        name: None,
+    }]
+}
+
+fn default_protocol() -> String {
+    "tcp".into()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("the empty configuration is valid")
+    }
+}
+
+/// A configuration error, naming the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or a key is wrong.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What and where.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })
+    }
+
+    /// Parses and checks a configuration.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.check()?;
+        Ok(c)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.listeners.is_empty() {
+            return Err("at least one [[listener]] is needed".into());
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.protocol != "tcp" {
+                return Err(format!(
+                    "listener[{i}].protocol: `{}` is not supported (expected `tcp`)",
+                    l.protocol
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.maximum_qos > 2 {
+            return Err(format!(
+                "limits.maximum_qos: {} is not 0, 1 or 2",
+                l.maximum_qos
+            ));
+        }
+        if !matches!(l.drop_policy.as_str(), "drop-newest" | "drop-oldest") {
+            return Err(format!(
+                "limits.drop_policy: `{}` is not `drop-newest` or `drop-oldest`",
+                l.drop_policy
+            ));
+        }
+        if !matches!(l.subscribe_denied_code, 0x80 | 0x87) {
+            return Err(format!(
+                "limits.subscribe_denied_code: {} is not 128 or 135",
+                l.subscribe_denied_code
+            ));
+        }
+        if l.max_packet_size < 64 {
+            return Err(format!(
+                "limits.max_packet_size: {} is below 64 bytes",
+                l.max_packet_size
+            ));
+        }
+        if l.receive_maximum == 0 || l.max_inflight == 0 {
+            return Err("limits.receive_maximum and limits.max_inflight must be at least 1".into());
+        }
+        if !matches!(
+            self.log.level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(format!(
+                "log.level: `{}` is not error, warn, info, debug or trace",
+                self.log.level
+            ));
+        }
+        Ok(())
+    }
+
+    /// The broker core's configuration.
+    pub fn broker_config(&self) -> BrokerConfig {
+        let l = &self.limits;
+        let mut b = BrokerConfig {
+            allow_anonymous: true,
+            max_offline_messages: l.max_offline_messages,
+            max_offline_bytes: l.max_offline_bytes,
+            queue_qos0_offline: l.queue_qos0_offline,
+            drop_policy: if l.drop_policy == "drop-oldest" {
+                DropPolicy::DropOldest
+            } else {
+                DropPolicy::DropNewest
+            },
+            persistent_session_expiry: Duration::from_secs(
+                self.sessions.persistent_session_expiry_secs,
+            ),
+            max_session_expiry: Duration::from_secs(self.sessions.max_session_expiry_secs),
+            max_keep_alive: l.max_keep_alive,
+            max_subscriptions: l.max_subscriptions,
+            max_topic_levels: l.max_topic_levels,
+            max_topic_length: l.max_topic_length,
+            subscribe_denied_code: ReasonCode::from_u8(l.subscribe_denied_code)
+                .unwrap_or(ReasonCode::UnspecifiedError),
+            sys_interval: (self.sys.interval_secs > 0)
+                .then(|| Duration::from_secs(self.sys.interval_secs)),
+            maximum_qos: QoS::from_u8(l.maximum_qos).unwrap_or(QoS::ExactlyOnce),
+            version: concat!("mqtt-broker ", env!("CARGO_PKG_VERSION")).into(),
+            ..BrokerConfig::default()
+        };
+        let s = &mut b.session;
+        s.max_packet_size = l.max_packet_size;
+        s.receive_maximum = l.receive_maximum;
+        s.max_inflight = l.max_inflight;
+        s.max_queued_messages = l.max_queued_messages;
+        s.max_queued_bytes = l.max_queued_bytes;
+        s.topic_alias_maximum = l.topic_alias_maximum;
+        s.connect_timeout = Duration::from_secs(l.connect_timeout_secs);
+        s.maximum_qos = b.maximum_qos;
+        b.authenticate = self.auth.password_file.is_some();
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_has_the_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].bind.to_string(), "127.0.0.1:1883");
+        assert_eq!(c.limits.max_packet_size, 1 << 20);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[limits]\nmaximum_qos = 3").unwrap_err();
+        assert!(e.contains("limits.maximum_qos"), "{e}");
+        let e = Config::parse("[limits]\nmax_packet_sise = 3").unwrap_err();
+        assert!(e.contains("max_packet_sise"), "{e}");
+        let e = Config::parse("[[listener]]\nbind = \"nowhere\"").unwrap_err();
+        assert!(e.contains("bind"), "{e}");
+        let e =
+            Config::parse("[[listener]]\nbind = \"127.0.0.1:1\"\nprotocol = \"udp\"").unwrap_err();
+        assert!(e.contains("listener[0].protocol"), "{e}");
+    }
+}
