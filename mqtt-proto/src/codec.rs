@@ -578,9 +578,7 @@ impl Packet {
     fn first_byte(&self) -> u8 {
         let t = self.packet_type();
         let flags = match self {
-            Packet::Publish(p) => {
-                (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
-            }
+            Packet::Publish(p) => publish_flags(p),
             _ => t.required_flags(),
         };
         ((t as u8) << 4) | flags
@@ -647,21 +645,7 @@ impl Packet {
                 }
                 Ok(())
             }
-            Packet::Publish(p) => {
-                if p.packet_id.is_some() != (p.qos != QoS::AtMostOnce) {
-                    return Err(EncodeError::PacketIdMismatch);
-                }
-                if p.dup && p.qos == QoS::AtMostOnce {
-                    return Err(EncodeError::DupOnQoS0);
-                }
-                if p.topic.is_empty() && !(v5 && p.properties.topic_alias.is_some()) {
-                    return Err(EncodeError::EmptyTopic);
-                }
-                if v5 {
-                    p.properties.check()?;
-                }
-                Ok(())
-            }
+            Packet::Publish(p) => publish_check(p, v5),
             Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
                 codes(self.packet_type(), &[r.reason_code])
             }
@@ -726,12 +710,7 @@ impl Packet {
                 n
             }
             Packet::ConnAck(c) => 2 + props(c.properties.body_len()),
-            Packet::Publish(p) => {
-                2 + p.topic.len()
-                    + if p.packet_id.is_some() { 2 } else { 0 }
-                    + props(p.properties.body_len())
-                    + p.payload.len()
-            }
+            Packet::Publish(p) => publish_body_len(p, v5),
             Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
                 2 + reason_and_props(v5, r.reason_code, r.properties.body_len())
             }
@@ -773,16 +752,7 @@ impl Packet {
                     buf.put_u8(c.reason_code.v3_connack_code());
                 }
             }
-            Packet::Publish(p) => {
-                put_binary(buf, p.topic.as_bytes());
-                if let Some(id) = p.packet_id {
-                    buf.put_u16(id.get());
-                }
-                if v5 {
-                    p.properties.put(buf);
-                }
-                buf.put_slice(&p.payload);
-            }
+            Packet::Publish(p) => publish_put(p, v5, buf),
             Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
                 buf.put_u16(r.packet_id.get());
                 put_reason_and_props(v5, r.reason_code, &r.properties, buf);
@@ -839,6 +809,89 @@ impl Packet {
             Packet::Disconnect(d) => put_reason_and_props(v5, d.reason_code, &d.properties, buf),
             Packet::Auth(a) => put_reason_and_props(v5, a.reason_code, &a.properties, buf),
         }
+    }
+}
+
+// PUBLISH, the hot path, can be encoded from a reference without building a `Packet`.
+
+fn publish_flags(p: &Publish) -> u8 {
+    (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
+}
+
+fn publish_check(p: &Publish, v5: bool) -> Result<(), EncodeError> {
+    if p.packet_id.is_some() != (p.qos != QoS::AtMostOnce) {
+        return Err(EncodeError::PacketIdMismatch);
+    }
+    if p.dup && p.qos == QoS::AtMostOnce {
+        return Err(EncodeError::DupOnQoS0);
+    }
+    if p.topic.is_empty() && !(v5 && p.properties.topic_alias.is_some()) {
+        return Err(EncodeError::EmptyTopic);
+    }
+    if v5 {
+        p.properties.check()?;
+    }
+    Ok(())
+}
+
+fn publish_body_len(p: &Publish, v5: bool) -> usize {
+    let props = if v5 {
+        let n = p.properties.body_len();
+        var_int_len(n) + n
+    } else {
+        0
+    };
+    2 + p.topic.len() + if p.packet_id.is_some() { 2 } else { 0 } + props + p.payload.len()
+}
+
+fn publish_put(p: &Publish, v5: bool, buf: &mut BytesMut) {
+    put_binary(buf, p.topic.as_bytes());
+    if let Some(id) = p.packet_id {
+        buf.put_u16(id.get());
+    }
+    if v5 {
+        p.properties.put(buf);
+    }
+    buf.put_slice(&p.payload);
+}
+
+impl Publish {
+    /// Exact number of bytes [`Publish::encode`] writes.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        let body = publish_body_len(self, version.is_v5());
+        1 + var_int_len(body) + body
+    }
+
+    /// Encodes this PUBLISH, like [`Packet::encode`] but without building a `Packet`.
+    pub fn encode(
+        &self,
+        buf: &mut BytesMut,
+        version: ProtocolVersion,
+        max_packet_size: u32,
+    ) -> Result<usize, EncodeError> {
+        let v5 = version.is_v5();
+        publish_check(self, v5)?;
+        let body = publish_body_len(self, v5);
+        let size = 1 + var_int_len(body) + body;
+        if body > MAX_VAR_INT as usize || size > max_packet_size as usize {
+            return Err(EncodeError::PacketTooLarge {
+                size,
+                max: max_packet_size.min(MAX_PACKET_SIZE),
+            });
+        }
+        buf.reserve(size);
+        buf.put_u8(((PacketType::Publish as u8) << 4) | publish_flags(self));
+        put_var_int(buf, body);
+        publish_put(self, v5, buf);
+        Ok(size)
+    }
+
+    /// Where the packet identifier sits in the encoded bytes (QoS 1/2), so one encoding
+    /// can be copied for many receivers and only the identifier changed.
+    pub fn packet_id_offset(&self, version: ProtocolVersion) -> Option<usize> {
+        self.packet_id?;
+        let body = publish_body_len(self, version.is_v5());
+        Some(1 + var_int_len(body) + 2 + self.topic.len())
     }
 }
 

@@ -289,3 +289,26 @@ fn encoder_refuses_what_the_decoder_would_reject() {
     assert!(buf.is_empty());
     buf.clear();
 }
+
+#[test]
+fn publish_encodes_alone_and_knows_where_its_packet_id_is() {
+    for v in [V3_1, V3_1_1, V5] {
+        let mut p = publish(300);
+        p.qos = QoS::ExactlyOnce;
+        p.packet_id = NonZeroU16::new(0x1234);
+        p.properties.message_expiry_interval = Some(9);
+        let mut a = BytesMut::new();
+        let mut b = BytesMut::new();
+        Packet::Publish(p.clone())
+            .encode(&mut a, v, MAX_PACKET_SIZE)
+            .unwrap();
+        let n = p.encode(&mut b, v, MAX_PACKET_SIZE).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(n, p.encoded_len(v));
+        let at = p.packet_id_offset(v).unwrap();
+        assert_eq!(&b[at..at + 2], &[0x12, 0x34]);
+        p.qos = QoS::AtMostOnce;
+        p.packet_id = None;
+        assert_eq!(p.packet_id_offset(v), None);
+    }
+}
