@@ -2,7 +2,7 @@
 
 use crate::state::{needs_id, Inflight, PacketIds, SessionState};
 use crate::timer::{Timer, TimerTable};
-use crate::{CloseReason, Config, DropReason, Event, UsageError, Violation};
+use crate::{CloseReason, Config, DropReason, EncodedPublish, Event, UsageError, Violation};
 use bytes::{Bytes, BytesMut};
 use mqtt_proto::{
     AckProperties, Auth, ConnAck, Connect, DecodeError, Decoder, Disconnect, DisconnectProperties,
@@ -644,7 +644,30 @@ impl Connection {
     pub fn publish(
         &mut self,
         now: Instant,
+        publish: Publish,
+    ) -> Result<Option<PacketId>, UsageError> {
+        self.publish_with(now, publish, None)
+    }
+
+    /// Like [`publish`](Self::publish), with the message already encoded once for many
+    /// connections ([`EncodedPublish::new`] of this same `publish`): if it goes out now
+    /// and the encoding fits this connection (same version family, QoS, RETAIN and size
+    /// limit, no topic alias), its bytes are copied and only the packet id is written,
+    /// instead of encoding again.
+    pub fn publish_encoded(
+        &mut self,
+        now: Instant,
+        publish: Publish,
+        encoded: &EncodedPublish,
+    ) -> Result<Option<PacketId>, UsageError> {
+        self.publish_with(now, publish, Some(encoded))
+    }
+
+    fn publish_with(
+        &mut self,
+        now: Instant,
         mut publish: Publish,
+        shared: Option<&EncodedPublish>,
     ) -> Result<Option<PacketId>, UsageError> {
         match self.phase {
             Phase::Closed => return Err(UsageError::Closed),
@@ -674,7 +697,7 @@ impl Connection {
         }
         let id = publish.packet_id;
         if direct {
-            self.transmit_publish(now, publish);
+            self.transmit_publish(now, publish, shared);
         } else {
             self.queued_bytes += publish.payload.len();
             self.state.queue.push_back(publish);
@@ -796,11 +819,39 @@ impl Connection {
     }
 
     /// Sends a PUBLISH that has room (and its packet id if QoS > 0), applying an outgoing
-    /// topic alias; too large for the peer, it is dropped ([MQTT-3.1.2-25]).
-    fn transmit_publish(&mut self, now: Instant, publish: Publish) {
-        let wire = self.with_alias(&publish);
-        let p = Packet::Publish(wire);
-        match self.try_send(now, &p) {
+    /// topic alias; too large for the peer, it is dropped ([MQTT-3.1.2-25]). With a shared
+    /// encoding that fits, its bytes are copied and only the packet id is written.
+    fn transmit_publish(
+        &mut self,
+        now: Instant,
+        publish: Publish,
+        shared: Option<&EncodedPublish>,
+    ) {
+        let v = self.version_or_default();
+        let max = self.peer.max_packet_size;
+        let sent = match shared {
+            Some(e) if e.fits(&publish, v, max) && !self.aliases_apply() => {
+                let start = self.out.len();
+                self.out.extend_from_slice(&e.bytes);
+                if let (Some(at), Some(id)) = (e.id_at, publish.packet_id) {
+                    self.out[start + at..start + at + 2].copy_from_slice(&id.get().to_be_bytes());
+                }
+                self.sent(now);
+                Ok(e.bytes.len())
+            }
+            _ if self.aliases_apply() => {
+                let wire = self.with_alias(&publish);
+                let r = wire.encode(&mut self.out, v, max);
+                self.sent(now);
+                r
+            }
+            _ => {
+                let r = publish.encode(&mut self.out, v, max);
+                self.sent(now);
+                r
+            }
+        };
+        match sent {
             Ok(_) => {
                 if needs_id(&publish) {
                     self.state.inflight.push_back(Inflight::Publish(publish));
@@ -816,6 +867,12 @@ impl Connection {
                 });
             }
         }
+    }
+
+    fn aliases_apply(&self) -> bool {
+        self.config.outgoing_topic_aliases
+            && self.version.is_some_and(|v| v.is_v5())
+            && self.peer.topic_alias_maximum > 0
     }
 
     fn with_alias(&mut self, publish: &Publish) -> Publish {
@@ -849,7 +906,7 @@ impl Connection {
             }
             let p = self.state.queue.pop_front().expect("front exists");
             self.queued_bytes -= p.payload.len();
-            self.transmit_publish(now, p);
+            self.transmit_publish(now, p, None);
         }
     }
 

@@ -51,4 +51,4 @@ pub use config::Config;
 pub use connection::{Connection, Role};
 pub use error::{CloseReason, UsageError, Violation};
 pub use event::{DropReason, Event};
-pub use state::{Inflight, SessionState};
+pub use state::{EncodedPublish, Inflight, SessionState};

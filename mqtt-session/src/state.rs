@@ -105,3 +105,53 @@ impl PacketIds {
 pub(crate) fn needs_id(p: &Publish) -> bool {
     p.qos != QoS::AtMostOnce
 }
+
+/// A PUBLISH encoded once, to be copied into many connections' output by
+/// [`Connection::publish_encoded`](crate::Connection::publish_encoded): the bytes are
+/// shared, and for QoS 1/2 only the packet identifier is rewritten in each copy.
+#[derive(Debug, Clone)]
+pub struct EncodedPublish {
+    pub(crate) bytes: bytes::Bytes,
+    pub(crate) id_at: Option<usize>,
+    v5: bool,
+    qos: QoS,
+    retain: bool,
+}
+
+impl EncodedPublish {
+    /// Encodes `publish` (DUP 0; for QoS 1/2 with a placeholder packet id) for `version`.
+    pub fn new(
+        publish: &Publish,
+        version: mqtt_proto::ProtocolVersion,
+    ) -> Result<Self, mqtt_proto::EncodeError> {
+        let mut p = publish.clone();
+        p.dup = false;
+        p.packet_id = needs_id(&p).then(|| PacketId::MIN);
+        let mut buf = bytes::BytesMut::with_capacity(p.encoded_len(version));
+        p.encode(&mut buf, version, mqtt_proto::MAX_PACKET_SIZE)?;
+        Ok(Self {
+            bytes: buf.freeze(),
+            id_at: p.packet_id_offset(version),
+            v5: version.is_v5(),
+            qos: p.qos,
+            retain: p.retain,
+        })
+    }
+
+    /// The encoded length.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Never true: a PUBLISH has at least a fixed header.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub(crate) fn fits(&self, p: &Publish, v: mqtt_proto::ProtocolVersion, max: u32) -> bool {
+        self.v5 == v.is_v5()
+            && self.qos == p.qos
+            && self.retain == p.retain
+            && self.bytes.len() <= max as usize
+    }
+}

@@ -1060,3 +1060,32 @@ fn pop_queued_frees_the_packet_id() {
     assert_eq!(p.client.packet_ids_in_use(), 2);
     assert_eq!(p.client.queued_bytes(), 1);
 }
+
+#[test]
+fn encoded_once_publish_matches_a_fresh_encoding() {
+    for v in ALL {
+        for q in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let mut a = Pair::new(v);
+            let mut b = Pair::new(v);
+            a.clear();
+            b.clear();
+            let mut m = msg("fan/out", "shared payload", q);
+            m.retain = true;
+            let enc = EncodedPublish::new(&m, v).unwrap();
+            // Use some packet ids first so the copy must rewrite its id.
+            for p in [&mut a, &mut b] {
+                p.link_up = false;
+                if q != QoS::AtMostOnce {
+                    for _ in 0..3 {
+                        p.server.publish(p.now, msg("x", "y", q)).unwrap();
+                    }
+                }
+            }
+            a.server.publish(a.now, m.clone()).unwrap();
+            b.server.publish_encoded(b.now, m.clone(), &enc).unwrap();
+            a.drive();
+            b.drive();
+            assert_eq!(a.server_sent, b.server_sent, "{v} {q:?}");
+        }
+    }
+}
