@@ -126,7 +126,7 @@ impl EncodedPublish {
     ) -> Result<Self, mqtt_proto::EncodeError> {
         let mut p = publish.clone();
         p.dup = false;
-        p.packet_id = needs_id(&p).then(|| PacketId::MIN);
+        p.packet_id = needs_id(&p).then_some(PacketId::MIN);
         let mut buf = bytes::BytesMut::with_capacity(p.encoded_len(version));
         p.encode(&mut buf, version, mqtt_proto::MAX_PACKET_SIZE)?;
         Ok(Self {
