@@ -10,7 +10,9 @@ use mqtt_proto::{
     PublishProperties, QoS, ReasonCode, RetainHandling, Subscribe, Subscription, TopicFilter,
     TopicName, Unsubscribe, Will,
 };
-use mqtt_session::{CloseReason, Connection, DropReason, Event, SessionState, UsageError};
+use mqtt_session::{
+    CloseReason, Connection, DropReason, EncodedPublish, Event, SessionState, UsageError,
+};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
@@ -983,11 +985,13 @@ impl Broker {
         }
         self.matches = matches;
         let mut n = 0;
+        let mut cache = EncodeCache::default();
         for (key, (qos, rap, ids)) in per_session {
-            n += usize::from(self.deliver(now, key, &p, qos, rap, ids));
+            n += usize::from(self.deliver(now, key, &p, qos, rap, ids, &mut cache));
         }
         for (key, qos, rap, id) in shared {
-            n += usize::from(self.deliver(now, key, &p, qos, rap, id.into_iter().collect()));
+            let ids = id.into_iter().collect();
+            n += usize::from(self.deliver(now, key, &p, qos, rap, ids, &mut cache));
         }
         self.out
             .push_back(Output::Event(BrokerEvent::MessageReceived {
@@ -999,6 +1003,7 @@ impl Broker {
     }
 
     /// Sends or queues one copy for a session. Returns false if it was dropped.
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
         now: Instant,
@@ -1007,6 +1012,7 @@ impl Broker {
         granted: QoS,
         retain_as_published: bool,
         ids: Vec<NonZeroU32>,
+        cache: &mut EncodeCache,
     ) -> bool {
         let mut m = Publish {
             dup: false,
@@ -1019,10 +1025,16 @@ impl Broker {
             payload: p.payload.clone(),
         };
         m.properties.subscription_identifiers = ids;
-        self.send_to(now, key, m)
+        self.send_to(now, key, m, Some(cache))
     }
 
-    fn send_to(&mut self, now: Instant, key: SessionKey, m: Publish) -> bool {
+    fn send_to(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        m: Publish,
+        cache: Option<&mut EncodeCache>,
+    ) -> bool {
         let Some(s) = self.sessions.get_mut(&key) else {
             return false;
         };
@@ -1032,7 +1044,15 @@ impl Broker {
                 let Some(c) = self.conns.get_mut(&id) else {
                     return false;
                 };
-                let r = match c.conn.publish(now, m) {
+                let encoded = match (cache, c.conn.version()) {
+                    (Some(cache), Some(v)) => cache.get(&m, v),
+                    _ => None,
+                };
+                let r = match encoded {
+                    Some(e) => c.conn.publish_encoded(now, m, &e),
+                    None => c.conn.publish(now, m),
+                };
+                let r = match r {
                     Err(UsageError::QueueFull(m))
                         if self.config.drop_policy == DropPolicy::DropOldest =>
                     {
@@ -1201,7 +1221,7 @@ impl Broker {
                 m.qos = m.qos.min(entry.options.qos);
                 m.retain = true;
                 m.properties.subscription_identifiers = entry.id.into_iter().collect();
-                self.send_to(now, key, m);
+                self.send_to(now, key, m, None);
             }
         }
     }
@@ -1290,4 +1310,35 @@ fn expire(mut p: Publish, elapsed: Duration) -> Option<Publish> {
         p.properties.message_expiry_interval = Some(left as u32);
     }
     Some(p)
+}
+
+/// Encodings of one routed message, one per distinct (version family, QoS, RETAIN,
+/// Subscription Identifiers): a message to many subscribers is encoded once per kind and
+/// the bytes shared.
+#[derive(Default)]
+struct EncodeCache {
+    entries: Vec<(bool, QoS, bool, Vec<NonZeroU32>, EncodedPublish)>,
+}
+
+impl EncodeCache {
+    fn get(&mut self, m: &Publish, v: mqtt_proto::ProtocolVersion) -> Option<EncodedPublish> {
+        let v5 = v.is_v5();
+        // 3.x carries no properties: the identifiers do not change its bytes.
+        let ids: &[NonZeroU32] = if v5 {
+            &m.properties.subscription_identifiers
+        } else {
+            &[]
+        };
+        if let Some(e) = self
+            .entries
+            .iter()
+            .find(|e| e.0 == v5 && e.1 == m.qos && e.2 == m.retain && e.3 == ids)
+        {
+            return Some(e.4.clone());
+        }
+        let e = EncodedPublish::new(m, v).ok()?;
+        self.entries
+            .push((v5, m.qos, m.retain, ids.to_vec(), e.clone()));
+        Some(e)
+    }
 }
