@@ -38,9 +38,20 @@ pub struct Config {
 pub struct Listener {
     /// Address and port, e.g. `127.0.0.1:1883` or `[::1]:1883`.
     pub bind: SocketAddr,
-    /// Transport: `tcp` (the only one so far).
+    /// Transport: `tcp`, `tls`, `ws` (WebSocket) or `wss` (WebSocket over TLS).
     #[serde(default = "default_protocol")]
     pub protocol: String,
+    /// `tls` / `wss`: certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// `tls` / `wss`: private key (PEM).
+    pub key: Option<PathBuf>,
+    /// `tls` / `wss`: CA of client certificates (PEM); when set, clients must present a
+    /// certificate it signed.
+    pub client_ca: Option<PathBuf>,
+    /// `ws` / `wss`: the HTTP path of the WebSocket endpoint. Default `/mqtt`; `/` or
+    /// any path is accepted when set to `*`.
+    #[serde(default = "default_ws_path")]
+    pub path: String,
     /// Accept clients without credentials. Default: true on a loopback address, false
     /// elsewhere (say `true` explicitly to open a public listener to anonymous clients).
     pub allow_anonymous: Option<bool>,
@@ -183,6 +194,10 @@ fn default_listeners() -> Vec<Listener> {
     vec![Listener {
         bind: "127.0.0.1:1883".parse().expect("valid address"),
         protocol: default_protocol(),
+        cert: None,
+        key: None,
+        client_ca: None,
+        path: default_ws_path(),
         allow_anonymous: None,
         name: None,
     }]
@@ -190,6 +205,10 @@ fn default_listeners() -> Vec<Listener> {
 
 fn default_protocol() -> String {
     "tcp".into()
+}
+
+fn default_ws_path() -> String {
+    "/mqtt".into()
 }
 
 impl Default for Config {
@@ -244,11 +263,21 @@ impl Config {
             return Err("at least one [[listener]] is needed".into());
         }
         for (i, l) in self.listeners.iter().enumerate() {
-            if l.protocol != "tcp" {
-                return Err(format!(
-                    "listener[{i}].protocol: `{}` is not supported (expected `tcp`)",
-                    l.protocol
-                ));
+            match l.protocol.as_str() {
+                "tcp" | "ws" => {}
+                "tls" | "wss" => {
+                    if l.cert.is_none() || l.key.is_none() {
+                        return Err(format!(
+                            "listener[{i}]: protocol `{}` needs `cert` and `key`",
+                            l.protocol
+                        ));
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "listener[{i}].protocol: `{other}` is not one of tcp, tls, ws, wss"
+                    ))
+                }
             }
         }
         let l = &self.limits;

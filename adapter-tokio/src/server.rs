@@ -4,17 +4,23 @@
 
 use crate::auth::{parse_acl, Passwords};
 use crate::config::Config;
+use crate::tls::{Reloading, TlsFiles};
 use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
 use mqtt_broker::{AuthResult, Broker, BrokerEvent, ConnId, ConnInfo, Hooks, Output};
 use mqtt_proto::ReasonCode;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::{http, Message};
+use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
 enum ToCore {
@@ -93,11 +99,25 @@ pub async fn start(config: Config, hooks: Option<Box<dyn Hooks>>) -> anyhow::Res
         local_addrs.push(addr);
         let anonymous = l.allow_anonymous.unwrap_or(l.bind.ip().is_loopback());
         let name = l.name.clone().unwrap_or_else(|| addr.to_string());
-        info!(listener = %name, %addr, anonymous, "listening");
+        let tls = |l: &crate::config::Listener| {
+            Reloading::start(TlsFiles {
+                cert: l.cert.clone().unwrap_or_default(),
+                key: l.key.clone().unwrap_or_default(),
+                client_ca: l.client_ca.clone(),
+            })
+        };
+        let transport = match l.protocol.as_str() {
+            "tls" => Transport::Tls(tls(l)?),
+            "ws" => Transport::Ws(l.path.clone()),
+            "wss" => Transport::Wss(tls(l)?, l.path.clone()),
+            _ => Transport::Tcp,
+        };
+        info!(listener = %name, %addr, protocol = %l.protocol, anonymous, "listening");
         tokio::spawn(accept_loop(
             listener,
             name,
             anonymous,
+            transport,
             core_tx.clone(),
             shutdown_rx.clone(),
             next_id.clone(),
@@ -131,6 +151,7 @@ async fn accept_loop(
     listener: TcpListener,
     name: String,
     anonymous: bool,
+    transport: Transport,
     core_tx: mpsc::Sender<ToCore>,
     mut shutdown: watch::Receiver<bool>,
     next_id: Arc<AtomicUsize>,
@@ -162,76 +183,135 @@ async fn accept_loop(
             allow_anonymous: Some(anonymous),
         };
         live.fetch_add(1, Ordering::Relaxed);
-        let (core_tx, live) = (core_tx.clone(), live.clone());
+        let (core_tx, live, transport) = (core_tx.clone(), live.clone(), transport.clone());
         tokio::spawn(async move {
-            connection(id, stream, info, core_tx).await;
+            if let Err(e) = serve(id, stream, info, core_tx, transport).await {
+                debug!(conn = id, %peer, "handshake failed: {e}");
+            }
             live.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-/// One connection: reads go to the core, the core's batches are written.
-async fn connection(id: ConnId, stream: TcpStream, info: ConnInfo, core: mpsc::Sender<ToCore>) {
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<ToConn>();
-    let pending = Arc::new(AtomicUsize::new(0));
-    if core
-        .send(ToCore::Open {
-            id,
-            info,
-            tx,
-            pending: pending.clone(),
-        })
-        .await
-        .is_err()
-    {
-        return;
+/// How a listener's connections are wrapped.
+#[derive(Clone)]
+enum Transport {
+    Tcp,
+    Tls(Reloading),
+    Ws(String),
+    Wss(Reloading, String),
+}
+
+async fn serve(
+    id: ConnId,
+    stream: TcpStream,
+    info: ConnInfo,
+    core: mpsc::Sender<ToCore>,
+    transport: Transport,
+) -> anyhow::Result<()> {
+    const HANDSHAKE: Duration = Duration::from_secs(10);
+    match transport {
+        Transport::Tcp => {
+            let (rd, wr) = stream.into_split();
+            connection(id, rd, wr, info, core).await;
+        }
+        Transport::Tls(tls) => {
+            let s = tokio::time::timeout(HANDSHAKE, tls.acceptor().accept(stream)).await??;
+            let (rd, wr) = tokio::io::split(s);
+            connection(id, rd, wr, info, core).await;
+        }
+        Transport::Ws(path) => {
+            let ws = tokio::time::timeout(HANDSHAKE, ws_accept(stream, &path)).await??;
+            ws_connection(id, ws, info, core).await;
+        }
+        Transport::Wss(tls, path) => {
+            let ws = tokio::time::timeout(HANDSHAKE, async {
+                let s = tls.acceptor().accept(stream).await?;
+                ws_accept(s, &path).await
+            })
+            .await??;
+            ws_connection(id, ws, info, core).await;
+        }
     }
+    Ok(())
+}
+
+async fn next_batch(
+    rx: &mut mpsc::UnboundedReceiver<ToConn>,
+    buf: &mut BytesMut,
+    pending: &AtomicUsize,
+) -> Option<(Bytes, bool)> {
+    let mut close = false;
+    let mut first = match rx.recv().await? {
+        ToConn::Data(b) => Some(b),
+        ToConn::Close => return Some((Bytes::new(), true)),
+    };
+    while !close {
+        match rx.try_recv() {
+            Ok(ToConn::Data(b)) => {
+                if let Some(f) = first.take() {
+                    buf.extend_from_slice(&f);
+                }
+                buf.extend_from_slice(&b);
+            }
+            Ok(ToConn::Close) => close = true,
+            Err(_) => break,
+        }
+    }
+    let data = match first {
+        Some(b) => b,
+        None => buf.split().freeze(),
+    };
+    if buf.capacity() > 64 * 1024 {
+        // Idle connections keep little memory.
+        *buf = BytesMut::new();
+    }
+    pending.fetch_sub(data.len(), Ordering::Relaxed);
+    Some((data, close))
+}
+
+async fn register(
+    id: ConnId,
+    info: ConnInfo,
+    core: &mpsc::Sender<ToCore>,
+) -> Option<(mpsc::UnboundedReceiver<ToConn>, Arc<AtomicUsize>)> {
+    let (tx, rx) = mpsc::unbounded_channel::<ToConn>();
+    let pending = Arc::new(AtomicUsize::new(0));
+    core.send(ToCore::Open {
+        id,
+        info,
+        tx,
+        pending: pending.clone(),
+    })
+    .await
+    .ok()?;
+    Some((rx, pending))
+}
+
+/// A byte-stream connection (TCP or TLS): reads go to the core, the core's batches are
+/// written.
+async fn connection<R, W>(
+    id: ConnId,
+    mut rd: R,
+    mut wr: W,
+    info: ConnInfo,
+    core: mpsc::Sender<ToCore>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Some((mut rx, pending)) = register(id, info, &core).await else {
+        return;
+    };
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
         let mut buf = BytesMut::new();
-        while let Some(msg) = rx.recv().await {
-            let mut close = false;
-            let mut one = match msg {
-                ToConn::Data(b) => Some(b),
-                ToConn::Close => {
-                    close = true;
-                    None
-                }
-            };
-            // Everything already waiting leaves in the same write.
-            while !close {
-                match rx.try_recv() {
-                    Ok(ToConn::Data(b)) => {
-                        if let Some(first) = one.take() {
-                            buf.extend_from_slice(&first);
-                        }
-                        buf.extend_from_slice(&b);
-                    }
-                    Ok(ToConn::Close) => close = true,
-                    Err(_) => break,
-                }
-            }
-            let data = match one.take() {
-                Some(b) if buf.is_empty() => b,
-                Some(b) => {
-                    buf.extend_from_slice(&b);
-                    buf.split().freeze()
-                }
-                None => buf.split().freeze(),
-            };
-            if !data.is_empty() {
-                pending.fetch_sub(data.len(), Ordering::Relaxed);
-                if wr.write_all(&data).await.is_err() {
-                    break;
-                }
+        while let Some((data, close)) = next_batch(&mut rx, &mut buf, &pending).await {
+            if !data.is_empty() && wr.write_all(&data).await.is_err() {
+                break;
             }
             if close {
                 break;
-            }
-            if buf.capacity() > 64 * 1024 {
-                // Idle connections keep little memory.
-                buf = BytesMut::new();
             }
         }
         let _ = wr.shutdown().await;
@@ -264,6 +344,89 @@ async fn connection(id: ConnId, stream: TcpStream, info: ConnInfo, core: mpsc::S
     }
     let _ = core.send(ToCore::Closed(id)).await;
     let _ = writer.await;
+}
+
+/// A WebSocket connection: binary frames carry the MQTT byte stream (packets may span
+/// frames); each batch leaves as one binary frame.
+async fn ws_connection<S>(
+    id: ConnId,
+    ws: WebSocketStream<S>,
+    info: ConnInfo,
+    core: mpsc::Sender<ToCore>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some((mut rx, pending)) = register(id, info, &core).await else {
+        return;
+    };
+    let (mut sink, mut stream) = ws.split();
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let writer = tokio::spawn(async move {
+        let mut buf = BytesMut::new();
+        while let Some((data, close)) = next_batch(&mut rx, &mut buf, &pending).await {
+            if !data.is_empty() && sink.send(Message::Binary(data)).await.is_err() {
+                break;
+            }
+            if close {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+        let _ = stop_tx.send(());
+    });
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = &mut stop_rx => break,
+        };
+        match msg {
+            Some(Ok(Message::Binary(b))) => {
+                if core.send(ToCore::Input(id, b)).await.is_err() {
+                    break;
+                }
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            // Text frames are not MQTT ([MQTT-6.0.0-1]); close frames and errors end it.
+            _ => break,
+        }
+    }
+    let _ = core.send(ToCore::Closed(id)).await;
+    let _ = writer.await;
+}
+
+/// The WebSocket handshake: the path must match and the `mqtt` subprotocol is echoed.
+// The callback's error type is tungstenite's.
+#[allow(clippy::result_large_err)]
+async fn ws_accept<S>(stream: S, path: &str) -> anyhow::Result<WebSocketStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let path = path.to_string();
+    let ws =
+        tokio_tungstenite::accept_hdr_async(stream, move |req: &Request, mut resp: Response| {
+            if path != "*" && req.uri().path() != path {
+                let mut r =
+                    ErrorResponse::new(Some(format!("no MQTT endpoint at {}", req.uri().path())));
+                *r.status_mut() = http::StatusCode::NOT_FOUND;
+                return Err(r);
+            }
+            let offers_mqtt = req
+                .headers()
+                .get_all("Sec-WebSocket-Protocol")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|p| p.trim().eq_ignore_ascii_case("mqtt"));
+            if offers_mqtt {
+                resp.headers_mut().insert(
+                    "Sec-WebSocket-Protocol",
+                    http::HeaderValue::from_static("mqtt"),
+                );
+            }
+            Ok(resp)
+        })
+        .await?;
+    Ok(ws)
 }
 
 async fn core_loop(

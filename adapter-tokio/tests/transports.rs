@@ -1,0 +1,244 @@
+//! The broker over every transport: TCP, TLS (certificates made at test time), WebSocket
+//! with the `mqtt` subprotocol, and WSS. The client side is an mqtt-session client
+//! connection driven over the real socket.
+
+use adapter_tokio::config::Config;
+use adapter_tokio::server::start;
+use futures_util::{SinkExt, StreamExt};
+use mqtt_proto::*;
+use mqtt_session::{Config as SessionConfig, Connection, Event};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A client session over a byte stream: connect, subscribe, publish QoS 1 to itself,
+/// receive it.
+async fn round_trip_stream<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, version: ProtocolVersion) {
+    let mut c = Connection::client(SessionConfig::default());
+    let mut events = vec![];
+    c.connect(
+        Instant::now(),
+        Connect::new(version, MqttString::new("t").unwrap()),
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut step = 0;
+    loop {
+        if let Some(b) = c.poll_transmit() {
+            s.write_all(&b).await.unwrap();
+        }
+        while let Some(e) = c.poll_event() {
+            events.push(e);
+        }
+        if step == 0 && c.is_open() {
+            step = 1;
+            c.subscribe(
+                Instant::now(),
+                vec![Subscription {
+                    filter: TopicFilter::new("x/#").unwrap(),
+                    options: SubscriptionOptions {
+                        qos: QoS::AtLeastOnce,
+                        ..Default::default()
+                    },
+                }],
+                Default::default(),
+            )
+            .unwrap();
+            continue;
+        }
+        if step == 1 && events.iter().any(|e| matches!(e, Event::SubAck(_))) {
+            step = 2;
+            let mut p = Publish::new(TopicName::new("x/y").unwrap(), "over the wire");
+            p.qos = QoS::AtLeastOnce;
+            c.publish(Instant::now(), p).unwrap();
+            continue;
+        }
+        if events
+            .iter()
+            .any(|e| matches!(e, Event::Message(m) if &m.payload[..] == b"over the wire"))
+        {
+            return;
+        }
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("round trip in time")
+            .unwrap();
+        assert!(n > 0, "broker closed the connection: {events:?}");
+        c.handle_input(Instant::now(), &buf[..n]);
+    }
+}
+
+/// The same over WebSocket: every write is one binary frame.
+async fn round_trip_ws<S: AsyncRead + AsyncWrite + Unpin>(
+    s: S,
+    url: &str,
+    version: ProtocolVersion,
+) {
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, s).await.unwrap();
+    assert_eq!(resp.headers()["Sec-WebSocket-Protocol"], "mqtt");
+    let mut c = Connection::client(SessionConfig::default());
+    c.connect(
+        Instant::now(),
+        Connect::new(version, MqttString::new("w").unwrap()),
+    )
+    .unwrap();
+    let mut events = vec![];
+    let mut step = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(b) = c.poll_transmit() {
+            // Split each batch in two frames: MQTT packets may span frames.
+            let mid = b.len() / 2;
+            ws.send(Message::Binary(b.slice(..mid))).await.unwrap();
+            ws.send(Message::Binary(b.slice(mid..))).await.unwrap();
+        }
+        while let Some(e) = c.poll_event() {
+            events.push(e);
+        }
+        if step == 0 && c.is_open() {
+            step = 1;
+            let mut p = Publish::new(TopicName::new("ws/y").unwrap(), "frames");
+            p.qos = QoS::AtLeastOnce;
+            c.subscribe(
+                Instant::now(),
+                vec![Subscription {
+                    filter: TopicFilter::new("ws/#").unwrap(),
+                    options: SubscriptionOptions::default(),
+                }],
+                Default::default(),
+            )
+            .unwrap();
+            c.publish(Instant::now(), p).unwrap();
+            continue;
+        }
+        if events
+            .iter()
+            .any(|e| matches!(e, Event::Message(m) if &m.payload[..] == b"frames"))
+        {
+            return;
+        }
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .unwrap();
+        if let Message::Binary(b) = msg {
+            c.handle_input(Instant::now(), &b);
+        }
+    }
+}
+
+struct Pki {
+    dir: std::path::PathBuf,
+    ca: CertificateDer<'static>,
+}
+
+fn pki() -> Pki {
+    let dir = std::env::temp_dir().join(format!(
+        "mqtt-tls-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(vec![]).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    Pki {
+        dir,
+        ca: ca.der().clone(),
+    }
+}
+
+fn tls_client(ca: &CertificateDer<'static>) -> tokio_rustls::TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transport_round_trips() {
+    let pki = pki();
+    let (cert, key) = (pki.dir.join("cert.pem"), pki.dir.join("key.pem"));
+    let text = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+[[listener]]
+bind = "127.0.0.1:0"
+protocol = "tls"
+cert = "{c}"
+key = "{k}"
+[[listener]]
+bind = "127.0.0.1:0"
+protocol = "ws"
+[[listener]]
+bind = "127.0.0.1:0"
+protocol = "wss"
+cert = "{c}"
+key = "{k}"
+[sys]
+interval_secs = 0
+"#,
+        c = cert.display(),
+        k = key.display()
+    );
+    let running = start(Config::parse(&text).unwrap(), None).await.unwrap();
+    let a = running.local_addrs.clone();
+    let connector = tls_client(&pki.ca);
+    let name = ServerName::try_from("localhost").unwrap();
+    for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+        round_trip_stream(TcpStream::connect(a[0]).await.unwrap(), v).await;
+        let tls = connector
+            .connect(name.clone(), TcpStream::connect(a[1]).await.unwrap())
+            .await
+            .unwrap();
+        round_trip_stream(tls, v).await;
+        let url = format!("ws://{}/mqtt", a[2]);
+        round_trip_ws(TcpStream::connect(a[2]).await.unwrap(), &url, v).await;
+        let tls = connector
+            .connect(name.clone(), TcpStream::connect(a[3]).await.unwrap())
+            .await
+            .unwrap();
+        let url = format!("wss://localhost:{}/mqtt", a[3].port());
+        round_trip_ws(tls, &url, v).await;
+    }
+    // A WebSocket request for another path is refused.
+    let mut req = format!("ws://{}/other", a[2])
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    assert!(
+        tokio_tungstenite::client_async(req, TcpStream::connect(a[2]).await.unwrap())
+            .await
+            .is_err()
+    );
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(pki.dir);
+}
