@@ -10,6 +10,7 @@
 //! which builds without a C toolchain beyond cc) for TLS, `tokio-tungstenite` for WebSocket.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod server;
 pub mod tls;

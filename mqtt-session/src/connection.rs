@@ -1212,8 +1212,8 @@ impl Connection {
         self.queued_bytes = 0;
         for e in state.inflight {
             if let Inflight::Publish(mut p) = e {
+                // The packet id stays, so the application can tell which message it was.
                 p.dup = false;
-                p.packet_id = None;
                 self.events.push_back(Event::Dropped {
                     publish: Box::new(p),
                     reason: DropReason::SessionLost,

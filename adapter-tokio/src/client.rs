@@ -1,0 +1,432 @@
+//! A small async MQTT client on the mqtt-session client role: connect over TCP, publish
+//! and wait for the acknowledgement, subscribe and receive messages on a channel,
+//! reconnect automatically with session resume. MQTT 3.1.1 and 5.0.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use adapter_tokio::client::{Client, ClientOptions};
+//! use mqtt_proto::QoS;
+//!
+//! let (client, mut messages) = Client::connect(ClientOptions::new("127.0.0.1:1883", "demo")).await?;
+//! client.subscribe("sensors/#", QoS::AtLeastOnce).await?;
+//! client.publish("sensors/1", "21.5", QoS::AtLeastOnce, false).await?;
+//! while let Some(m) = messages.recv().await {
+//!     println!("{}: {:?}", m.topic, m.payload);
+//! }
+//! # Ok(()) }
+//! ```
+
+use bytes::{Bytes, BytesMut};
+use mqtt_proto::{
+    Connect, MqttString, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, Subscription,
+    SubscriptionOptions, TopicFilter, TopicName,
+};
+use mqtt_session::{Config, Connection, DropReason, Event};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `host:port`.
+    pub address: String,
+    /// Protocol version. Default 5.0.
+    pub version: ProtocolVersion,
+    /// Client identifier.
+    pub client_id: String,
+    /// Keep-alive in seconds. Default 30.
+    pub keep_alive: u16,
+    /// Start a new session (Clean Start). Default false: the session is kept across
+    /// reconnects (5.0: Session Expiry Interval below).
+    pub clean_start: bool,
+    /// 5.0 Session Expiry Interval in seconds. Default 3600.
+    pub session_expiry: u32,
+    /// User name and password.
+    pub credentials: Option<(String, Vec<u8>)>,
+    /// Reconnect after a lost connection, waiting this long between tries. Default 1 s;
+    /// `None` turns reconnecting off.
+    pub reconnect: Option<Duration>,
+    /// Protocol limits of the session.
+    pub session: Config,
+}
+
+impl ClientOptions {
+    /// Options with the defaults.
+    pub fn new(address: &str, client_id: &str) -> Self {
+        Self {
+            address: address.into(),
+            version: ProtocolVersion::V5,
+            client_id: client_id.into(),
+            keep_alive: 30,
+            clean_start: false,
+            session_expiry: 3600,
+            credentials: None,
+            reconnect: Some(Duration::from_secs(1)),
+            session: Config::default(),
+        }
+    }
+
+    fn connect_packet(&self, clean_start: bool) -> anyhow::Result<Connect> {
+        let mut c = Connect::new(self.version, MqttString::new(&self.client_id)?);
+        c.clean_start = clean_start;
+        c.keep_alive = self.keep_alive;
+        if self.version.is_v5() {
+            c.properties.session_expiry_interval = Some(self.session_expiry);
+        }
+        if let Some((u, p)) = &self.credentials {
+            c.username = Some(MqttString::new(u)?);
+            c.password = Some(Bytes::copy_from_slice(p));
+        }
+        Ok(c)
+    }
+}
+
+/// Errors of client calls.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The client's task has ended (disconnected and not reconnecting).
+    #[error("client closed")]
+    Closed,
+    /// The session refused the call.
+    #[error("{0}")]
+    Usage(#[from] mqtt_session::UsageError),
+    /// The message was dropped (too large for the server, or the server lost the session).
+    #[error("message dropped: {0:?}")]
+    Dropped(DropReason),
+    /// The server refused it (5.0 reason code 0x80 and above).
+    #[error("refused: {0}")]
+    Refused(ReasonCode),
+    /// Invalid topic.
+    #[error("{0}")]
+    Topic(#[from] mqtt_proto::TopicError),
+}
+
+enum Cmd {
+    Publish(Publish, oneshot::Sender<Result<(), ClientError>>),
+    Subscribe(
+        Subscription,
+        oneshot::Sender<Result<ReasonCode, ClientError>>,
+    ),
+    Unsubscribe(TopicFilter, oneshot::Sender<Result<(), ClientError>>),
+    Disconnect(oneshot::Sender<()>),
+}
+
+/// A connected client; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl Client {
+    /// Connects (waiting for CONNACK) and starts the client's task. Messages arrive on
+    /// the returned channel.
+    pub async fn connect(
+        options: ClientOptions,
+    ) -> anyhow::Result<(Client, mpsc::Receiver<Publish>)> {
+        let (tx, rx) = mpsc::channel(256);
+        let (msg_tx, msg_rx) = mpsc::channel(1024);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(run(options, rx, msg_tx, ready_tx));
+        ready_rx
+            .await
+            .map_err(|_| anyhow::anyhow!("client task ended"))??;
+        Ok((Client { tx }, msg_rx))
+    }
+
+    /// Publishes; returns when it is acknowledged (QoS 1: PUBACK, QoS 2: PUBCOMP) or
+    /// handed to the socket (QoS 0).
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), ClientError> {
+        let mut p = Publish::new(TopicName::new(topic)?, payload.into());
+        p.qos = qos;
+        p.retain = retain;
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Publish(p, tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Subscribes; returns the granted QoS code (or the refusal). The subscription is
+    /// made again by itself if a reconnect finds the session gone.
+    pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<ReasonCode, ClientError> {
+        let s = Subscription {
+            filter: TopicFilter::new(filter)?,
+            options: SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+        };
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Subscribe(s, tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Unsubscribes.
+    pub async fn unsubscribe(&self, filter: &str) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Unsubscribe(TopicFilter::new(filter)?, tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Sends DISCONNECT and ends the client's task.
+    pub async fn disconnect(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Disconnect(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+type Waiters = HashMap<PacketId, oneshot::Sender<Result<(), ClientError>>>;
+
+#[derive(Default)]
+struct Pending {
+    publishes: Waiters,
+    subscribes: HashMap<PacketId, oneshot::Sender<Result<ReasonCode, ClientError>>>,
+    unsubscribes: Waiters,
+    /// Filters to make again if the server forgot the session.
+    filters: Vec<Subscription>,
+}
+
+async fn run(
+    options: ClientOptions,
+    mut cmds: mpsc::Receiver<Cmd>,
+    messages: mpsc::Sender<Publish>,
+    ready: oneshot::Sender<anyhow::Result<()>>,
+) {
+    let mut ready = Some(ready);
+    let mut pending = Pending::default();
+    let mut state = None;
+    let mut first = true;
+    loop {
+        let outcome = session(
+            &options,
+            &mut cmds,
+            &messages,
+            &mut pending,
+            &mut ready,
+            state.take(),
+            first,
+        )
+        .await;
+        first = false;
+        match outcome {
+            Ok(Some(s)) => state = Some(s),
+            Ok(None) => return,
+            Err(e) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let Some(wait) = options.reconnect else {
+            return;
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One connection. Returns the session state to resume, `None` to stop.
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    options: &ClientOptions,
+    cmds: &mut mpsc::Receiver<Cmd>,
+    messages: &mpsc::Sender<Publish>,
+    pending: &mut Pending,
+    ready: &mut Option<oneshot::Sender<anyhow::Result<()>>>,
+    state: Option<mqtt_session::SessionState>,
+    first: bool,
+) -> anyhow::Result<Option<mqtt_session::SessionState>> {
+    let mut stream = match TcpStream::connect(&options.address).await {
+        Ok(s) => s,
+        Err(e) if ready.is_none() => {
+            tracing::debug!("reconnect failed: {e}");
+            return Ok(state);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let _ = stream.set_nodelay(true);
+    let mut conn = match state {
+        Some(s) => Connection::client_with_state(options.session.clone(), s),
+        None => Connection::client(options.session.clone()),
+    };
+    let clean = first && options.clean_start;
+    conn.connect(Instant::now(), options.connect_packet(clean)?)?;
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        if let Some(b) = conn.poll_transmit() {
+            if stream.write_all(&b).await.is_err() {
+                conn.handle_closed(Instant::now());
+            }
+        }
+        while let Some(e) = conn.poll_event() {
+            match e {
+                Event::Connected(ack) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Ok(()));
+                    }
+                    if !ack.session_present && !pending.filters.is_empty() {
+                        let subs = pending.filters.clone();
+                        let _ = conn.subscribe(Instant::now(), subs, Default::default());
+                    }
+                }
+                Event::Message(m) => {
+                    let _ = messages.send(m).await;
+                }
+                Event::Delivered {
+                    packet_id,
+                    reason_code,
+                } => {
+                    if let Some(w) = pending.publishes.remove(&packet_id) {
+                        let _ = w.send(if reason_code.is_success() {
+                            Ok(())
+                        } else {
+                            Err(ClientError::Refused(reason_code))
+                        });
+                    }
+                }
+                Event::Dropped { publish, reason } => {
+                    let waiter = publish
+                        .packet_id
+                        .and_then(|id| pending.publishes.remove(&id));
+                    if reason == DropReason::SessionLost {
+                        // The server forgot the session: the message is sent again, in
+                        // a new one, and its caller keeps waiting.
+                        match (conn.publish(Instant::now(), *publish), waiter) {
+                            (Ok(Some(id)), Some(w)) => {
+                                pending.publishes.insert(id, w);
+                            }
+                            (Ok(None), Some(w)) => {
+                                let _ = w.send(Ok(()));
+                            }
+                            (Err(e), Some(w)) => {
+                                let _ = w.send(Err(e.into()));
+                            }
+                            _ => {}
+                        }
+                    } else if let Some(w) = waiter {
+                        let _ = w.send(Err(ClientError::Dropped(reason)));
+                    }
+                }
+                Event::SubAck(s) => {
+                    if let Some(w) = pending.subscribes.remove(&s.packet_id) {
+                        let code = s
+                            .reason_codes
+                            .first()
+                            .copied()
+                            .unwrap_or(ReasonCode::UnspecifiedError);
+                        let _ = w.send(Ok(code));
+                    }
+                }
+                Event::UnsubAck(u) => {
+                    if let Some(w) = pending.unsubscribes.remove(&u.packet_id) {
+                        let _ = w.send(Ok(()));
+                    }
+                }
+                Event::Closed(reason) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Err(anyhow::anyhow!("connection closed: {reason:?}")));
+                        return Ok(None);
+                    }
+                    tracing::debug!(?reason, "connection lost");
+                    return Ok(Some(conn.into_state()));
+                }
+                _ => {}
+            }
+        }
+        // What handling the events queued (a re-subscribe) leaves before waiting.
+        if let Some(b) = conn.poll_transmit() {
+            if stream.write_all(&b).await.is_err() {
+                conn.handle_closed(Instant::now());
+                continue;
+            }
+        }
+        let deadline = conn.poll_timeout();
+        tokio::select! {
+            r = stream.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => conn.handle_closed(Instant::now()),
+                Ok(_) => {
+                    conn.handle_input(Instant::now(), &buf);
+                    buf.clear();
+                }
+            },
+            cmd = cmds.recv() => match cmd {
+                None => {
+                    let _ = conn.disconnect(Instant::now(), ReasonCode::Success, Default::default());
+                    if let Some(b) = conn.poll_transmit() {
+                        let _ = stream.write_all(&b).await;
+                    }
+                    return Ok(None);
+                }
+                Some(Cmd::Disconnect(done)) => {
+                    let _ = conn.disconnect(Instant::now(), ReasonCode::Success, Default::default());
+                    if let Some(b) = conn.poll_transmit() {
+                        let _ = stream.write_all(&b).await;
+                    }
+                    let _ = stream.shutdown().await;
+                    let _ = done.send(());
+                    return Ok(None);
+                }
+                Some(Cmd::Publish(p, w)) => match conn.publish(Instant::now(), p) {
+                    Ok(Some(id)) => {
+                        pending.publishes.insert(id, w);
+                    }
+                    Ok(None) => {
+                        let _ = w.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = w.send(Err(e.into()));
+                    }
+                },
+                Some(Cmd::Subscribe(s, w)) => {
+                    pending.filters.retain(|f| f.filter != s.filter);
+                    pending.filters.push(s.clone());
+                    match conn.subscribe(Instant::now(), vec![s], Default::default()) {
+                        Ok(id) => {
+                            pending.subscribes.insert(id, w);
+                        }
+                        Err(e) => {
+                            let _ = w.send(Err(e.into()));
+                        }
+                    }
+                }
+                Some(Cmd::Unsubscribe(f, w)) => {
+                    pending.filters.retain(|s| s.filter != f);
+                    match conn.unsubscribe(Instant::now(), vec![f], Default::default()) {
+                        Ok(id) => {
+                            pending.unsubscribes.insert(id, w);
+                        }
+                        Err(e) => {
+                            let _ = w.send(Err(e.into()));
+                        }
+                    }
+                }
+            },
+            _ = sleep_until(deadline) => conn.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
