@@ -60,6 +60,9 @@ struct Session {
     expires_at: Option<Instant>,
     /// A will waiting for its delay.
     will: Option<(Will, Instant)>,
+    /// QoS 1 messages sent to this session through a shared subscription and not yet
+    /// acknowledged: if its connection ends they go to another member.
+    shared_inflight: HashMap<PacketId, TopicFilter>,
 }
 
 struct Retained {
@@ -508,6 +511,16 @@ impl Broker {
             Event::Unsubscribe(u) => self.on_unsubscribe(now, id, u),
             Event::Auth(a) => self.on_auth(id, a),
             Event::Closed(reason) => self.on_closed(now, id, reason),
+            Event::Delivered { packet_id, .. } => {
+                if let Some(s) = self
+                    .conns
+                    .get(&id)
+                    .and_then(|c| c.session)
+                    .and_then(|k| self.sessions.get_mut(&k))
+                {
+                    s.shared_inflight.remove(&packet_id);
+                }
+            }
             Event::Dropped { reason, .. } => {
                 let reason = match reason {
                     DropReason::TooLarge => {
@@ -713,6 +726,7 @@ impl Broker {
                 expiry: Duration::ZERO,
                 expires_at: None,
                 will: None,
+                shared_inflight: HashMap::new(),
             },
         );
         self.by_client_id.insert(client_id.to_string(), key);
@@ -770,6 +784,10 @@ impl Broker {
         }
         s.conn = None;
         s.state = state;
+        self.redeliver_shared(now, key);
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
         let mut publish_will = true;
         if let CloseReason::Disconnected {
             reason_code,
@@ -802,6 +820,67 @@ impl Broker {
             s.expires_at = Some(at);
             self.timers
                 .push(Reverse((at, TimerKey::SessionExpiry(key))));
+        }
+    }
+
+    /// A shared-subscription member's connection ended: its unacknowledged QoS 1
+    /// messages from the group go to another member that is online (5.0 section 4.8.2
+    /// allows it for QoS 1; a QoS 2 delivery in progress stays with its session,
+    /// [MQTT-4.8.2-4]).
+    fn redeliver_shared(&mut self, now: Instant, key: SessionKey) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if s.shared_inflight.is_empty() {
+            return;
+        }
+        let shared = std::mem::take(&mut s.shared_inflight);
+        let mut moved = vec![];
+        let take = |p: &Publish| p.packet_id.and_then(|id| shared.get(&id)).cloned();
+        let mut kept = std::collections::VecDeque::new();
+        for e in std::mem::take(&mut s.state.inflight) {
+            match &e {
+                mqtt_session::Inflight::Publish(p) if take(p).is_some() => {
+                    moved.push((take(p).expect("checked"), p.clone()))
+                }
+                _ => kept.push_back(e),
+            }
+        }
+        s.state.inflight = kept;
+        let mut kept = std::collections::VecDeque::new();
+        for p in std::mem::take(&mut s.state.queue) {
+            match take(&p) {
+                Some(f) => moved.push((f, p)),
+                None => kept.push_back(p),
+            }
+        }
+        s.state.queue = kept;
+        for (filter, mut p) in moved {
+            p.packet_id = None;
+            p.dup = false;
+            let sessions = &self.sessions;
+            let Some(m) = self.tree.pick_shared(&filter, |k| {
+                k != key && sessions.get(&k).is_some_and(|s| s.conn.is_some())
+            }) else {
+                // No other member online: it stays with this session.
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.state.queue.push_back(p);
+                }
+                continue;
+            };
+            if m.key == key {
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.state.queue.push_back(p);
+                }
+                continue;
+            }
+            p.qos = p.qos.min(m.entry.options.qos);
+            p.properties.subscription_identifiers = m.entry.id.into_iter().collect();
+            if let Sent::Online(Some(id)) = self.send_to(now, m.key, p, None) {
+                if let Some(s) = self.sessions.get_mut(&m.key) {
+                    s.shared_inflight.insert(id, filter);
+                }
+            }
         }
     }
 
@@ -964,11 +1043,11 @@ impl Broker {
         // One copy per session for its non-shared subscriptions: the highest QoS, every
         // Subscription Identifier; shared groups each deliver their own copy.
         let mut per_session: BTreeMap<SessionKey, (QoS, bool, Vec<NonZeroU32>)> = BTreeMap::new();
-        let mut shared: Vec<(SessionKey, QoS, bool, Option<NonZeroU32>)> = vec![];
+        let mut shared: Vec<(SessionKey, QoS, bool, Option<NonZeroU32>, TopicFilter)> = vec![];
         for m in &matches {
             let o = &m.entry.options;
-            if m.shared {
-                shared.push((m.key, o.qos, o.retain_as_published, m.entry.id));
+            if let Some(f) = &m.shared {
+                shared.push((m.key, o.qos, o.retain_as_published, m.entry.id, f.clone()));
                 continue;
             }
             if o.no_local && Some(m.key) == origin {
@@ -987,11 +1066,11 @@ impl Broker {
         let mut n = 0;
         let mut cache = EncodeCache::default();
         for (key, (qos, rap, ids)) in per_session {
-            n += usize::from(self.deliver(now, key, &p, qos, rap, ids, &mut cache));
+            n += usize::from(self.deliver(now, key, &p, qos, rap, ids, &mut cache, None));
         }
-        for (key, qos, rap, id) in shared {
+        for (key, qos, rap, id, filter) in shared {
             let ids = id.into_iter().collect();
-            n += usize::from(self.deliver(now, key, &p, qos, rap, ids, &mut cache));
+            n += usize::from(self.deliver(now, key, &p, qos, rap, ids, &mut cache, Some(filter)));
         }
         self.out
             .push_back(Output::Event(BrokerEvent::MessageReceived {
@@ -1013,6 +1092,7 @@ impl Broker {
         retain_as_published: bool,
         ids: Vec<NonZeroU32>,
         cache: &mut EncodeCache,
+        shared: Option<TopicFilter>,
     ) -> bool {
         let mut m = Publish {
             dup: false,
@@ -1025,7 +1105,19 @@ impl Broker {
             payload: p.payload.clone(),
         };
         m.properties.subscription_identifiers = ids;
-        self.send_to(now, key, m, Some(cache))
+        let qos = m.qos;
+        match self.send_to(now, key, m, Some(cache)) {
+            Sent::Dropped => false,
+            Sent::Online(Some(id)) => {
+                if let (Some(f), QoS::AtLeastOnce) = (shared, qos) {
+                    if let Some(s) = self.sessions.get_mut(&key) {
+                        s.shared_inflight.insert(id, f);
+                    }
+                }
+                true
+            }
+            Sent::Online(None) | Sent::Queued => true,
+        }
     }
 
     fn send_to(
@@ -1034,15 +1126,15 @@ impl Broker {
         key: SessionKey,
         m: Publish,
         cache: Option<&mut EncodeCache>,
-    ) -> bool {
+    ) -> Sent {
         let Some(s) = self.sessions.get_mut(&key) else {
-            return false;
+            return Sent::Dropped;
         };
         let client_id = s.client_id.clone();
         match s.conn {
             Some(id) => {
                 let Some(c) = self.conns.get_mut(&id) else {
-                    return false;
+                    return Sent::Dropped;
                 };
                 let encoded = match (cache, c.conn.version()) {
                     (Some(cache), Some(v)) => cache.get(&m, v),
@@ -1069,9 +1161,9 @@ impl Broker {
                 };
                 self.touch(id);
                 match r {
-                    Ok(_) => {
+                    Ok(id) => {
                         self.stats.messages_sent += 1;
-                        true
+                        Sent::Online(id)
                     }
                     Err(UsageError::QueueFull(_)) => {
                         self.stats.dropped_queue_full += 1;
@@ -1080,15 +1172,15 @@ impl Broker {
                                 client_id,
                                 reason: Drop::QueueFull,
                             }));
-                        false
+                        Sent::Dropped
                     }
-                    Err(_) => false,
+                    Err(_) => Sent::Dropped,
                 }
             }
             None => {
                 if m.qos == QoS::AtMostOnce && !self.config.queue_qos0_offline {
                     self.stats.qos0_offline_skipped += 1;
-                    return false;
+                    return Sent::Dropped;
                 }
                 let full = |s: &Session, extra: usize| {
                     s.offline.len() >= self.config.max_offline_messages
@@ -1103,7 +1195,7 @@ impl Broker {
                                 client_id,
                                 reason: Drop::QueueFull,
                             }));
-                        return false;
+                        return Sent::Dropped;
                     }
                     while full(s, len) {
                         let Some(old) = s.offline.pop_front() else {
@@ -1118,7 +1210,7 @@ impl Broker {
                             }));
                     }
                     if full(s, len) {
-                        return false;
+                        return Sent::Dropped;
                     }
                 }
                 s.offline_bytes += len;
@@ -1126,7 +1218,7 @@ impl Broker {
                     at: now,
                     publish: m,
                 });
-                true
+                Sent::Queued
             }
         }
     }
@@ -1310,6 +1402,16 @@ fn expire(mut p: Publish, elapsed: Duration) -> Option<Publish> {
         p.properties.message_expiry_interval = Some(left as u32);
     }
     Some(p)
+}
+
+/// What became of one copy of a message.
+enum Sent {
+    Dropped,
+    /// Handed to the session's connection, with its packet id if QoS 1/2 and sent now
+    /// or queued there.
+    Online(Option<PacketId>),
+    /// Queued for the offline session.
+    Queued,
 }
 
 /// Encodings of one routed message, one per distinct (version family, QoS, RETAIN,

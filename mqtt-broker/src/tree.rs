@@ -17,8 +17,10 @@ pub struct SubEntry {
     pub id: Option<NonZeroU32>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SharedGroup {
+    /// The whole `$share/{group}/{filter}`.
+    filter: TopicFilter,
     members: BTreeMap<SessionKey, SubEntry>,
     /// Round-robin cursor: the member after this key is next.
     last: Option<SessionKey>,
@@ -44,8 +46,8 @@ pub struct Match {
     pub key: SessionKey,
     /// Its subscription.
     pub entry: SubEntry,
-    /// True if picked from a shared subscription group.
-    pub shared: bool,
+    /// The `$share/...` filter, if picked from a shared subscription group.
+    pub shared: Option<TopicFilter>,
 }
 
 /// Subscriptions by topic filter level.
@@ -81,7 +83,11 @@ impl SubscriptionTree {
             Some(g) => node
                 .shared
                 .entry(g.into())
-                .or_default()
+                .or_insert_with(|| SharedGroup {
+                    filter: filter.clone(),
+                    members: BTreeMap::new(),
+                    last: None,
+                })
                 .members
                 .insert(key, entry),
             None => node.subs.insert(key, entry),
@@ -101,6 +107,27 @@ impl SubscriptionTree {
             self.count -= 1;
         }
         removed
+    }
+
+    /// The next member of one shared group (see [`SubscriptionTree::route`] for the
+    /// choice), for a message that has to go to another member.
+    pub fn pick_shared(
+        &mut self,
+        filter: &TopicFilter,
+        is_online: impl Fn(SessionKey) -> bool,
+    ) -> Option<Match> {
+        let (group, inner) = split(filter);
+        let mut node = &mut self.root;
+        for level in inner.split('/') {
+            node = node.children.get_mut(level)?;
+        }
+        let g = node.shared.get_mut(group?)?;
+        let (key, entry) = pick(g, &is_online)?;
+        Some(Match {
+            key,
+            entry,
+            shared: Some(g.filter.clone()),
+        })
     }
 
     /// Every subscription matching `topic`, at most one member per shared group.
@@ -155,7 +182,7 @@ fn collect(node: &mut Node, is_online: &impl Fn(SessionKey) -> bool, out: &mut V
         out.push(Match {
             key: *k,
             entry: e.clone(),
-            shared: false,
+            shared: None,
         });
     }
     for g in node.shared.values_mut() {
@@ -163,7 +190,7 @@ fn collect(node: &mut Node, is_online: &impl Fn(SessionKey) -> bool, out: &mut V
             out.push(Match {
                 key: k,
                 entry: e,
-                shared: true,
+                shared: Some(g.filter.clone()),
             });
         }
     }

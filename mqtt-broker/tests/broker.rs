@@ -781,3 +781,26 @@ fn unsubscribe() {
     sim.publish(p, "t", "x", QoS::AtMostOnce, false);
     assert!(sim.messages(s).is_empty());
 }
+
+#[test]
+fn shared_member_leaving_hands_unacknowledged_messages_to_another() {
+    let mut sim = Sim::default();
+    let a = sim.connect(V5, "a", false);
+    let b = sim.connect(V5, "b", false);
+    sim.subscribe(a, "$share/g/work", QoS::AtLeastOnce);
+    sim.subscribe(b, "$share/g/work", QoS::AtLeastOnce);
+    // a stops reading: what it is sent stays unacknowledged.
+    sim.clients.get_mut(&a).unwrap().transport_open = false;
+    let p = sim.connect(V5, "p", true);
+    for i in 0..4 {
+        sim.publish(p, "work", &i.to_string(), QoS::AtLeastOnce, false);
+    }
+    assert_eq!(sim.payloads(b), ["1", "3"]);
+    sim.cut(a);
+    let mut got = sim.payloads(b);
+    got.sort();
+    assert_eq!(got, ["0", "1", "2", "3"], "a's two went to b");
+    // a comes back: nothing is delivered twice.
+    let a = sim.connect(V5, "a", false);
+    assert!(sim.messages(a).is_empty());
+}
