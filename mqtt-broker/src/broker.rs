@@ -109,6 +109,8 @@ pub struct Broker {
     /// Acknowledgements waiting for durable records: seq -> (connection, packet id, code).
     held_acks: HashMap<u64, (ConnId, PacketId, ReasonCode)>,
     matches: Vec<Match>,
+    /// Payload bytes in all offline queues.
+    offline_bytes: usize,
 }
 
 impl std::fmt::Debug for Broker {
@@ -145,6 +147,7 @@ impl Broker {
             next_seq: 0,
             held_acks: HashMap::new(),
             matches: Vec::new(),
+            offline_bytes: 0,
         };
         // The broker acknowledges every QoS 1/2 message itself, after routing it.
         b.config.session.manual_acks = true;
@@ -664,6 +667,7 @@ impl Broker {
         session.will = None;
         let mut state = std::mem::take(&mut session.state);
         let offline = std::mem::take(&mut session.offline);
+        self.offline_bytes -= session.offline_bytes;
         session.offline_bytes = 0;
         for q in offline {
             if let Some(p) = expire(q.publish, now.saturating_duration_since(q.at)) {
@@ -889,6 +893,7 @@ impl Broker {
         let Some(s) = self.sessions.remove(&key) else {
             return;
         };
+        self.offline_bytes -= s.offline_bytes;
         if let Some(id) = s.conn {
             if let Some(c) = self.conns.get_mut(&id) {
                 c.session = None;
@@ -1202,6 +1207,7 @@ impl Broker {
                             break;
                         };
                         s.offline_bytes -= old.publish.payload.len();
+                        self.offline_bytes -= old.publish.payload.len();
                         self.stats.dropped_queue_full += 1;
                         self.out
                             .push_back(Output::Event(BrokerEvent::MessageDropped {
@@ -1213,6 +1219,16 @@ impl Broker {
                         return Sent::Dropped;
                     }
                 }
+                if self.offline_bytes + len > self.config.max_total_offline_bytes {
+                    self.stats.dropped_memory_budget += 1;
+                    self.out
+                        .push_back(Output::Event(BrokerEvent::MessageDropped {
+                            client_id,
+                            reason: Drop::MemoryBudget,
+                        }));
+                    return Sent::Dropped;
+                }
+                self.offline_bytes += len;
                 s.offline_bytes += len;
                 s.offline.push_back(Queued {
                     at: now,

@@ -34,6 +34,10 @@ pub struct BrokerConfig {
     pub max_offline_messages: usize,
     /// Payload bytes an offline persistent session may queue. Default 16 MiB.
     pub max_offline_bytes: usize,
+    /// Payload bytes all offline sessions together may queue: a memory budget across
+    /// queues (each online connection's queue is bounded by `session.max_queued_bytes`).
+    /// Messages beyond it are dropped and counted. Default 1 GiB.
+    pub max_total_offline_bytes: usize,
     /// Queue QoS 0 messages for offline sessions too. Default false.
     pub queue_qos0_offline: bool,
     /// What a full queue drops. Default [`DropPolicy::DropNewest`].
@@ -76,6 +80,7 @@ impl Default for BrokerConfig {
             authenticate: false,
             max_offline_messages: 1000,
             max_offline_bytes: 16 << 20,
+            max_total_offline_bytes: 1 << 30,
             queue_qos0_offline: false,
             drop_policy: DropPolicy::DropNewest,
             persistent_session_expiry: Duration::from_secs(2 * 86_400),

@@ -155,6 +155,8 @@ pub enum Drop {
     Expired,
     /// Larger than the client's Maximum Packet Size.
     TooLarge,
+    /// All offline queues together hold `max_total_offline_bytes`.
+    MemoryBudget,
 }
 
 /// A change of durable broker state, for a store to apply in order.
@@ -296,6 +298,8 @@ pub struct Stats {
     pub dropped_expired: u64,
     /// Messages dropped because they were too large for the receiver.
     pub dropped_too_large: u64,
+    /// Messages dropped because the offline queues' memory budget was used up.
+    pub dropped_memory_budget: u64,
     /// QoS 0 messages not queued for offline sessions (not a drop: QoS 0 is "at most once").
     pub qos0_offline_skipped: u64,
     /// Publishes refused by the ACL.

@@ -804,3 +804,26 @@ fn shared_member_leaving_hands_unacknowledged_messages_to_another() {
     let a = sim.connect(V5, "a", false);
     assert!(sim.messages(a).is_empty());
 }
+
+#[test]
+fn offline_queues_share_a_memory_budget() {
+    let mut sim = Sim::new(BrokerConfig {
+        max_total_offline_bytes: 10,
+        sys_interval: None,
+        ..Default::default()
+    });
+    let s1 = sim.connect(V5, "s1", false);
+    let s2 = sim.connect(V5, "s2", false);
+    sim.subscribe(s1, "t", QoS::AtLeastOnce);
+    sim.subscribe(s2, "t", QoS::AtLeastOnce);
+    sim.cut(s1);
+    sim.cut(s2);
+    let p = sim.connect(V5, "p", true);
+    sim.publish(p, "t", "1234", QoS::AtLeastOnce, false); // 8 bytes queued
+    sim.publish(p, "t", "5678", QoS::AtLeastOnce, false); // 2 of 4 copies fit
+    assert_eq!(sim.broker.stats().dropped_memory_budget, 2);
+    // Delivering a session's queue frees its share of the budget.
+    sim.connect(V5, "s1", false);
+    sim.publish(p, "t", "ab", QoS::AtLeastOnce, false);
+    assert_eq!(sim.broker.stats().dropped_memory_budget, 2);
+}
