@@ -30,6 +30,17 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: Log,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub metrics: Metrics,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Address of the HTTP endpoint serving `GET /metrics`; off when not set.
+    pub bind: Option<SocketAddr>,
 }
 
 /// A listener.

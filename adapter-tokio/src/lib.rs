@@ -12,5 +12,6 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod server;
 pub mod tls;

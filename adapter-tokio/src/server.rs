@@ -33,6 +33,7 @@ enum ToCore {
     Input(ConnId, Bytes),
     Closed(ConnId),
     Auth(ConnId, AuthResult),
+    Metrics(oneshot::Sender<String>),
 }
 
 enum ToConn {
@@ -49,6 +50,8 @@ struct ConnHandle {
 pub struct Running {
     /// The addresses the listeners are bound to (useful with port 0).
     pub local_addrs: Vec<SocketAddr>,
+    /// The metrics endpoint's address, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<watch::Sender<bool>>,
     done: Option<oneshot::Receiver<()>>,
 }
@@ -125,6 +128,18 @@ pub async fn start(config: Config, hooks: Option<Box<dyn Hooks>>) -> anyhow::Res
             config.limits.max_connections,
         ));
     }
+    let metrics_addr = match config.metrics.bind {
+        Some(bind) => {
+            let l = TcpListener::bind(bind)
+                .await
+                .map_err(|e| anyhow::anyhow!("metrics {bind}: {e}"))?;
+            let addr = l.local_addr()?;
+            info!(%addr, "metrics on http://{addr}/metrics");
+            tokio::spawn(metrics_loop(l, core_tx.clone(), shutdown_rx.clone()));
+            Some(addr)
+        }
+        None => None,
+    };
     let (done_tx, done_rx) = oneshot::channel();
     let max_pending = config.limits.max_pending_write_bytes;
     tokio::spawn(async move {
@@ -141,6 +156,7 @@ pub async fn start(config: Config, hooks: Option<Box<dyn Hooks>>) -> anyhow::Res
     });
     Ok(Running {
         local_addrs,
+        metrics_addr,
         shutdown: Some(shutdown_tx),
         done: Some(done_rx),
     })
@@ -526,6 +542,9 @@ fn handle(broker: &mut Broker, conns: &mut HashMap<ConnId, ConnHandle>, now: Ins
             broker.handle_closed(now, id);
         }
         ToCore::Auth(id, r) => broker.handle_auth(now, id, r),
+        ToCore::Metrics(reply) => {
+            let _ = reply.send(crate::metrics::render(broker.stats(), &broker.gauges()));
+        }
     }
 }
 
@@ -533,6 +552,45 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A minimal HTTP endpoint: `GET /metrics` answers with the Prometheus text.
+async fn metrics_loop(
+    listener: TcpListener,
+    core: mpsc::Sender<ToCore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (mut s, _) = tokio::select! {
+            a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
+            _ = shutdown.changed() => return,
+        };
+        let core = core.clone();
+        tokio::spawn(async move {
+            let mut req = vec![0u8; 1024];
+            let n = match tokio::time::timeout(Duration::from_secs(5), s.read(&mut req)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let line = String::from_utf8_lossy(&req[..n]);
+            let (status, body) = if line.starts_with("GET /metrics ") {
+                let (tx, rx) = oneshot::channel();
+                if core.send(ToCore::Metrics(tx)).await.is_err() {
+                    return;
+                }
+                ("200 OK", rx.await.unwrap_or_default())
+            } else {
+                ("404 Not Found", "not found\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(body.as_bytes()).await;
+            let _ = s.shutdown().await;
+        });
     }
 }
 

@@ -459,6 +459,18 @@ impl Broker {
         &self.stats
     }
 
+    /// Gauges for metrics: (connections, sessions, subscriptions, retained messages,
+    /// payload bytes in offline queues).
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            connections: self.conns.len(),
+            sessions: self.sessions.len(),
+            subscriptions: self.tree.len(),
+            retained: self.retained.len(),
+            offline_queued_bytes: self.offline_bytes,
+        }
+    }
+
     // ----- The work loop ----------------------------------------------------------------
 
     fn touch(&mut self, id: ConnId) {

@@ -309,3 +309,18 @@ pub struct Stats {
     /// Connections refused by authentication.
     pub auth_failures: u64,
 }
+
+/// Current sizes, from [`Broker::gauges`](crate::Broker::gauges).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Open connections (including those not yet past CONNECT).
+    pub connections: usize,
+    /// Sessions, online and offline.
+    pub sessions: usize,
+    /// Subscriptions.
+    pub subscriptions: usize,
+    /// Retained messages.
+    pub retained: usize,
+    /// Payload bytes in offline queues.
+    pub offline_queued_bytes: usize,
+}

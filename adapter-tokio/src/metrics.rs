@@ -1,0 +1,117 @@
+//! Prometheus metrics over a minimal HTTP endpoint (`GET /metrics`), off by default.
+
+use mqtt_broker::{Gauges, Stats};
+use std::fmt::Write;
+
+/// The text exposition of the broker's counters and gauges.
+pub fn render(stats: &Stats, gauges: &Gauges) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP mqtt_{name} {help}");
+        let _ = writeln!(out, "# TYPE mqtt_{name} {kind}");
+        let _ = writeln!(out, "mqtt_{name} {value}");
+    };
+    metric(
+        "connections",
+        "gauge",
+        "Open connections.",
+        gauges.connections as u64,
+    );
+    metric(
+        "sessions",
+        "gauge",
+        "Sessions, online and offline.",
+        gauges.sessions as u64,
+    );
+    metric(
+        "subscriptions",
+        "gauge",
+        "Subscriptions.",
+        gauges.subscriptions as u64,
+    );
+    metric(
+        "retained_messages",
+        "gauge",
+        "Retained messages.",
+        gauges.retained as u64,
+    );
+    metric(
+        "offline_queued_bytes",
+        "gauge",
+        "Payload bytes queued for offline sessions.",
+        gauges.offline_queued_bytes as u64,
+    );
+    metric(
+        "connections_total",
+        "counter",
+        "Connections accepted.",
+        stats.connections_total,
+    );
+    metric(
+        "messages_received_total",
+        "counter",
+        "PUBLISH packets received.",
+        stats.messages_received,
+    );
+    metric(
+        "messages_sent_total",
+        "counter",
+        "PUBLISH packets sent.",
+        stats.messages_sent,
+    );
+    metric(
+        "bytes_received_total",
+        "counter",
+        "Bytes read from clients.",
+        stats.bytes_received,
+    );
+    metric(
+        "bytes_sent_total",
+        "counter",
+        "Bytes written to clients.",
+        stats.bytes_sent,
+    );
+    metric(
+        "dropped_queue_full_total",
+        "counter",
+        "Messages dropped: queue full.",
+        stats.dropped_queue_full,
+    );
+    metric(
+        "dropped_expired_total",
+        "counter",
+        "Messages dropped: expired while queued.",
+        stats.dropped_expired,
+    );
+    metric(
+        "dropped_too_large_total",
+        "counter",
+        "Messages dropped: too large for the client.",
+        stats.dropped_too_large,
+    );
+    metric(
+        "dropped_memory_budget_total",
+        "counter",
+        "Messages dropped: offline queue memory budget used up.",
+        stats.dropped_memory_budget,
+    );
+    metric(
+        "publish_denied_total",
+        "counter",
+        "Publishes refused by the ACL.",
+        stats.publish_denied,
+    );
+    metric(
+        "subscribe_denied_total",
+        "counter",
+        "Subscriptions refused.",
+        stats.subscribe_denied,
+    );
+    metric(
+        "auth_failures_total",
+        "counter",
+        "Connections refused by authentication.",
+        stats.auth_failures,
+    );
+    out
+}

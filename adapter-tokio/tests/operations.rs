@@ -1,0 +1,105 @@
+//! Operations: the metrics endpoint, anonymous access per listener, max connections, and
+//! graceful shutdown telling 5.0 clients why.
+
+use adapter_tokio::client::{Client, ClientOptions};
+use adapter_tokio::config::Config;
+use adapter_tokio::server::start;
+use mqtt_proto::QoS;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint() {
+    let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[metrics]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n";
+    let running = start(Config::parse(text).unwrap(), None).await.unwrap();
+    let addr = running.local_addrs[0].to_string();
+    let (c, _rx) = Client::connect(ClientOptions::new(&addr, "m"))
+        .await
+        .unwrap();
+    c.subscribe("a", QoS::AtMostOnce).await.unwrap();
+    c.publish("a", "x", QoS::AtLeastOnce, false).await.unwrap();
+    let m = running.metrics_addr.unwrap();
+    let body = get(m, "/metrics").await;
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    for line in [
+        "mqtt_connections 1",
+        "mqtt_subscriptions 1",
+        "mqtt_messages_received_total 1",
+        "mqtt_messages_sent_total 1",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "{line} missing in:\n{body}"
+        );
+    }
+    assert!(get(m, "/other").await.starts_with("HTTP/1.1 404"));
+    c.disconnect().await;
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_can_be_refused_per_listener() {
+    let text =
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nallow_anonymous = false\n[sys]\ninterval_secs = 0\n";
+    let running = start(Config::parse(text).unwrap(), None).await.unwrap();
+    let mut o = ClientOptions::new(&running.local_addrs[0].to_string(), "anon");
+    o.reconnect = None;
+    let err = Client::connect(o).await.err().expect("refused");
+    assert!(err.to_string().contains("NotAuthorized"), "{err}");
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections() {
+    let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[limits]\nmax_connections = 1\n[sys]\ninterval_secs = 0\n";
+    let running = start(Config::parse(text).unwrap(), None).await.unwrap();
+    let addr = running.local_addrs[0].to_string();
+    let (first, _rx) = Client::connect(ClientOptions::new(&addr, "one"))
+        .await
+        .unwrap();
+    let mut o = ClientOptions::new(&addr, "two");
+    o.reconnect = None;
+    assert!(
+        Client::connect(o).await.is_err(),
+        "the second connection is closed"
+    );
+    first.disconnect().await;
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_tells_v5_clients() {
+    let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n";
+    let running = start(Config::parse(text).unwrap(), None).await.unwrap();
+    let addr = running.local_addrs[0];
+    // A raw 5.0 client: CONNECT, then read until the broker closes.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"\x10\x10\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x03raw")
+        .await
+        .unwrap();
+    let mut connack = [0u8; 16];
+    let n = s.read(&mut connack).await.unwrap();
+    assert_eq!(connack[0], 0x20, "{:?}", &connack[..n]);
+    running.shutdown().await;
+    let mut rest = vec![];
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    // DISCONNECT with 0x8B Server shutting down.
+    assert_eq!(&rest[..3], b"\xe0\x01\x8b", "{rest:?}");
+}
