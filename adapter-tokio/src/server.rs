@@ -8,7 +8,7 @@ use crate::tls::{Reloading, TlsFiles};
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use mqtt_broker::{AuthResult, Broker, BrokerEvent, ConnId, ConnInfo, Hooks, Output};
-use mqtt_proto::ReasonCode;
+use mqtt_proto::{Publish, ReasonCode};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +34,8 @@ enum ToCore {
     Closed(ConnId),
     Auth(ConnId, AuthResult),
     Metrics(oneshot::Sender<String>),
+    Publish(Publish),
+    Disconnect(String, ReasonCode),
 }
 
 enum ToConn {
@@ -53,10 +55,31 @@ pub struct Running {
     /// The metrics endpoint's address, if enabled.
     pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<watch::Sender<bool>>,
+    core: mpsc::Sender<ToCore>,
     done: Option<oneshot::Receiver<()>>,
 }
 
 impl Running {
+    /// Publishes a message as the broker (no publisher session, no ACL).
+    pub async fn publish(&self, publish: Publish) -> anyhow::Result<()> {
+        self.core
+            .send(ToCore::Publish(publish))
+            .await
+            .map_err(|_| anyhow::anyhow!("broker stopped"))
+    }
+
+    /// Disconnects a client (5.0: DISCONNECT with `reason`).
+    pub async fn disconnect_client(
+        &self,
+        client_id: &str,
+        reason: ReasonCode,
+    ) -> anyhow::Result<()> {
+        self.core
+            .send(ToCore::Disconnect(client_id.into(), reason))
+            .await
+            .map_err(|_| anyhow::anyhow!("broker stopped"))
+    }
+
     /// Stops accepting, disconnects clients (5.0: 0x8B) and waits for the core to finish.
     pub async fn shutdown(mut self) {
         if let Some(s) = self.shutdown.take() {
@@ -70,6 +93,18 @@ impl Running {
 
 /// Binds the listeners and starts the broker.
 pub async fn start(config: Config, hooks: Option<Box<dyn Hooks>>) -> anyhow::Result<Running> {
+    start_with(config, hooks, None).await
+}
+
+/// Like [`start`], and every [`BrokerEvent`] (client connected and disconnected,
+/// subscribed, message received, ...) is also sent to `events`, for an embedding
+/// application. Events are dropped while the channel is full: the broker never waits
+/// for it.
+pub async fn start_with(
+    config: Config,
+    hooks: Option<Box<dyn Hooks>>,
+    events: Option<mpsc::Sender<BrokerEvent>>,
+) -> anyhow::Result<Running> {
     let passwords = match &config.auth.password_file {
         Some(p) => Some(Arc::new(Passwords::load(p)?)),
         None => None,
@@ -90,6 +125,7 @@ pub async fn start(config: Config, hooks: Option<Box<dyn Hooks>>) -> anyhow::Res
         broker.set_hooks(h);
     }
     let (core_tx, core_rx) = mpsc::channel::<ToCore>(4096);
+    let core_tx_handle = core_tx.clone();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let next_id = Arc::new(AtomicUsize::new(1));
     let live = Arc::new(AtomicUsize::new(0));
@@ -150,6 +186,7 @@ pub async fn start(config: Config, hooks: Option<Box<dyn Hooks>>) -> anyhow::Res
             shutdown_rx,
             passwords,
             max_pending,
+            events,
         )
         .await;
         let _ = done_tx.send(());
@@ -157,6 +194,7 @@ pub async fn start(config: Config, hooks: Option<Box<dyn Hooks>>) -> anyhow::Res
     Ok(Running {
         local_addrs,
         metrics_addr,
+        core: core_tx_handle,
         shutdown: Some(shutdown_tx),
         done: Some(done_rx),
     })
@@ -445,6 +483,7 @@ where
     Ok(ws)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn core_loop(
     mut broker: Broker,
     mut rx: mpsc::Receiver<ToCore>,
@@ -452,6 +491,7 @@ async fn core_loop(
     mut shutdown: watch::Receiver<bool>,
     passwords: Option<Arc<Passwords>>,
     max_pending: usize,
+    events: Option<mpsc::Sender<BrokerEvent>>,
 ) {
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut stopping = false;
@@ -514,7 +554,12 @@ async fn core_loop(
                         let _ = tx.blocking_send(ToCore::Auth(req.conn, result));
                     });
                 }
-                Output::Event(e) => log_event(&e),
+                Output::Event(e) => {
+                    log_event(&e);
+                    if let Some(tx) = &events {
+                        let _ = tx.try_send(e);
+                    }
+                }
                 Output::Store(_) => {}
                 _ => {}
             }
@@ -542,6 +587,12 @@ fn handle(broker: &mut Broker, conns: &mut HashMap<ConnId, ConnHandle>, now: Ins
             broker.handle_closed(now, id);
         }
         ToCore::Auth(id, r) => broker.handle_auth(now, id, r),
+        ToCore::Publish(p) => {
+            broker.publish(now, p);
+        }
+        ToCore::Disconnect(client_id, reason) => {
+            broker.disconnect_client(now, &client_id, reason);
+        }
         ToCore::Metrics(reply) => {
             let _ = reply.send(crate::metrics::render(broker.stats(), &broker.gauges()));
         }

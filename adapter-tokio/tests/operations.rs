@@ -103,3 +103,59 @@ async fn shutdown_tells_v5_clients() {
     // DISCONNECT with 0x8B Server shutting down.
     assert_eq!(&rest[..3], b"\xe0\x01\x8b", "{rest:?}");
 }
+
+struct Stamp;
+
+impl mqtt_broker::Hooks for Stamp {
+    fn intercept_publish(
+        &mut self,
+        client_id: &str,
+        p: &mut mqtt_proto::Publish,
+    ) -> mqtt_broker::PublishDecision {
+        p.payload = format!("{client_id}:{}", String::from_utf8_lossy(&p.payload)).into();
+        mqtt_broker::PublishDecision::Accept
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedding_hooks_events_and_server_publish() {
+    let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n";
+    let (tx, mut events) = tokio::sync::mpsc::channel(64);
+    let running = adapter_tokio::server::start_with(
+        Config::parse(text).unwrap(),
+        Some(Box::new(Stamp)),
+        Some(tx),
+    )
+    .await
+    .unwrap();
+    let addr = running.local_addrs[0].to_string();
+    let (c, mut rx) = Client::connect(ClientOptions::new(&addr, "me"))
+        .await
+        .unwrap();
+    c.subscribe("t", QoS::AtMostOnce).await.unwrap();
+    c.publish("t", "hi", QoS::AtLeastOnce, false).await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"me:hi");
+    running
+        .publish(mqtt_proto::Publish::new(
+            mqtt_proto::TopicName::new("t").unwrap(),
+            "from the app",
+        ))
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"from the app");
+    let first = events.recv().await.unwrap();
+    assert!(
+        matches!(first, mqtt_broker::BrokerEvent::ClientConnected { .. }),
+        "{first:?}"
+    );
+    c.disconnect().await;
+    running.shutdown().await;
+}
