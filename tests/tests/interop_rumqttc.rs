@@ -1,0 +1,100 @@
+//! Interop with rumqttc (crates.io), a Rust client no one here wrote: publish/subscribe at
+//! QoS 0, 1 and 2 over MQTT 3.1.1 and 5.0, and a retained message.
+
+use adapter_tokio::config::Config;
+use adapter_tokio::server::{start, Running};
+use std::time::Duration;
+
+async fn broker() -> (Running, u16) {
+    let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n";
+    let r = start(Config::parse(text).unwrap(), None).await.unwrap();
+    let port = r.local_addrs[0].port();
+    (r, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rumqttc_v4_each_qos_and_retained() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let (running, port) = broker().await;
+    let mut o = MqttOptions::new("rumqttc-v4", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = AsyncClient::new(o, 32);
+    client
+        .publish("v4/r", QoS::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
+    client.subscribe("v4/#", QoS::ExactlyOnce).await.unwrap();
+    for q in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        client
+            .publish("v4/x", q, false, format!("{q:?}"))
+            .await
+            .unwrap();
+    }
+    let mut got = vec![];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < 4 {
+        let ev = tokio::time::timeout_at(deadline, el.poll())
+            .await
+            .expect("in time")
+            .unwrap();
+        if let Event::Incoming(Packet::Publish(p)) = ev {
+            got.push((
+                p.topic,
+                String::from_utf8_lossy(&p.payload).into_owned(),
+                p.qos,
+                p.retain,
+            ));
+        }
+    }
+    assert_eq!(
+        got[0],
+        ("v4/r".into(), "kept".into(), QoS::AtLeastOnce, true)
+    );
+    assert_eq!(
+        got[1..],
+        [
+            ("v4/x".into(), "AtMostOnce".into(), QoS::AtMostOnce, false),
+            ("v4/x".into(), "AtLeastOnce".into(), QoS::AtLeastOnce, false),
+            ("v4/x".into(), "ExactlyOnce".into(), QoS::ExactlyOnce, false),
+        ]
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rumqttc_v5_each_qos() {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let (running, port) = broker().await;
+    let mut o = MqttOptions::new("rumqttc-v5", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = AsyncClient::new(o, 32);
+    client.subscribe("v5/#", QoS::ExactlyOnce).await.unwrap();
+    for q in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        client
+            .publish("v5/x", q, false, format!("{q:?}"))
+            .await
+            .unwrap();
+    }
+    let mut got = vec![];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < 3 {
+        let ev = tokio::time::timeout_at(deadline, el.poll())
+            .await
+            .expect("in time")
+            .unwrap();
+        if let Event::Incoming(Packet::Publish(p)) = ev {
+            got.push((String::from_utf8_lossy(&p.payload).into_owned(), p.qos));
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            ("AtMostOnce".into(), QoS::AtMostOnce),
+            ("AtLeastOnce".into(), QoS::AtLeastOnce),
+            ("ExactlyOnce".into(), QoS::ExactlyOnce),
+        ]
+    );
+    running.shutdown().await;
+}
