@@ -637,7 +637,7 @@ impl Broker {
     fn complete_connect(&mut self, now: Instant, id: ConnId, connect: Box<Connect>) {
         let client_id = connect.client_id.clone();
         let v = connect.protocol_version;
-        // Takeover: the old connection of this client id is closed ([MQTT-3.1.4-3]).
+        // Takeover: the old connection of this client id is closed (5.0 [MQTT-3.1.4-3]).
         if let Some(&key) = self.by_client_id.get(client_id.as_str()) {
             if let Some(old) = self.sessions.get(&key).and_then(|s| s.conn) {
                 if old != id {
@@ -1023,8 +1023,8 @@ impl Broker {
         if p.retain {
             let topic = p.topic.to_string();
             if p.payload.is_empty() {
-                // An empty retained message clears the topic ([MQTT-3.3.1-6]) and is not
-                // stored ([MQTT-3.3.1-7]).
+                // An empty retained message clears the topic and is not stored
+                // (5.0 [MQTT-3.3.1-6], 5.0 [MQTT-3.3.1-7]).
                 if self.retained.remove(&topic).is_some() && self.config.durable_acks {
                     self.out.push_back(Output::Store(Record::Retained {
                         topic,
@@ -1114,7 +1114,8 @@ impl Broker {
         let mut m = Publish {
             dup: false,
             qos: p.qos.min(granted).min(self.config.maximum_qos),
-            // Retain is kept only with Retain As Published ([MQTT-3.3.1-12]/[MQTT-3.3.1-13]).
+            // Retain is kept only with Retain As Published (5.0 [MQTT-3.3.1-12],
+            // [MQTT-3.3.1-13]); 3.x clients always get 0 on a live message.
             retain: p.retain && retain_as_published,
             topic: p.topic.clone(),
             packet_id: None,

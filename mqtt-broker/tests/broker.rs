@@ -84,7 +84,8 @@ fn overlapping_subscriptions_give_one_copy_with_every_identifier() {
 
 #[test]
 fn no_local_and_retain_as_published() {
-    // 5.0 [MQTT-3.8.3-3]: No Local; [MQTT-3.3.1-12] / [MQTT-3.3.1-13]: RETAIN on forward.
+    // 5.0 [MQTT-3.8.3-3]: No Local; 5.0 [MQTT-3.3.1-12], 5.0 [MQTT-3.3.1-13]: RETAIN on
+    // forward by Retain As Published.
     let mut sim = Sim::default();
     let me = sim.connect(V5, "me", true);
     let other = sim.connect(V5, "other", true);
@@ -115,9 +116,11 @@ fn no_local_and_retain_as_published() {
 
 #[test]
 fn retained_messages() {
-    // Stored per topic, replaced, cleared by an empty payload ([MQTT-3.3.1-6],
-    // [MQTT-3.3.1-7]), sent on subscribe with RETAIN=1 ([MQTT-3.3.1-8]); a live message
-    // to an existing subscription has RETAIN=0 ([MQTT-3.3.1-9]).
+    // Stored per topic and replaced (5.0 [MQTT-3.3.1-5], 3.1.1 [MQTT-3.3.1-5]), cleared by
+    // an empty payload and not stored (5.0 [MQTT-3.3.1-6], 5.0 [MQTT-3.3.1-7],
+    // 3.1.1 [MQTT-3.3.1-10], 3.1.1 [MQTT-3.3.1-11]), sent on subscribe
+    // (3.1.1 [MQTT-3.3.1-6], 5.0 [MQTT-3.3.1-9]) with RETAIN=1 (3.1.1 [MQTT-3.3.1-8]); a
+    // live message to an existing subscription has RETAIN=0 (3.1.1 [MQTT-3.3.1-9]).
     let mut sim = Sim::default();
     let p = sim.connect(V3_1_1, "p", true);
     sim.publish(p, "r/a", "1", QoS::AtLeastOnce, true);
@@ -286,7 +289,8 @@ fn queued_message_expiry() {
 
 #[test]
 fn takeover_closes_the_old_connection_and_resumes() {
-    // [MQTT-3.1.4-3]: the existing connection is closed; 5.0 DISCONNECT 0x8E.
+    // 5.0 [MQTT-3.1.4-3], 3.1.1 [MQTT-3.1.4-2]: the existing connection is closed; 5.0
+    // DISCONNECT 0x8E.
     let mut sim = Sim::default();
     let old = sim.connect(V5, "c", false);
     sim.subscribe(old, "t", QoS::AtLeastOnce);

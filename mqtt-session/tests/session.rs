@@ -734,7 +734,7 @@ fn topic_alias_violations() {
 
 #[test]
 fn message_too_large_for_the_peer_is_dropped() {
-    // 5.0 [MQTT-3.1.2-24], [MQTT-3.1.2-25]: never send a packet above the client's Maximum
+    // 5.0 [MQTT-3.1.2-24], 5.0 [MQTT-3.1.2-25]: never send a packet above the client's Maximum
     // Packet Size; the message is dropped as if sent.
     let client = Config {
         max_packet_size: 64,
