@@ -34,6 +34,7 @@ enum ToCore {
     Closed(ConnId),
     Auth(ConnId, AuthResult),
     Metrics(oneshot::Sender<String>),
+    Gauges(oneshot::Sender<mqtt_broker::Gauges>),
     Publish(Publish),
     Disconnect(String, ReasonCode),
 }
@@ -66,6 +67,32 @@ impl Running {
             .send(ToCore::Publish(publish))
             .await
             .map_err(|_| anyhow::anyhow!("broker stopped"))
+    }
+
+    /// Current connections, sessions, subscriptions and retained messages.
+    pub async fn gauges(&self) -> anyhow::Result<mqtt_broker::Gauges> {
+        let (tx, rx) = oneshot::channel();
+        self.core
+            .send(ToCore::Gauges(tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("broker stopped"))?;
+        Ok(rx.await?)
+    }
+
+    /// Waits (up to `limit`) until the broker holds at least `n` subscriptions: tests use
+    /// it to know a subscriber is ready.
+    pub async fn wait_for_subscriptions(&self, n: usize, limit: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.gauges().await?.subscriptions >= n {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{n} subscriptions not reached"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Disconnects a client (5.0: DISCONNECT with `reason`).
@@ -592,6 +619,9 @@ fn handle(broker: &mut Broker, conns: &mut HashMap<ConnId, ConnHandle>, now: Ins
         }
         ToCore::Disconnect(client_id, reason) => {
             broker.disconnect_client(now, &client_id, reason);
+        }
+        ToCore::Gauges(reply) => {
+            let _ = reply.send(broker.gauges());
         }
         ToCore::Metrics(reply) => {
             let _ = reply.send(crate::metrics::render(broker.stats(), &broker.gauges()));

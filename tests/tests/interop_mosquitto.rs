@@ -85,12 +85,25 @@ async fn pub_sub_every_version_and_qos() {
     let (running, port) = broker("").await;
     for version in ["mqttv31", "mqttv311", "mqttv5"] {
         let topic = format!("interop/{version}");
+        // The previous round's subscriber is gone (its clean session with it).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while running.gauges().await.unwrap().subscriptions > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "old subscription still there"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let s = sub(
             port,
             version,
             &["-t", &topic, "-q", "2", "-C", "3", "-W", "10"],
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The subscriber is ready when the broker holds its subscription.
+        running
+            .wait_for_subscriptions(1, Duration::from_secs(10))
+            .await
+            .unwrap();
         for q in ["0", "1", "2"] {
             let o = publish(
                 port,
@@ -208,7 +221,10 @@ async fn username_password_and_acl() {
             "-t", "open/x", "-u", "ann", "-P", "s3cret", "-C", "1", "-W", "5",
         ],
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    running
+        .wait_for_subscriptions(1, Duration::from_secs(10))
+        .await
+        .unwrap();
     for t in ["secret/x", "open/x"] {
         publish(
             port,
