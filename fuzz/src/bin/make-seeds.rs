@@ -1,6 +1,7 @@
-//! Writes the seed corpus of the `decode` fuzz target into `corpus/decode/`.
+//! Writes the seed corpora of the fuzz targets: `decode` into `corpus/decode/`, `session`
+//! into `corpus/session/` (see `session_seeds` at the end).
 //!
-//! One valid frame per packet type per protocol version (AUTH only in 5.0), named
+//! `decode`: one valid frame per packet type per protocol version (AUTH only in 5.0), named
 //! `seed-<version>-<packet>`, plus a few streams of several packets. Every file starts with
 //! the selector byte that picks the decoder the packet is meant for: the server-side
 //! decoder for CONNECT (and streams that start with one), a client-side decoder of the
@@ -344,6 +345,11 @@ fn seeds(v: ProtocolVersion) -> Vec<(&'static str, u8, Vec<Packet>)> {
 }
 
 fn main() {
+    write_decode_seeds();
+    write_session_seeds();
+}
+
+fn write_decode_seeds() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/decode");
     std::fs::create_dir_all(&dir).expect("create corpus/decode");
     let versions = [
@@ -377,4 +383,538 @@ fn main() {
         }
     }
     println!("wrote {count} seeds to {}", dir.display());
+}
+
+// ----- `session` ---------------------------------------------------------------------------
+
+mod session_seeds {
+    //! Seeds of the `session` target: operation lists that reach the deep states (open
+    //! connections, QoS 1/2 exchanges both ways, SUBSCRIBE / UNSUBSCRIBE, keep-alive, topic
+    //! aliases, limits, resumed sessions) in each mode and version, written with
+    //! `session::to_bytes`. Each is checked to decode back to the same operations, to pass
+    //! every check of the target, and to reach what it is meant to (its `Stats`).
+
+    use mqtt_proto_fuzz::session::{
+        self as fz, Command as C, ConnectArgs, IdArg, Input, Op, PacketArg as P, PairOp,
+        PublishArgs, Qos, Settings, Stats, Version,
+    };
+
+    pub fn settings() -> Settings {
+        Settings {
+            max_packet_size: 0,
+            receive_maximum: 0,
+            max_inflight: 0,
+            max_queued_messages: 0,
+            max_queued_bytes: 0,
+            topic_alias_maximum: 0,
+            outgoing_topic_aliases: false,
+            connect_timeout: 0,
+            ping_timeout: 0,
+            server_keep_alive: None,
+            maximum_qos: Qos::Two,
+            retain_available: true,
+            manual_acks: false,
+        }
+    }
+
+    fn connect(version: Version, clean_start: bool, keep_alive: u8) -> ConnectArgs {
+        ConnectArgs {
+            version,
+            clean_start,
+            keep_alive,
+            client_id: 0,
+            session_expiry: None,
+            receive_maximum: None,
+            maximum_packet_size: None,
+            topic_alias_maximum: None,
+            request_problem_information: None,
+            will: None,
+            credentials: false,
+        }
+    }
+
+    fn msg(qos: Qos, topic: u8, payload: u8) -> PublishArgs {
+        PublishArgs {
+            qos,
+            retain: false,
+            topic,
+            payload,
+        }
+    }
+
+    fn connack(session_present: bool) -> P {
+        P::ConnAck {
+            session_present,
+            reason: 0,
+            receive_maximum: None,
+            maximum_packet_size: None,
+            topic_alias_maximum: None,
+            maximum_qos: None,
+            retain_available: None,
+            server_keep_alive: None,
+        }
+    }
+
+    fn publish_in(qos: Qos, id: IdArg, topic: u8) -> P {
+        P::Publish {
+            qos,
+            dup: false,
+            retain: false,
+            topic,
+            id,
+            payload: 2,
+            alias: None,
+            alias_only: false,
+            subscription_id: false,
+        }
+    }
+
+    fn with_alias(p: P, a: u8, only: bool) -> P {
+        match p {
+            P::Publish {
+                qos,
+                dup,
+                retain,
+                topic,
+                id,
+                payload,
+                subscription_id,
+                ..
+            } => P::Publish {
+                qos,
+                dup,
+                retain,
+                topic,
+                id,
+                payload,
+                alias: Some(a),
+                alias_only: only,
+                subscription_id,
+            },
+            p => p,
+        }
+    }
+
+    fn dup(p: P) -> P {
+        match p {
+            P::Publish {
+                qos,
+                retain,
+                topic,
+                id,
+                payload,
+                alias,
+                alias_only,
+                subscription_id,
+                ..
+            } => P::Publish {
+                qos,
+                dup: true,
+                retain,
+                topic,
+                id,
+                payload,
+                alias,
+                alias_only,
+                subscription_id,
+            },
+            p => p,
+        }
+    }
+
+    fn pk(p: P) -> Op {
+        Op::Packet(p, 0)
+    }
+
+    fn cmd(c: C) -> Op {
+        Op::Command(c)
+    }
+
+    use IdArg::{Received, Sent, Small};
+    use Qos::{One, Two, Zero};
+    use Version::{V3_1, V3_1_1, V5};
+
+    /// A seed: its name, the input, and what it must reach.
+    pub type Seed = (&'static str, Input, fn(&Stats) -> bool);
+
+    pub fn seeds() -> Vec<Seed> {
+        let mut out: Vec<Seed> = Vec::new();
+
+        // A 5.0 server: QoS 2 and QoS 1 in (one chunked, one resent before PUBREL),
+        // SUBSCRIBE / UNSUBSCRIBE answered, QoS 1 and 2 out, PINGREQ, DISCONNECT.
+        out.push((
+            "server-v5-flows",
+            Input::Server(
+                settings(),
+                vec![
+                    pk(P::Connect(connect(V5, true, 30))),
+                    cmd(C::Accept(false, false)),
+                    Op::Packet(publish_in(Two, Small(0), 1), 3),
+                    pk(dup(publish_in(Two, Small(0), 1))),
+                    pk(P::PubRel(Small(0), 0)),
+                    pk(publish_in(One, Small(1), 2)),
+                    pk(P::Subscribe(Small(2), 0b111, Two)),
+                    cmd(C::SubAck(0, 2)),
+                    pk(P::Unsubscribe(Small(3), 0b1)),
+                    cmd(C::UnsubAck(0, 0)),
+                    cmd(C::Publish(msg(One, 1, 2))),
+                    pk(P::PubAck(Sent(0), 0)),
+                    cmd(C::Publish(msg(Two, 2, 2))),
+                    pk(P::PubRec(Sent(0), 0)),
+                    pk(P::PubComp(Sent(0), 0)),
+                    pk(P::PingReq),
+                    Op::Advance(20),
+                    pk(P::Disconnect(0, None)),
+                ],
+            ),
+            |s| {
+                s.opened == 1
+                    && s.messages == 2
+                    && s.delivered == 2
+                    && s.pubcomp_sent == 1
+                    && s.subacks == 2
+                    && s.pings == 1
+                    && s.closed == 1
+            },
+        ));
+
+        // A 3.1.1 server with an inflight window of 2: messages in flight and queued when
+        // the transport closes, one more queued offline, resumed by the next connection
+        // (PUBLISH DUP, PUBREL) and completed.
+        out.push((
+            "server-v3.1.1-resume",
+            Input::Server(
+                Settings {
+                    max_inflight: 2,
+                    ..settings()
+                },
+                vec![
+                    pk(P::Connect(connect(V3_1_1, false, 0))),
+                    cmd(C::Accept(false, false)),
+                    cmd(C::PublishEncoded(msg(One, 0, 1), V3_1)),
+                    cmd(C::Publish(msg(Two, 1, 1))),
+                    cmd(C::Publish(msg(One, 2, 1))),
+                    pk(P::PubRec(Small(1), 0)),
+                    Op::Closed,
+                    Op::Offline(msg(Two, 3, 1)),
+                    Op::Reconnect(false),
+                    pk(P::Connect(connect(V3_1_1, false, 0))),
+                    cmd(C::Accept(true, true)),
+                    pk(P::PubAck(Small(0), 0)),
+                    pk(P::PubComp(Small(1), 0)),
+                    pk(P::PubAck(Small(2), 0)),
+                    pk(P::PubRec(Small(3), 0)),
+                    pk(P::PubComp(Small(3), 0)),
+                ],
+            ),
+            |s| s.opened == 2 && s.reconnects == 1 && s.resent >= 2 && s.delivered == 4,
+        ));
+
+        // A 5.0 server with limits: manual acknowledgements (out of order), a Receive
+        // Maximum of 2, topic aliases both ways, a small client Maximum Packet Size (a
+        // message too large is dropped), Maximum QoS 1, Server Keep Alive 5 s (the client
+        // goes quiet and is disconnected).
+        out.push((
+            "server-v5-limits",
+            Input::Server(
+                Settings {
+                    max_packet_size: 40,
+                    receive_maximum: 2,
+                    topic_alias_maximum: 3,
+                    outgoing_topic_aliases: true,
+                    server_keep_alive: Some(5),
+                    maximum_qos: One,
+                    manual_acks: true,
+                    ..settings()
+                },
+                vec![
+                    pk(P::Connect(ConnectArgs {
+                        session_expiry: Some(60),
+                        receive_maximum: Some(1),
+                        maximum_packet_size: Some(60),
+                        topic_alias_maximum: Some(2),
+                        will: Some(One),
+                        credentials: true,
+                        ..connect(V5, false, 30)
+                    })),
+                    cmd(C::Accept(false, false)),
+                    pk(with_alias(publish_in(One, Small(0), 1), 1, false)),
+                    pk(with_alias(publish_in(One, Small(1), 1), 1, true)),
+                    cmd(C::Ack(Received(0), 0x10)),
+                    cmd(C::Ack(Received(1), 0)),
+                    pk(with_alias(publish_in(Zero, Small(0), 1), 1, true)),
+                    cmd(C::Publish(msg(Zero, 1, 1))),
+                    cmd(C::Publish(msg(Zero, 1, 1))),
+                    cmd(C::Publish(msg(Zero, 3, 30))),
+                    cmd(C::Publish(msg(One, 2, 1))),
+                    cmd(C::Publish(msg(One, 2, 1))),
+                    pk(P::PubAck(Sent(0), 0)),
+                    Op::Advance(8),
+                ],
+            ),
+            |s| s.messages == 3 && s.dropped == 1 && s.delivered == 1 && s.closed == 1,
+        ));
+
+        // A 5.0 client with an inflight window of 2: QoS 1 and 2 out (one queued),
+        // SUBSCRIBE / UNSUBSCRIBE, QoS 2 in, keep-alive PINGREQ, then a PINGREQ left
+        // unanswered until the ping timeout.
+        out.push((
+            "client-v5-flows",
+            Input::Client(
+                Settings {
+                    max_inflight: 2,
+                    ..settings()
+                },
+                connect(V5, true, 10),
+                vec![
+                    pk(P::ConnAck {
+                        session_present: false,
+                        reason: 0,
+                        receive_maximum: Some(3),
+                        maximum_packet_size: None,
+                        topic_alias_maximum: Some(2),
+                        maximum_qos: None,
+                        retain_available: None,
+                        server_keep_alive: None,
+                    }),
+                    cmd(C::Publish(msg(One, 0, 1))),
+                    cmd(C::Publish(msg(Two, 1, 1))),
+                    cmd(C::Publish(msg(Two, 2, 1))),
+                    pk(P::PubAck(Sent(1), 0)),
+                    pk(P::PubRec(Sent(1), 0)),
+                    pk(P::PubComp(Sent(0), 0)),
+                    pk(P::PubRec(Sent(1), 0)),
+                    pk(P::PubComp(Sent(0), 0)),
+                    cmd(C::Subscribe(0b11, Two, Some(7))),
+                    pk(P::SubAck(Sent(0), 1, 1)),
+                    cmd(C::Unsubscribe(0b1)),
+                    pk(P::UnsubAck(Sent(0), 0, 0)),
+                    pk(publish_in(Two, Small(4), 0)),
+                    pk(P::PubRel(Received(0), 0)),
+                    Op::Advance(10),
+                    pk(P::PingResp),
+                    cmd(C::Ping),
+                    Op::Advance(11),
+                ],
+            ),
+            |s| {
+                s.opened == 1
+                    && s.delivered == 3
+                    && s.subacks == 2
+                    && s.messages == 1
+                    && s.pubcomp_sent == 1
+                    && s.pings == 2
+                    && s.closed == 1
+            },
+        ));
+
+        // A 3.1.1 client: QoS 1 in flight and QoS 2 released when the transport closes, a
+        // message queued offline, resumed with Session Present 1 and completed.
+        out.push((
+            "client-v3.1.1-resume",
+            Input::Client(
+                settings(),
+                connect(V3_1_1, false, 0),
+                vec![
+                    pk(connack(false)),
+                    cmd(C::Publish(msg(One, 0, 1))),
+                    cmd(C::Publish(msg(Two, 1, 1))),
+                    pk(P::PubRec(Small(1), 0)),
+                    Op::Closed,
+                    Op::Offline(msg(Two, 2, 1)),
+                    Op::Reconnect(false),
+                    pk(connack(true)),
+                    pk(P::PubAck(Small(0), 0)),
+                    pk(P::PubComp(Small(1), 0)),
+                    pk(P::PubRec(Small(2), 0)),
+                    pk(P::PubComp(Small(2), 0)),
+                ],
+            ),
+            |s| s.opened == 2 && s.reconnects == 1 && s.resent >= 2 && s.delivered == 3,
+        ));
+
+        // A 3.1 client whose server did not keep the session: its messages are dropped.
+        out.push((
+            "client-v3.1-session-lost",
+            Input::Client(
+                settings(),
+                connect(V3_1, false, 0),
+                vec![
+                    pk(connack(false)),
+                    cmd(C::Publish(msg(One, 0, 1))),
+                    cmd(C::Publish(msg(Two, 1, 1))),
+                    Op::Closed,
+                    Op::Reconnect(false),
+                    pk(connack(false)),
+                    cmd(C::Disconnect(0, None)),
+                ],
+            ),
+            |s| s.opened == 2 && s.dropped == 2 && s.closed == 2,
+        ));
+
+        // A 5.0 pair: SUBSCRIBE, QoS 0/1/2 both ways, partial deliveries, UNSUBSCRIBE,
+        // keep-alive, DISCONNECT.
+        out.push((
+            "pair-v5-flows",
+            Input::Pair(
+                settings(),
+                settings(),
+                connect(V5, true, 30),
+                vec![
+                    PairOp::ToServer(0),
+                    PairOp::Server(C::Accept(false, false)),
+                    PairOp::ToClient(0),
+                    PairOp::Client(C::Subscribe(0b11, Two, None)),
+                    PairOp::Flush,
+                    PairOp::Server(C::SubAck(0, 2)),
+                    PairOp::Flush,
+                    PairOp::Server(C::Publish(msg(Two, 1, 4))),
+                    PairOp::Server(C::PublishEncoded(msg(One, 1, 4), V5)),
+                    PairOp::Client(C::Publish(msg(Two, 2, 4))),
+                    PairOp::Client(C::Publish(msg(One, 2, 4))),
+                    PairOp::Client(C::Publish(msg(Zero, 2, 4))),
+                    PairOp::ToServer(5),
+                    PairOp::ToServer(7),
+                    PairOp::Flush,
+                    PairOp::Flush,
+                    PairOp::Client(C::Unsubscribe(1)),
+                    PairOp::Flush,
+                    PairOp::Server(C::UnsubAck(0, 0)),
+                    PairOp::Flush,
+                    PairOp::Advance(30),
+                    PairOp::Flush,
+                    PairOp::Client(C::Disconnect(0, None)),
+                    PairOp::Flush,
+                ],
+            ),
+            |s| {
+                s.opened == 2
+                    && s.messages == 5
+                    && s.delivered == 4
+                    && s.pubcomp_sent == 2
+                    && s.subacks == 4
+                    && s.pings == 2
+                    && s.closed == 2
+            },
+        ));
+
+        // A 3.1.1 pair: messages both ways cut off mid-stream, one queued offline by the
+        // broker, a new connection resuming both sessions.
+        out.push((
+            "pair-v3.1.1-resume",
+            Input::Pair(
+                settings(),
+                settings(),
+                connect(V3_1_1, false, 0),
+                vec![
+                    PairOp::ToServer(0),
+                    PairOp::Server(C::Accept(false, false)),
+                    PairOp::ToClient(0),
+                    PairOp::Client(C::Publish(msg(One, 0, 2))),
+                    PairOp::Client(C::Publish(msg(Two, 1, 2))),
+                    PairOp::Server(C::Publish(msg(Two, 2, 2))),
+                    PairOp::Server(C::Publish(msg(One, 3, 2))),
+                    PairOp::ToServer(12),
+                    PairOp::ToClient(0),
+                    PairOp::Offline(false, msg(One, 0, 1)),
+                    PairOp::Reconnect(false),
+                    PairOp::ToServer(0),
+                    PairOp::Server(C::Accept(true, true)),
+                    PairOp::Flush,
+                    PairOp::Flush,
+                ],
+            ),
+            |s| s.opened == 4 && s.reconnects == 2 && s.resent >= 2 && s.delivered == 5,
+        ));
+
+        // A 5.0 pair with limits: the client's Receive Maximum 1 and manual acks, Maximum
+        // Packet Size, topic aliases both ways, Maximum QoS 1, Server Keep Alive.
+        out.push((
+            "pair-v5-limits",
+            Input::Pair(
+                Settings {
+                    max_packet_size: 30,
+                    receive_maximum: 1,
+                    topic_alias_maximum: 2,
+                    outgoing_topic_aliases: true,
+                    manual_acks: true,
+                    ..settings()
+                },
+                Settings {
+                    receive_maximum: 2,
+                    topic_alias_maximum: 3,
+                    outgoing_topic_aliases: true,
+                    server_keep_alive: Some(4),
+                    maximum_qos: One,
+                    ..settings()
+                },
+                ConnectArgs {
+                    session_expiry: Some(60),
+                    ..connect(V5, false, 30)
+                },
+                vec![
+                    PairOp::ToServer(0),
+                    PairOp::Server(C::Accept(false, false)),
+                    PairOp::ToClient(0),
+                    PairOp::Client(C::Subscribe(0b1, One, None)),
+                    PairOp::Flush,
+                    PairOp::Server(C::SubAck(0, 1)),
+                    PairOp::Flush,
+                    PairOp::Server(C::Publish(msg(One, 1, 1))),
+                    PairOp::Server(C::Publish(msg(One, 1, 1))),
+                    PairOp::Server(C::Publish(msg(One, 1, 60))),
+                    PairOp::Flush,
+                    PairOp::Client(C::Ack(Received(0), 0)),
+                    PairOp::Flush,
+                    PairOp::Client(C::Ack(Received(0), 0x10)),
+                    PairOp::Flush,
+                    PairOp::Client(C::Publish(msg(One, 2, 1))),
+                    PairOp::Client(C::Publish(msg(One, 2, 1))),
+                    PairOp::Flush,
+                    PairOp::Advance(3),
+                    PairOp::Flush,
+                    PairOp::Advance(3),
+                    PairOp::Flush,
+                    PairOp::Client(C::Disconnect(4, Some(0))),
+                    PairOp::Flush,
+                ],
+            ),
+            |s| {
+                s.opened == 2
+                    && s.messages == 4
+                    && s.dropped == 1
+                    && s.delivered == 4
+                    && s.pings >= 1
+                    && s.closed == 2
+            },
+        ));
+
+        out
+    }
+
+    /// The bytes of a seed, checked.
+    pub fn bytes(name: &str, input: &Input, reached: fn(&Stats) -> bool) -> Vec<u8> {
+        use arbitrary::{Arbitrary, Unstructured};
+        let data = fz::to_bytes(input);
+        let decoded = Input::arbitrary_take_rest(Unstructured::new(&data))
+            .unwrap_or_else(|e| panic!("session {name}: does not decode: {e}"));
+        assert_eq!(&decoded, input, "session {name}: decodes differently");
+        let stats = fz::run(input);
+        assert!(
+            reached(&stats),
+            "session {name}: does not reach what it should: {stats:?}"
+        );
+        data
+    }
+}
+
+fn write_session_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/session");
+    std::fs::create_dir_all(&dir).expect("create corpus/session");
+    let seeds = session_seeds::seeds();
+    for (name, input, reached) in &seeds {
+        let data = session_seeds::bytes(name, input, *reached);
+        std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
+    }
+    println!("wrote {} seeds to {}", seeds.len(), dir.display());
 }
