@@ -194,8 +194,11 @@ impl Connection {
                         continue;
                     }
                 }
+            } else if !needs_id(&p) {
+                p.dup = false;
             }
-            p.dup = false;
+            // A queued message that was sent before (moved back by a smaller inflight
+            // window) keeps DUP=1.
             kept.push_back(p);
         }
         state.queue = kept;
@@ -367,8 +370,7 @@ impl Connection {
                     if !self.ping_outstanding {
                         self.ping_outstanding = true;
                         self.send(now, &Packet::PingReq);
-                        self.timers
-                            .set(Timer::PingResp, now + self.config.ping_timeout);
+                        self.set_timer(Timer::PingResp, now + self.config.ping_timeout);
                     }
                 }
                 Timer::PingResp => {
@@ -389,16 +391,16 @@ impl Connection {
         }
         let v = connect.protocol_version;
         if v.is_v5() {
+            // The limits announced are the ones this connection enforces.
             let p = &mut connect.properties;
-            if self.config.receive_maximum != u16::MAX {
-                p.receive_maximum = NonZeroU16::new(self.config.receive_maximum);
-            }
-            if self.config.max_packet_size != MAX_PACKET_SIZE {
-                p.maximum_packet_size = std::num::NonZeroU32::new(self.config.max_packet_size);
-            }
-            if self.config.topic_alias_maximum > 0 {
-                p.topic_alias_maximum = Some(self.config.topic_alias_maximum);
-            }
+            p.receive_maximum = (self.config.receive_maximum != u16::MAX)
+                .then(|| NonZeroU16::new(self.config.receive_maximum))
+                .flatten();
+            p.maximum_packet_size = (self.config.max_packet_size != MAX_PACKET_SIZE)
+                .then(|| std::num::NonZeroU32::new(self.config.max_packet_size))
+                .flatten();
+            p.topic_alias_maximum =
+                (self.config.topic_alias_maximum > 0).then_some(self.config.topic_alias_maximum);
             self.session_expiry_zero = p.session_expiry_interval.unwrap_or(0) == 0;
         }
         let mut buf = BytesMut::new();
@@ -410,8 +412,7 @@ impl Connection {
         self.sent(now);
         self.connect = Some(Box::new(connect));
         self.phase = Phase::Connecting;
-        self.timers
-            .set(Timer::Connect, now + self.config.connect_timeout);
+        self.set_timer(Timer::Connect, now + self.config.connect_timeout);
         Ok(())
     }
 
@@ -466,8 +467,7 @@ impl Connection {
         self.client_open()?;
         self.ping_outstanding = true;
         self.send(now, &Packet::PingReq);
-        self.timers
-            .set(Timer::PingResp, now + self.config.ping_timeout);
+        self.set_timer(Timer::PingResp, now + self.config.ping_timeout);
         Ok(())
     }
 
@@ -524,7 +524,20 @@ impl Connection {
                 p.retain_available = Some(false);
             }
         }
-        self.send(now, &Packet::ConnAck(Box::new(connack)));
+        if let Err(EncodeError::PacketTooLarge { .. }) =
+            self.try_send(now, &Packet::ConnAck(Box::new(connack.clone())))
+        {
+            // Too large for the client: the optional strings go first.
+            let p = &mut connack.properties;
+            p.reason_string = None;
+            p.user_properties.clear();
+            p.response_information = None;
+            p.server_reference = None;
+            self.send(now, &Packet::ConnAck(Box::new(connack)));
+            if self.phase == Phase::Closed {
+                return Ok(());
+            }
+        }
         self.phase = Phase::Open;
         self.timers.stop(Timer::Connect);
         self.arm_idle(now);
@@ -718,11 +731,20 @@ impl Connection {
         if self.phase == Phase::Closed {
             return Err(UsageError::Closed);
         }
+        let v5 = self.version.is_some_and(|v| v.is_v5());
         let entry = self
             .pending_acks
             .iter_mut()
             .find(|p| p.packet_id == packet_id && p.reason.is_none())
             .ok_or(UsageError::UnknownPacketId)?;
+        let kind = if entry.qos == QoS::ExactlyOnce {
+            PacketType::PubRec
+        } else {
+            PacketType::PubAck
+        };
+        if v5 && !reason_code.is_valid_for(kind) {
+            return Err(UsageError::InvalidReasonCode(reason_code));
+        }
         entry.reason = Some(reason_code);
         self.flush_acks(now);
         Ok(())
@@ -750,6 +772,13 @@ impl Connection {
     ) -> Result<(), UsageError> {
         if self.phase == Phase::Closed {
             return Err(UsageError::Closed);
+        }
+        // 5.0: a session that had expiry 0 cannot be given one at DISCONNECT (the server
+        // treats it as a protocol error), and a server never sends one.
+        if let Some(e) = properties.session_expiry_interval {
+            if e != 0 && (self.role == Role::Server || self.session_expiry_zero) {
+                return Err(UsageError::InvalidSessionExpiry);
+            }
         }
         if self.can_send_disconnect() {
             let v = self.version.unwrap_or(ProtocolVersion::V3_1_1);
@@ -788,14 +817,23 @@ impl Connection {
     /// Sends a packet the session built itself, which always encodes.
     fn send(&mut self, now: Instant, p: &Packet) {
         if self.try_send(now, p).is_err() {
-            // Session-built control packets are small; if the peer's limit is smaller
-            // still, the peer cannot be served and the packet is left out.
+            // Session-built control packets are a few bytes; a peer whose Maximum Packet
+            // Size is smaller still cannot be served ([MQTT-3.1.2-24]: nothing larger is
+            // sent), so the connection ends.
+            self.close(CloseReason::Local(ReasonCode::PacketTooLarge));
+        }
+    }
+
+    /// Arms a timer; a closed connection has none.
+    fn set_timer(&mut self, t: Timer, at: Instant) {
+        if self.phase != Phase::Closed {
+            self.timers.set(t, at);
         }
     }
 
     fn sent(&mut self, now: Instant) {
         if self.role == Role::Client && !self.keep_alive.is_zero() && self.phase != Phase::Closed {
-            self.timers.set(Timer::KeepAlive, now + self.keep_alive);
+            self.set_timer(Timer::KeepAlive, now + self.keep_alive);
         }
     }
 
@@ -827,6 +865,19 @@ impl Connection {
         publish: Publish,
         shared: Option<&EncodedPublish>,
     ) {
+        // Limits learned after the message was queued (CONNACK, a resumed session) apply
+        // too: a message the peer does not accept is dropped, not sent.
+        let refused = if publish.qos > self.peer.maximum_qos {
+            Some(DropReason::QoSNotSupported)
+        } else if publish.retain && !self.peer.retain_available {
+            Some(DropReason::RetainNotSupported)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            self.drop_publish(publish, reason);
+            return;
+        }
         let v = self.version_or_default();
         let max = self.peer.max_packet_size;
         let sent = match shared {
@@ -836,37 +887,38 @@ impl Connection {
                 if let (Some(at), Some(id)) = (e.id_at, publish.packet_id) {
                     self.out[start + at..start + at + 2].copy_from_slice(&id.get().to_be_bytes());
                 }
-                self.sent(now);
                 Ok(e.bytes.len())
             }
             _ if self.aliases_apply() => {
-                let wire = self.with_alias(&publish);
+                let (wire, new_alias) = self.with_alias(&publish);
                 let r = wire.encode(&mut self.out, v, max);
-                self.sent(now);
+                // The mapping exists only once the peer has seen it.
+                if let (Ok(_), Some(alias)) = (&r, new_alias) {
+                    self.aliases_out.insert(publish.topic.clone(), alias);
+                }
                 r
             }
-            _ => {
-                let r = publish.encode(&mut self.out, v, max);
-                self.sent(now);
-                r
-            }
+            _ => publish.encode(&mut self.out, v, max),
         };
         match sent {
             Ok(_) => {
+                self.sent(now);
                 if needs_id(&publish) {
                     self.state.inflight.push_back(Inflight::Publish(publish));
                 }
             }
-            Err(_) => {
-                if let Some(id) = publish.packet_id {
-                    self.ids.free(id);
-                }
-                self.events.push_back(Event::Dropped {
-                    publish: Box::new(publish),
-                    reason: DropReason::TooLarge,
-                });
-            }
+            Err(_) => self.drop_publish(publish, DropReason::TooLarge),
         }
+    }
+
+    fn drop_publish(&mut self, publish: Publish, reason: DropReason) {
+        if let Some(id) = publish.packet_id {
+            self.ids.free(id);
+        }
+        self.events.push_back(Event::Dropped {
+            publish: Box::new(publish),
+            reason,
+        });
     }
 
     fn aliases_apply(&self) -> bool {
@@ -875,24 +927,23 @@ impl Connection {
             && self.peer.topic_alias_maximum > 0
     }
 
-    fn with_alias(&mut self, publish: &Publish) -> Publish {
+    /// The PUBLISH as sent with an outgoing topic alias, and the alias to map if it is new.
+    fn with_alias(&self, publish: &Publish) -> (Publish, Option<NonZeroU16>) {
         let mut wire = publish.clone();
-        if !self.config.outgoing_topic_aliases
-            || !self.version.is_some_and(|v| v.is_v5())
-            || self.peer.topic_alias_maximum == 0
-            || publish.topic.is_empty()
-        {
-            return wire;
+        if publish.topic.is_empty() {
+            return (wire, None);
         }
         if let Some(&alias) = self.aliases_out.get(&publish.topic) {
             wire.topic = TopicName::empty();
             wire.properties.topic_alias = Some(alias);
+            (wire, None)
         } else if self.aliases_out.len() < usize::from(self.peer.topic_alias_maximum) {
             let alias = NonZeroU16::new(self.aliases_out.len() as u16 + 1).expect("non-zero");
-            self.aliases_out.insert(publish.topic.clone(), alias);
             wire.properties.topic_alias = Some(alias);
+            (wire, Some(alias))
+        } else {
+            (wire, None)
         }
-        wire
     }
 
     /// Moves queued messages into the inflight window while it has room.
@@ -911,31 +962,51 @@ impl Connection {
     }
 
     /// On resume: unacknowledged PUBLISH with DUP=1 and PUBREL, in the original order
-    /// ([MQTT-4.4.0-1], [MQTT-3.3.1-1]).
+    /// ([MQTT-4.4.0-1], [MQTT-3.3.1-1]), within the inflight window the peer allows now:
+    /// every PUBREL goes (the peer already counts those messages), and PUBLISHes beyond
+    /// the room left go back to the front of the queue (keeping DUP=1 and their ids), to
+    /// be resent as acknowledgements make room.
     fn resend_inflight(&mut self, now: Instant) {
         let inflight = std::mem::take(&mut self.state.inflight);
+        // Released messages are already counted by the peer; PUBLISHes get what is left.
+        let released = inflight
+            .iter()
+            .filter(|e| matches!(e, Inflight::Released(_)))
+            .count();
+        let mut room = self.inflight_limit().saturating_sub(released);
+        let mut back = VecDeque::new();
         for entry in inflight {
             match entry {
                 Inflight::Publish(mut p) => {
                     p.dup = true;
-                    let wire = Packet::Publish(p.clone());
-                    match self.try_send(now, &wire) {
-                        Ok(_) => self.state.inflight.push_back(Inflight::Publish(p)),
+                    if room == 0 {
+                        self.queued_bytes += p.payload.len();
+                        back.push_back(p);
+                        continue;
+                    }
+                    let (v, max) = (self.version_or_default(), self.peer.max_packet_size);
+                    match p.encode(&mut self.out, v, max) {
+                        Ok(_) => {
+                            room -= 1;
+                            self.sent(now);
+                            self.state.inflight.push_back(Inflight::Publish(p));
+                        }
                         Err(_) => {
-                            self.ids.free(p.packet_id.expect("inflight has an id"));
                             p.dup = false;
-                            self.events.push_back(Event::Dropped {
-                                publish: Box::new(p),
-                                reason: DropReason::TooLarge,
-                            });
+                            self.drop_publish(p, DropReason::TooLarge);
                         }
                     }
                 }
                 Inflight::Released(id) => {
+                    // PUBREL of a message the peer already holds: it does not add to the
+                    // peer's count.
                     self.send(now, &Packet::PubRel(PubResponse::new(id)));
                     self.state.inflight.push_back(Inflight::Released(id));
                 }
             }
+        }
+        while let Some(p) = back.pop_back() {
+            self.state.queue.push_front(p);
         }
     }
 
@@ -1010,7 +1081,11 @@ impl Connection {
         self.close(CloseReason::Violation(v));
     }
 
+    /// Closes once: the first reason is the one reported.
     fn close(&mut self, reason: CloseReason) {
+        if self.phase == Phase::Closed {
+            return;
+        }
         self.phase = Phase::Closed;
         self.timers.stop_all();
         self.read_buf = BytesMut::new();
@@ -1020,8 +1095,7 @@ impl Connection {
     fn arm_idle(&mut self, now: Instant) {
         if self.role == Role::Server && !self.keep_alive.is_zero() {
             // [MQTT-3.1.2-24]: one and a half times the keep-alive.
-            self.timers
-                .set(Timer::Idle, now + self.keep_alive + self.keep_alive / 2);
+            self.set_timer(Timer::Idle, now + self.keep_alive + self.keep_alive / 2);
         }
     }
 
@@ -1127,7 +1201,7 @@ impl Connection {
                         if self.keep_alive.is_zero() {
                             self.timers.stop(Timer::KeepAlive);
                         } else {
-                            self.timers.set(Timer::KeepAlive, now + self.keep_alive);
+                            self.set_timer(Timer::KeepAlive, now + self.keep_alive);
                         }
                     }
                 }

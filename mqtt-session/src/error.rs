@@ -119,6 +119,12 @@ pub enum UsageError {
     /// No incoming message with this packet identifier awaits an acknowledgement.
     #[error("no message awaits this acknowledgement")]
     UnknownPacketId,
+    /// A Session Expiry Interval in DISCONNECT that the protocol does not allow here.
+    #[error("session expiry interval not allowed in this DISCONNECT")]
+    InvalidSessionExpiry,
+    /// A reason code not defined for this acknowledgement.
+    #[error("reason code {0} is not valid here")]
+    InvalidReasonCode(ReasonCode),
     /// A packet cannot be encoded (for example a field longer than the protocol allows).
     #[error("encode: {0}")]
     Encode(#[from] mqtt_proto::EncodeError),

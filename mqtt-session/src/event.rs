@@ -62,4 +62,10 @@ pub enum DropReason {
     SessionLost,
     /// A resumed session held more queued messages than there are packet identifiers.
     NoPacketId,
+    /// Above the peer's Maximum QoS, learned after the message was queued (5.0
+    /// [MQTT-3.2.2-11]).
+    QoSNotSupported,
+    /// Retained, and the peer's Retain Available is 0, learned after the message was
+    /// queued (5.0 [MQTT-3.2.2-14]).
+    RetainNotSupported,
 }

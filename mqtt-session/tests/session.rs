@@ -1089,3 +1089,161 @@ fn encoded_once_publish_matches_a_fresh_encoding() {
         }
     }
 }
+
+#[test]
+fn connack_too_large_for_the_client_closes_without_sending() {
+    // 5.0 [MQTT-3.1.2-24]: nothing larger than the client's Maximum Packet Size is sent.
+    let t = Pair::new(V5).now;
+    let mut server = Connection::server(Config::default(), t);
+    let mut c = Connect::new(V5, s("c"));
+    c.properties.maximum_packet_size = std::num::NonZeroU32::new(4);
+    server.handle_input(t, &encode(V5, Packet::Connect(Box::new(c))));
+    assert!(matches!(
+        server.poll_event(),
+        Some(Event::ConnectReceived(_))
+    ));
+    let mut ack = ConnAck::default();
+    ack.properties.reason_string = Some(s("a reason string that does not fit"));
+    server.accept(t, ack, None).unwrap();
+    assert_eq!(server.poll_transmit(), None);
+    assert_eq!(
+        server.poll_event(),
+        Some(Event::Closed(CloseReason::Local(
+            ReasonCode::PacketTooLarge
+        )))
+    );
+    assert_eq!(server.poll_event(), None, "closed once");
+    assert_eq!(server.poll_timeout(), None);
+}
+
+#[test]
+fn queued_messages_respect_limits_learned_later() {
+    // 5.0 [MQTT-3.2.2-11]: no PUBLISH above the server's Maximum QoS, even one queued
+    // before CONNACK said so; the same for Retain Available.
+    let server = Config {
+        maximum_qos: QoS::AtLeastOnce,
+        retain_available: false,
+        ..Config::default()
+    };
+    let mut client = Connection::client(Config::default());
+    let mut srv = Connection::server(server, Pair::new(V5).now);
+    let t = Pair::new(V5).now;
+    client.connect(t, Connect::new(V5, s("c"))).unwrap();
+    client
+        .publish(t, msg("t", "two", QoS::ExactlyOnce))
+        .unwrap();
+    let mut r = msg("t", "kept", QoS::AtMostOnce);
+    r.retain = true;
+    client.publish(t, r).unwrap();
+    client
+        .publish(t, msg("t", "one", QoS::AtLeastOnce))
+        .unwrap();
+    srv.handle_input(t, &client.poll_transmit().unwrap());
+    let _ = srv.poll_event();
+    srv.accept(t, ConnAck::default(), None).unwrap();
+    client.handle_input(t, &srv.poll_transmit().unwrap());
+    let mut dropped = vec![];
+    while let Some(e) = client.poll_event() {
+        if let Event::Dropped { reason, .. } = e {
+            dropped.push(reason);
+        }
+    }
+    assert_eq!(
+        dropped,
+        [DropReason::QoSNotSupported, DropReason::RetainNotSupported]
+    );
+    srv.handle_input(t, &client.poll_transmit().unwrap());
+    assert!(!srv.is_closed());
+    assert_eq!(client.packet_ids_in_use(), 1);
+}
+
+#[test]
+fn a_dropped_publish_leaves_no_alias_behind() {
+    let client = Config {
+        max_packet_size: 60,
+        ..Config::default()
+    };
+    let server = Config {
+        outgoing_topic_aliases: true,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V5, client, server);
+    p.clear();
+    p.server
+        .publish(p.now, msg("a/topic", &"x".repeat(90), QoS::AtMostOnce))
+        .unwrap();
+    p.server
+        .publish(p.now, msg("a/topic", "ok", QoS::AtMostOnce))
+        .unwrap();
+    p.drive();
+    assert!(p.client.is_open());
+    assert_eq!(p.client_messages()[0].topic.as_str(), "a/topic");
+}
+
+#[test]
+fn resume_resends_within_the_new_receive_maximum() {
+    // 5.0 [MQTT-3.3.4-7]: the window of the new connection bounds the resend too.
+    let mut p = Pair::new(V5);
+    p.reconnect_with(false);
+    p.clear();
+    p.link_up = false;
+    for i in 0..3 {
+        p.client
+            .publish(p.now, msg("t", &i.to_string(), QoS::AtLeastOnce))
+            .unwrap();
+    }
+    p.drive();
+    assert_eq!(p.client.inflight(), 3);
+    p.cut();
+    p.server_config = Config {
+        receive_maximum: 1,
+        ..Config::default()
+    };
+    p.reconnect(false);
+    assert!(p.client.inflight() <= 1);
+    let got: Vec<(Vec<u8>, bool)> = p
+        .server_messages()
+        .iter()
+        .map(|m| (m.payload.to_vec(), m.dup))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (b"0".to_vec(), true),
+            (b"1".to_vec(), true),
+            (b"2".to_vec(), true)
+        ],
+        "all resent in order, with DUP=1"
+    );
+    assert!(p.server.is_open());
+}
+
+#[test]
+fn more_usage_errors() {
+    let server = Config {
+        manual_acks: true,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V5, Config::default(), server);
+    let mut m = msg("t", "x", QoS::AtLeastOnce);
+    m.packet_id = Some(pid(1));
+    p.server
+        .handle_input(p.now, &encode(V5, Packet::Publish(m)));
+    assert_eq!(
+        p.server
+            .ack(p.now, pid(1), ReasonCode::PacketIdentifierNotFound),
+        Err(UsageError::InvalidReasonCode(
+            ReasonCode::PacketIdentifierNotFound
+        ))
+    );
+    p.server.ack(p.now, pid(1), ReasonCode::Success).unwrap();
+    // A session that began with expiry 0 cannot get one at DISCONNECT.
+    let props = DisconnectProperties {
+        session_expiry_interval: Some(10),
+        ..Default::default()
+    };
+    assert_eq!(
+        p.client.disconnect(p.now, ReasonCode::Success, props),
+        Err(UsageError::InvalidSessionExpiry)
+    );
+}
