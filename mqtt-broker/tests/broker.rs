@@ -12,6 +12,8 @@ use ProtocolVersion::{V3_1, V3_1_1, V5};
 
 #[test]
 fn publish_subscribe_across_versions_with_qos_downgrade() {
+    // [MQTT-3.8.4-1] SUBACK answers SUBSCRIBE; delivered QoS is the minimum of the
+    // publish and the granted QoS.
     let mut sim = Sim::default();
     let s31 = sim.connect(V3_1, "s31", true);
     let s311 = sim.connect(V3_1_1, "s311", true);
@@ -58,6 +60,7 @@ fn dollar_topics_and_wildcards() {
 
 #[test]
 fn overlapping_subscriptions_give_one_copy_with_every_identifier() {
+    // 3.1.1 [MQTT-3.3.5-1]: overlapping subscriptions deliver at the highest QoS.
     let mut sim = Sim::default();
     let s = sim.connect(V5, "s", true);
     let o = |q| SubscriptionOptions {
@@ -144,6 +147,7 @@ fn retained_messages() {
 
 #[test]
 fn retain_handling_options() {
+    // 5.0 [MQTT-3.3.1-9], 5.0 [MQTT-3.3.1-10], 5.0 [MQTT-3.3.1-11]: Retain Handling 0, 1, 2.
     let mut sim = Sim::default();
     let p = sim.connect(V5, "p", true);
     sim.publish(p, "t", "r", QoS::AtMostOnce, true);
@@ -218,6 +222,8 @@ fn persistent_session_queues_while_offline() {
 
 #[test]
 fn clean_session_discards_state() {
+    // 3.1.1 [MQTT-3.1.2-6], 5.0 [MQTT-3.1.2-4]: Clean Session / Clean Start 1 discards the
+    // previous session.
     let mut sim = Sim::default();
     let s = sim.connect(V3_1_1, "s", false);
     sim.subscribe(s, "t", QoS::AtLeastOnce);
@@ -502,6 +508,7 @@ fn acl_denies_subscribe_and_publish() {
             Event::Delivered { reason_code, .. } => Some(*reason_code),
             _ => None,
         });
+        // 3.1.1 [MQTT-3.3.5-2]: a denied publish is still acknowledged in 3.1.1.
         let expect = if v == V5 {
             ReasonCode::NotAuthorized
         } else {
@@ -724,6 +731,7 @@ fn subscription_limit() {
     let s = sim.connect(V5, "s", true);
     sim.subscribe(s, "a", QoS::AtMostOnce);
     sim.subscribe(s, "b", QoS::AtMostOnce);
+    // [MQTT-3.8.4-3]: an identical filter replaces the existing subscription.
     assert_eq!(
         sim.subscribe(s, "a", QoS::AtLeastOnce),
         [ReasonCode::GrantedQoS1],
@@ -755,6 +763,8 @@ fn shutdown_disconnects_everyone() {
 
 #[test]
 fn unsubscribe() {
+    // [MQTT-3.10.4-1] filters compared character by character; [MQTT-3.10.4-4] UNSUBACK
+    // answers; [MQTT-3.10.4-5] even when nothing was deleted.
     let mut sim = Sim::default();
     let s = sim.connect(V5, "s", true);
     sim.subscribe(s, "t", QoS::AtMostOnce);
