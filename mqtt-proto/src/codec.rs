@@ -8,7 +8,7 @@ use crate::{
     DecodeError, EncodeError, MqttString, PacketType, ProtocolVersion, QoS, ReasonCode,
     RetainHandling, TopicFilter, TopicName,
 };
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Largest packet the protocol can express: one type byte, four length bytes and the
 /// largest remaining length.
@@ -95,6 +95,13 @@ impl Decoder {
         if buf.len() < size {
             return Ok(None);
         }
+        if ptype == PacketType::Publish {
+            if let Some(v) = self.version {
+                if let Some(p) = publish_fast(buf, flags, header, size, v) {
+                    return Ok(Some(Packet::Publish(p)));
+                }
+            }
+        }
         // The frame is taken as a shared view (a reference-count increment, not a copy);
         // on error the bytes are put back so that the buffer is as the caller gave it.
         let frame = buf.split_to(size).freeze();
@@ -114,6 +121,62 @@ impl Decoder {
             }
         }
     }
+}
+
+/// The common PUBLISH (a valid topic, no properties or 5.0 with none) decoded with the
+/// fewest touches: its layout is checked on the borrowed bytes first, so a PUBLISH that
+/// needs the general path (properties, an error to report) is left untouched for it.
+/// The frame is then split off once and the topic and payload are views of it: two
+/// reference-count increments in all.
+#[inline]
+fn publish_fast(
+    buf: &mut BytesMut,
+    flags: u8,
+    header: usize,
+    size: usize,
+    v: ProtocolVersion,
+) -> Option<Publish> {
+    let body = &buf[header..size];
+    let qos = QoS::from_u8((flags >> 1) & 3)?;
+    let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    let topic = body.get(2..2 + topic_len)?;
+    if topic.is_empty()
+        || !crate::string::plain_topic_bytes(topic)
+        || std::str::from_utf8(topic).is_err()
+    {
+        return None;
+    }
+    let mut at = 2 + topic_len;
+    let packet_id = if qos == QoS::AtMostOnce {
+        None
+    } else {
+        let id = u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]);
+        at += 2;
+        Some(PacketId::new(id)?)
+    };
+    if v.is_v5() {
+        // Property Length 0 only; anything else takes the general path.
+        if *body.get(at)? != 0 {
+            return None;
+        }
+        at += 1;
+    }
+    // Everything is checked: from here on nothing fails.
+    let mut frame = buf.split_to(size);
+    frame.advance(header + 2);
+    let mut frame = frame.freeze();
+    let topic = frame.split_to(topic_len);
+    frame.advance(at - 2 - topic_len);
+    let topic = TopicName::from_checked(MqttString::from_utf8_bytes(topic)?);
+    Some(Publish {
+        dup: flags & 0b1000 != 0,
+        qos,
+        retain: flags & 1 != 0,
+        topic,
+        packet_id,
+        properties: PublishProperties::default(),
+        payload: frame,
+    })
 }
 
 /// Checks the first byte of a fixed header: packet type and flags ([MQTT-2.1.3-1]).
@@ -421,7 +484,7 @@ fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> 
     if r.is_empty() {
         return Err(DecodeError::NoTopicFilters(PacketType::Subscribe));
     }
-    let mut subscriptions = Vec::with_capacity(1);
+    let mut subscriptions = Vec::with_capacity(4);
     while !r.is_empty() {
         let filter = topic_filter(r)?;
         let o = r.u8()?;
@@ -500,7 +563,7 @@ fn decode_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeErr
     if r.is_empty() {
         return Err(DecodeError::NoTopicFilters(PacketType::Unsubscribe));
     }
-    let mut filters = Vec::with_capacity(1);
+    let mut filters = Vec::with_capacity(4);
     while !r.is_empty() {
         filters.push(topic_filter(r)?);
     }
@@ -555,6 +618,7 @@ impl Packet {
     ) -> Result<usize, EncodeError> {
         let version = match self {
             Packet::Connect(c) => c.protocol_version,
+            Packet::Publish(p) => return p.encode(buf, version, max_packet_size),
             _ => version,
         };
         self.check(version)?;
@@ -752,7 +816,7 @@ impl Packet {
                     buf.put_u8(c.reason_code.v3_connack_code());
                 }
             }
-            Packet::Publish(p) => publish_put(p, v5, buf),
+            Packet::Publish(p) => publish_put(p, v5, publish_props_len(p, v5), buf),
             Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
                 buf.put_u16(r.packet_id.get());
                 put_reason_and_props(v5, r.reason_code, &r.properties, buf);
@@ -834,23 +898,38 @@ fn publish_check(p: &Publish, v5: bool) -> Result<(), EncodeError> {
     Ok(())
 }
 
-fn publish_body_len(p: &Publish, v5: bool) -> usize {
+/// Bytes of the properties (without their length), walked once per encode.
+fn publish_props_len(p: &Publish, v5: bool) -> usize {
+    if v5 {
+        p.properties.body_len()
+    } else {
+        0
+    }
+}
+
+fn publish_body_len_with(p: &Publish, v5: bool, props_len: usize) -> usize {
     let props = if v5 {
-        let n = p.properties.body_len();
-        var_int_len(n) + n
+        var_int_len(props_len) + props_len
     } else {
         0
     };
     2 + p.topic.len() + if p.packet_id.is_some() { 2 } else { 0 } + props + p.payload.len()
 }
 
-fn publish_put(p: &Publish, v5: bool, buf: &mut BytesMut) {
+fn publish_body_len(p: &Publish, v5: bool) -> usize {
+    publish_body_len_with(p, v5, publish_props_len(p, v5))
+}
+
+fn publish_put(p: &Publish, v5: bool, props_len: usize, buf: &mut BytesMut) {
     put_binary(buf, p.topic.as_bytes());
     if let Some(id) = p.packet_id {
         buf.put_u16(id.get());
     }
     if v5 {
-        p.properties.put(buf);
+        put_var_int(buf, props_len);
+        if props_len > 0 {
+            p.properties.put_body(buf);
+        }
     }
     buf.put_slice(&p.payload);
 }
@@ -871,7 +950,8 @@ impl Publish {
     ) -> Result<usize, EncodeError> {
         let v5 = version.is_v5();
         publish_check(self, v5)?;
-        let body = publish_body_len(self, v5);
+        let props_len = publish_props_len(self, v5);
+        let body = publish_body_len_with(self, v5, props_len);
         let size = 1 + var_int_len(body) + body;
         if body > MAX_VAR_INT as usize || size > max_packet_size as usize {
             return Err(EncodeError::PacketTooLarge {
@@ -882,7 +962,7 @@ impl Publish {
         buf.reserve(size);
         buf.put_u8(((PacketType::Publish as u8) << 4) | publish_flags(self));
         put_var_int(buf, body);
-        publish_put(self, v5, buf);
+        publish_put(self, v5, props_len, buf);
         Ok(size)
     }
 

@@ -59,10 +59,16 @@ impl TopicName {
 
     /// Like `from_string` but accepts the empty name a v5 Topic Alias allows.
     pub(crate) fn allow_empty(s: MqttString) -> Result<Self, TopicError> {
-        if s.as_bytes().iter().any(|&b| b == b'+' || b == b'#') {
+        let b = s.as_bytes();
+        if crate::string::has_byte(b, b'+') | crate::string::has_byte(b, b'#') {
             return Err(TopicError::WildcardInName);
         }
         Ok(Self(s))
+    }
+
+    /// A name whose bytes were checked already (non-empty, no wildcard).
+    pub(crate) fn from_checked(s: MqttString) -> Self {
+        Self(s)
     }
 
     /// The empty topic name of a PUBLISH that relies on a Topic Alias (MQTT 5.0).
@@ -171,16 +177,24 @@ impl TopicFilter {
 }
 
 fn check_filter(f: &str) -> Result<(), TopicError> {
-    if f.is_empty() {
+    let b = f.as_bytes();
+    if b.is_empty() {
         return Err(TopicError::Empty);
     }
-    let mut levels = f.split('/').peekable();
-    while let Some(level) = levels.next() {
-        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
-            return Err(TopicError::MultiLevelWildcard);
-        }
-        if level.contains('+') && level != "+" {
-            return Err(TopicError::SingleLevelWildcard);
+    if !(crate::string::has_byte(b, b'+') | crate::string::has_byte(b, b'#')) {
+        return Ok(());
+    }
+    // '#' is last and alone in its level; '+' is alone in its level.
+    for (i, &c) in b.iter().enumerate() {
+        let after_separator = i == 0 || b[i - 1] == b'/';
+        match c {
+            b'#' if i + 1 != b.len() || !after_separator => {
+                return Err(TopicError::MultiLevelWildcard)
+            }
+            b'+' if !after_separator || b.get(i + 1).is_some_and(|&n| n != b'/') => {
+                return Err(TopicError::SingleLevelWildcard)
+            }
+            _ => {}
         }
     }
     Ok(())
