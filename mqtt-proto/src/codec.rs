@@ -128,7 +128,7 @@ impl Decoder {
 /// needs the general path (properties, an error to report) is left untouched for it.
 /// The frame is then split off once and the topic and payload are views of it: two
 /// reference-count increments in all.
-#[inline]
+#[inline(always)]
 fn publish_fast(
     buf: &mut BytesMut,
     flags: u8,
@@ -140,10 +140,8 @@ fn publish_fast(
     let qos = QoS::from_u8((flags >> 1) & 3)?;
     let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
     let topic = body.get(2..2 + topic_len)?;
-    if topic.is_empty()
-        || !crate::string::plain_topic_bytes(topic)
-        || std::str::from_utf8(topic).is_err()
-    {
+    let ascii = crate::string::plain_topic_bytes(topic)?;
+    if topic.is_empty() || (!ascii && std::str::from_utf8(topic).is_err()) {
         return None;
     }
     let mut at = 2 + topic_len;

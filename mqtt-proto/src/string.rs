@@ -149,12 +149,19 @@ impl fmt::Display for MqttString {
 /// `memchr` call on the short strings MQTT carries.
 #[inline]
 pub(crate) fn has_byte(b: &[u8], x: u8) -> bool {
-    b.iter().fold(false, |found, &c| found | (c == x))
+    b.iter().fold(0u8, |found, &c| found | u8::from(c == x)) != 0
 }
 
-/// A topic name's bytes hold no U+0000 and no wildcard: one pass.
+/// Classifies a topic name's bytes in one vectorisable pass: `Some(ascii)` if they hold
+/// no U+0000 and no wildcard (and whether they are all ASCII, which makes them valid
+/// UTF-8 without a further check), `None` otherwise.
 #[inline]
-pub(crate) fn plain_topic_bytes(b: &[u8]) -> bool {
-    !b.iter()
-        .fold(false, |bad, &c| bad | (c == 0) | (c == b'+') | (c == b'#'))
+pub(crate) fn plain_topic_bytes(b: &[u8]) -> Option<bool> {
+    let (bad, high) = b.iter().fold((0u8, 0u8), |(bad, high), &c| {
+        (
+            bad | u8::from(c == 0) | u8::from(c == b'+') | u8::from(c == b'#'),
+            high | c,
+        )
+    });
+    (bad == 0).then_some(high < 0x80)
 }
