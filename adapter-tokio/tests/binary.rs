@@ -1,0 +1,192 @@
+//! The `mqtt-broker` binary itself: it starts with no configuration, serves clients,
+//! checks configuration files (naming the file and key of an error), manages password
+//! files, and stops on SIGTERM.
+
+use adapter_tokio::client::{Client, ClientOptions};
+use mqtt_proto::QoS;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mqtt-broker");
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Broker {
+    Broker(
+        Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+async fn connect(
+    port: u16,
+    id: &str,
+) -> (Client, tokio::sync::mpsc::Receiver<mqtt_proto::Publish>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut o = ClientOptions::new(&format!("127.0.0.1:{port}"), id);
+        o.reconnect = None;
+        match Client::connect(o).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("broker did not come up: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_without_configuration_and_serves() {
+    let port = free_port();
+    let _b = spawn(&["-p", &port.to_string()]);
+    let (sub, mut rx) = connect(port, "sub").await;
+    sub.subscribe("bin/#", QoS::AtLeastOnce).await.unwrap();
+    let (publisher, _) = connect(port, "pub").await;
+    publisher
+        .publish("bin/x", "from the binary", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"from the binary");
+}
+
+#[test]
+fn stops_on_sigterm() {
+    let port = free_port();
+    let mut b = spawn(&["-p", &port.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = b.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = b.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "broker did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn check_config_and_passwd() {
+    let dir = std::env::temp_dir().join(format!("mqtt-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Every listener type, with certificates made here.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let passwd = dir.join("passwd");
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            r#"
+[[listener]]
+bind = "127.0.0.1:1883"
+[[listener]]
+bind = "127.0.0.1:8883"
+protocol = "tls"
+cert = "{d}/cert.pem"
+key = "{d}/key.pem"
+[[listener]]
+bind = "127.0.0.1:8080"
+protocol = "ws"
+[[listener]]
+bind = "127.0.0.1:8443"
+protocol = "wss"
+cert = "{d}/cert.pem"
+key = "{d}/key.pem"
+[auth]
+password_file = "{p}"
+[metrics]
+bind = "127.0.0.1:9100"
+"#,
+            d = dir.display(),
+            p = passwd.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[limits]\nmaximum_qos = 7\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("limits.maximum_qos"),
+        "{err}"
+    );
+    // passwd creates the file with an argon2id hash and never echoes the password.
+    let out = Command::new(BIN)
+        .args(["passwd"])
+        .arg(&passwd)
+        .args(["alice", "s3cret"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&passwd).unwrap();
+    assert!(
+        text.starts_with("alice:$argon2id$") && !text.contains("s3cret"),
+        "{text}"
+    );
+    let p = adapter_tokio::auth::Passwords::load(&passwd).unwrap();
+    assert!(p.verify("alice", b"s3cret"));
+    let out = Command::new(BIN)
+        .args(["passwd", "-D"])
+        .arg(&passwd)
+        .arg("alice")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(adapter_tokio::auth::Passwords::load(&passwd)
+        .unwrap()
+        .is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
