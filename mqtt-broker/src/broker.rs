@@ -1463,7 +1463,15 @@ impl EncodeCache {
         if let Some(e) = self
             .entries
             .iter()
-            .find(|e| e.0 == v5 && e.1 == m.qos && e.2 == m.retain && e.3 == ids)
+            // Lengths first: comparing two empty slices calls memcmp, which is slow on
+            // some CPUs and C libraries.
+            .find(|e| {
+                e.0 == v5
+                    && e.1 == m.qos
+                    && e.2 == m.retain
+                    && e.3.len() == ids.len()
+                    && (ids.is_empty() || e.3 == ids)
+            })
         {
             return Some(e.4.clone());
         }
