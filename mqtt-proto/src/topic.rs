@@ -181,20 +181,16 @@ fn check_filter(f: &str) -> Result<(), TopicError> {
     if b.is_empty() {
         return Err(TopicError::Empty);
     }
-    if !(crate::string::has_byte(b, b'+') | crate::string::has_byte(b, b'#')) {
-        return Ok(());
-    }
-    // '#' is last and alone in its level; '+' is alone in its level.
-    for (i, &c) in b.iter().enumerate() {
+    // Only the wildcards need looking at: '#' is last and alone in its level, '+' is
+    // alone in its level.
+    for i in memchr::memchr2_iter(b'+', b'#', b) {
         let after_separator = i == 0 || b[i - 1] == b'/';
-        match c {
-            b'#' if i + 1 != b.len() || !after_separator => {
-                return Err(TopicError::MultiLevelWildcard)
+        if b[i] == b'#' {
+            if i + 1 != b.len() || !after_separator {
+                return Err(TopicError::MultiLevelWildcard);
             }
-            b'+' if !after_separator || b.get(i + 1).is_some_and(|&n| n != b'/') => {
-                return Err(TopicError::SingleLevelWildcard)
-            }
-            _ => {}
+        } else if !after_separator || b.get(i + 1).is_some_and(|&n| n != b'/') {
+            return Err(TopicError::SingleLevelWildcard);
         }
     }
     Ok(())
