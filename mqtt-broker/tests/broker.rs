@@ -841,3 +841,25 @@ fn offline_queues_share_a_memory_budget() {
     sim.publish(p, "t", "ab", QoS::AtLeastOnce, false);
     assert_eq!(sim.broker.stats().dropped_memory_budget, 2);
 }
+
+#[test]
+fn max_keep_alive_is_imposed_with_server_keep_alive() {
+    // 5.0 [MQTT-3.1.2-21]: the client uses the Server Keep Alive; the server holds it to it.
+    let mut sim = Sim::new(BrokerConfig {
+        max_keep_alive: Some(20),
+        sys_interval: None,
+        ..Default::default()
+    });
+    let mut c = Connect::new(V5, MqttString::new("k").unwrap());
+    c.keep_alive = 600;
+    let id = sim.connect_with(c, Default::default());
+    assert_eq!(
+        sim.connack(id).unwrap().properties.server_keep_alive,
+        Some(20)
+    );
+    assert_eq!(sim.broker.clients()[0].keep_alive, 20);
+    // Silent for 1.5 x 20 s: closed.
+    sim.clients.get_mut(&id).unwrap().transport_open = false;
+    sim.advance(Duration::from_secs(31));
+    assert!(sim.broker.clients().is_empty());
+}

@@ -515,6 +515,10 @@ impl Connection {
             }
             if let Some(ka) = self.config.server_keep_alive {
                 p.server_keep_alive = Some(ka);
+            }
+            // A Server Keep Alive, from the configuration or set by the caller, is the
+            // keep-alive both sides use ([MQTT-3.1.2-21]).
+            if let Some(ka) = p.server_keep_alive {
                 self.keep_alive = Duration::from_secs(ka.into());
             }
             if self.config.maximum_qos != QoS::ExactlyOnce {
