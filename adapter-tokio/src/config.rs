@@ -59,6 +59,10 @@ pub struct Listener {
     /// `tls` / `wss`: CA of client certificates (PEM); when set, clients must present a
     /// certificate it signed.
     pub client_ca: Option<PathBuf>,
+    /// `tls` / `wss` with `client_ca`: the Common Name of the client certificate is the
+    /// user name (for the ACL), and no password is asked. Default false.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
     /// `ws` / `wss`: the HTTP path of the WebSocket endpoint. Default `/mqtt`; `/` or
     /// any path is accepted when set to `*`.
     #[serde(default = "default_ws_path")]
@@ -208,6 +212,7 @@ fn default_listeners() -> Vec<Listener> {
         cert: None,
         key: None,
         client_ca: None,
+        use_identity_as_username: false,
         path: default_ws_path(),
         allow_anonymous: None,
         name: None,
@@ -277,6 +282,11 @@ impl Config {
             match l.protocol.as_str() {
                 "tcp" | "ws" => {}
                 "tls" | "wss" => {
+                    if l.use_identity_as_username && l.client_ca.is_none() {
+                        return Err(format!(
+                            "listener[{i}]: use_identity_as_username needs client_ca"
+                        ));
+                    }
                     if l.cert.is_none() || l.key.is_none() {
                         return Err(format!(
                             "listener[{i}]: protocol `{}` needs `cert` and `key`",
@@ -369,7 +379,10 @@ impl Config {
         s.topic_alias_maximum = l.topic_alias_maximum;
         s.connect_timeout = Duration::from_secs(l.connect_timeout_secs);
         s.maximum_qos = b.maximum_qos;
-        b.authenticate = self.auth.password_file.is_some();
+        // Credentials go to the adapter when there is a password file or a listener takes
+        // the TLS client identity as the user name.
+        b.authenticate = self.auth.password_file.is_some()
+            || self.listeners.iter().any(|l| l.use_identity_as_username);
         b
     }
 }

@@ -29,6 +29,7 @@ enum ToCore {
         info: ConnInfo,
         tx: mpsc::UnboundedSender<ToConn>,
         pending: Arc<AtomicUsize>,
+        identity_as_username: bool,
     },
     Input(ConnId, Bytes),
     Closed(ConnId),
@@ -47,6 +48,7 @@ enum ToConn {
 struct ConnHandle {
     tx: mpsc::UnboundedSender<ToConn>,
     pending: Arc<AtomicUsize>,
+    identity_as_username: bool,
 }
 
 /// A running broker.
@@ -173,9 +175,9 @@ pub async fn start_with(
             })
         };
         let transport = match l.protocol.as_str() {
-            "tls" => Transport::Tls(tls(l)?),
+            "tls" => Transport::Tls(tls(l)?, l.use_identity_as_username),
             "ws" => Transport::Ws(l.path.clone()),
-            "wss" => Transport::Wss(tls(l)?, l.path.clone()),
+            "wss" => Transport::Wss(tls(l)?, l.path.clone(), l.use_identity_as_username),
             _ => Transport::Tcp,
         };
         info!(listener = %name, %addr, protocol = %l.protocol, anonymous, "listening");
@@ -278,15 +280,33 @@ async fn accept_loop(
 #[derive(Clone)]
 enum Transport {
     Tcp,
-    Tls(Reloading),
+    /// TLS, and whether the client certificate's Common Name is the user name.
+    Tls(Reloading, bool),
     Ws(String),
-    Wss(Reloading, String),
+    Wss(Reloading, String, bool),
+}
+
+/// The Common Name of the verified client certificate.
+fn client_identity(tls: &tokio_rustls::rustls::ServerConnection) -> anyhow::Result<String> {
+    let der = tls
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or_else(|| anyhow::anyhow!("no client certificate"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| anyhow::anyhow!("client certificate: {e}"))?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or_else(|| anyhow::anyhow!("client certificate without a Common Name"))?;
+    Ok(cn.to_string())
 }
 
 async fn serve(
     id: ConnId,
     stream: TcpStream,
-    info: ConnInfo,
+    mut info: ConnInfo,
     core: mpsc::Sender<ToCore>,
     transport: Transport,
 ) -> anyhow::Result<()> {
@@ -296,8 +316,11 @@ async fn serve(
             let (rd, wr) = stream.into_split();
             connection(id, rd, wr, info, core).await;
         }
-        Transport::Tls(tls) => {
+        Transport::Tls(tls, use_identity) => {
             let s = tokio::time::timeout(HANDSHAKE, tls.acceptor().accept(stream)).await??;
+            if use_identity {
+                info.tls_identity = Some(client_identity(s.get_ref().1)?);
+            }
             let (rd, wr) = tokio::io::split(s);
             connection(id, rd, wr, info, core).await;
         }
@@ -305,9 +328,12 @@ async fn serve(
             let ws = tokio::time::timeout(HANDSHAKE, ws_accept(stream, &path)).await??;
             ws_connection(id, ws, info, core).await;
         }
-        Transport::Wss(tls, path) => {
+        Transport::Wss(tls, path, use_identity) => {
             let ws = tokio::time::timeout(HANDSHAKE, async {
                 let s = tls.acceptor().accept(stream).await?;
+                if use_identity {
+                    info.tls_identity = Some(client_identity(s.get_ref().1)?);
+                }
                 ws_accept(s, &path).await
             })
             .await??;
@@ -358,11 +384,14 @@ async fn register(
 ) -> Option<(mpsc::UnboundedReceiver<ToConn>, Arc<AtomicUsize>)> {
     let (tx, rx) = mpsc::unbounded_channel::<ToConn>();
     let pending = Arc::new(AtomicUsize::new(0));
+    // A TLS identity reaches this point only from a listener that uses it as the user name.
+    let identity_as_username = info.tls_identity.is_some();
     core.send(ToCore::Open {
         id,
         info,
         tx,
         pending: pending.clone(),
+        identity_as_username,
     })
     .await
     .ok()?;
@@ -565,6 +594,21 @@ async fn core_loop(
                     }
                 }
                 Output::Authenticate(req) => {
+                    let identity = conns
+                        .get(&req.conn)
+                        .filter(|c| c.identity_as_username)
+                        .and(req.tls_identity.clone());
+                    if let Some(username) = identity {
+                        // The verified certificate is the credential.
+                        broker.handle_auth(
+                            Instant::now(),
+                            req.conn,
+                            AuthResult::Allow {
+                                username: Some(username),
+                            },
+                        );
+                        continue;
+                    }
                     let tx = tx.clone();
                     let passwords = passwords.clone();
                     tokio::task::spawn_blocking(move || {
@@ -604,8 +648,16 @@ fn handle(broker: &mut Broker, conns: &mut HashMap<ConnId, ConnHandle>, now: Ins
             info,
             tx,
             pending,
+            identity_as_username,
         } => {
-            conns.insert(id, ConnHandle { tx, pending });
+            conns.insert(
+                id,
+                ConnHandle {
+                    tx,
+                    pending,
+                    identity_as_username,
+                },
+            );
             broker.handle_connection(now, id, info);
         }
         ToCore::Input(id, b) => broker.handle_input(now, id, &b),

@@ -140,6 +140,11 @@ async fn round_trip_ws<S: AsyncRead + AsyncWrite + Unpin>(
 struct Pki {
     dir: std::path::PathBuf,
     ca: CertificateDer<'static>,
+    /// A client certificate (CN "device-7") and key signed by the CA.
+    client: (
+        CertificateDer<'static>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    ),
 }
 
 fn pki() -> Pki {
@@ -163,9 +168,20 @@ fn pki() -> Pki {
     let cert = params.signed_by(&key, &issuer).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let mut client_params = rcgen::CertificateParams::new(vec![]).unwrap();
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "device-7");
+    let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
     Pki {
         dir,
         ca: ca.der().clone(),
+        client: (
+            client_cert.der().clone(),
+            rustls_pki_types::PrivateKeyDer::Pkcs8(client_key.serialize_der().into()),
+        ),
     }
 }
 
@@ -239,6 +255,71 @@ interval_secs = 0
             .await
             .is_err()
     );
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(pki.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_common_name_is_the_user_name() {
+    let pki = pki();
+    let d = pki.dir.display();
+    let text = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+protocol = "tls"
+cert = "{d}/cert.pem"
+key = "{d}/key.pem"
+client_ca = "{d}/ca.pem"
+use_identity_as_username = true
+allow_anonymous = false
+[sys]
+interval_secs = 0
+"#
+    );
+    let (tx, mut events) = tokio::sync::mpsc::channel(16);
+    let running = adapter_tokio::server::start_with(Config::parse(&text).unwrap(), None, Some(tx))
+        .await
+        .unwrap();
+    let addr = running.local_addrs[0];
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca.clone()).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![pki.client.0.clone()], pki.client.1.clone_key())
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = connector
+        .connect(name.clone(), TcpStream::connect(addr).await.unwrap())
+        .await
+        .unwrap();
+    round_trip_stream(tls, ProtocolVersion::V5).await;
+    let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    match e {
+        mqtt_broker::BrokerEvent::ClientConnected { username, .. } => {
+            assert_eq!(username.as_deref(), Some("device-7"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without a client certificate the handshake fails.
+    let plain = tls_client(&pki.ca);
+    let r = async {
+        let mut s = plain.connect(name, TcpStream::connect(addr).await?).await?;
+        s.write_all(b"\x10\x00").await?;
+        let mut b = [0u8; 1];
+        let n = s.read(&mut b).await?;
+        anyhow::ensure!(n > 0, "closed");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    assert!(r.is_err(), "a client without a certificate is refused");
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(pki.dir);
 }
