@@ -92,12 +92,17 @@ class Peer:
         self.clean = clean
         self.session_expiry = session_expiry
         client_id = client_id or f"paho-{name}-{version}"
+        # PAHO_TRANSPORT=websockets runs the scenario over WebSocket (path /mqtt).
+        transport = os.environ.get("PAHO_TRANSPORT", "tcp")
         if self.v5:
             self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                 protocol=mqtt.MQTTv5)
+                                 protocol=mqtt.MQTTv5, transport=transport)
         else:
             self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                 protocol=mqtt.MQTTv311, clean_session=clean)
+                                 protocol=mqtt.MQTTv311, clean_session=clean,
+                                 transport=transport)
+        if transport == "websockets":
+            self.c.ws_set_options(path="/mqtt")
         # A refused connection is reported, not retried.
         self.c.reconnect_delay_set(min_delay=60, max_delay=60)
         if will is not None:

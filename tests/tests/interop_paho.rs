@@ -60,8 +60,20 @@ fn require_paho() {
 
 /// Runs one scenario against the broker on `port`; panics unless the script ran to its end.
 async fn paho(scenario: &str, port: u16, version: &str, args: &[&str]) -> Observed {
+    paho_over("tcp", scenario, port, version, args).await
+}
+
+/// The same over another transport (`websockets`).
+async fn paho_over(
+    transport: &str,
+    scenario: &str,
+    port: u16,
+    version: &str,
+    args: &[&str],
+) -> Observed {
     require_paho();
     let mut cmd = Command::new("python3");
+    cmd.env("PAHO_TRANSPORT", transport);
     cmd.arg("-u")
         .arg(script())
         .args([scenario, "127.0.0.1", &port.to_string(), version])
@@ -495,12 +507,16 @@ fn reason(version: &str, code: i64) -> Option<i64> {
 }
 
 async fn pub_sub(version: &str) {
-    let (running, port) = broker("").await;
+    pub_sub_over("tcp", version).await;
+}
+
+async fn pub_sub_over(transport: &str, version: &str) {
+    let (running, port) = broker_for(transport).await;
     let topic = format!("paho/pubsub/{version}");
     let big: Vec<u8> = (0..70000u32).map(|i| (i % 251) as u8).collect();
     let all: Vec<u8> = (0..=255u8).collect();
     for sub_qos in [2, 1, 0] {
-        let o = paho("pubsub", port, version, &[&sub_qos.to_string()]).await;
+        let o = paho_over(transport, "pubsub", port, version, &[&sub_qos.to_string()]).await;
         let t = o.transcript();
         assert_eq!(o.connacks("sub"), [(0, false)], "{t}");
         assert_eq!(o.subacks("sub"), [vec![sub_qos]], "{t}");
@@ -533,8 +549,12 @@ async fn pub_sub(version: &str) {
 }
 
 async fn retained(version: &str) {
-    let (running, port) = broker("").await;
-    let o = paho("retained", port, version, &[]).await;
+    retained_over("tcp", version).await;
+}
+
+async fn retained_over(transport: &str, version: &str) {
+    let (running, port) = broker_for(transport).await;
+    let o = paho_over(transport, "retained", port, version, &[]).await;
     let t = o.transcript();
     assert_eq!(o.subacks("sub"), [vec![1]], "{t}");
     let expected = [
@@ -728,4 +748,39 @@ async fn acl_subscribe_denied_v311() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_subscribe_denied_v5() {
     acl(V5).await;
+}
+
+/// A broker with one listener of the transport paho will use (`tcp`, or `websockets`
+/// on `/mqtt`).
+async fn broker_for(transport: &str) -> (Running, u16) {
+    if transport == "tcp" {
+        return broker("").await;
+    }
+    let text =
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\n[sys]\ninterval_secs = 0\n";
+    let running = start(Config::parse(text).expect("valid config"), None)
+        .await
+        .expect("broker starts");
+    let port = running.local_addrs[0].port();
+    (running, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_pub_sub_v311() {
+    pub_sub_over("websockets", "3.1.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_pub_sub_v5() {
+    pub_sub_over("websockets", "5.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_retained_v311() {
+    retained_over("websockets", "3.1.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_retained_v5() {
+    retained_over("websockets", "5.0").await;
 }
