@@ -1,7 +1,7 @@
 //! Interop with the mosquitto command-line clients (Debian package `mosquitto-clients`,
 //! installed by `.ci/run`) against the tokio broker on an ephemeral loopback port:
 //! publish/subscribe at each QoS in 3.1, 3.1.1 and 5.0, retained messages, user name and
-//! password, and a topic denied by the ACL.
+//! password, a topic denied by the ACL, and TLS with `--cafile`.
 
 use adapter_tokio::config::Config;
 use adapter_tokio::server::{start, Running};
@@ -242,6 +242,93 @@ async fn username_password_and_acl() {
     .unwrap();
     assert!(lines(&d).is_empty(), "{:?}", lines(&d));
     assert_eq!(lines(&a), ["open/x m"]);
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_cafile() {
+    let dir = std::env::temp_dir().join(format!("mqtt-interop-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A CA and a server certificate for localhost, made here.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(vec![]).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "interop CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"tls\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[sys]\ninterval_secs = 0\n",
+        d = dir.display()
+    );
+    let running = start(Config::parse(&text).unwrap(), None).await.unwrap();
+    let port = running.local_addrs[0].port();
+    let cafile = dir.join("ca.pem").display().to_string();
+    for version in ["mqttv311", "mqttv5"] {
+        let s = Command::new(tool("mosquitto_sub"))
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &port.to_string(),
+                "-V",
+                version,
+                "--cafile",
+                &cafile,
+            ])
+            .args(["-t", "tls/x", "-q", "1", "-C", "1", "-W", "10", "-v"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        running
+            .wait_for_subscriptions(1, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let o = Command::new(tool("mosquitto_pub"))
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &port.to_string(),
+                "-V",
+                version,
+                "--cafile",
+                &cafile,
+            ])
+            .args(["-t", "tls/x", "-m", "secret", "-q", "1"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = tokio::task::spawn_blocking(move || wait(s, Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(
+            lines(&out),
+            ["tls/x secret"],
+            "{version}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while running.gauges().await.unwrap().subscriptions > 0 {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
