@@ -1,4 +1,4 @@
-//! A small async MQTT client on the mqtt-session client role: connect over TCP, publish
+//! A small async MQTT client on the mqtt-session client role: connect over TCP or TLS, publish
 //! and wait for the acknowledgement, subscribe and receive messages on a channel,
 //! reconnect automatically with session resume. MQTT 3.1.1 and 5.0.
 //!
@@ -24,7 +24,7 @@ use mqtt_proto::{
 use mqtt_session::{Config, Connection, DropReason, Event};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -51,6 +51,8 @@ pub struct ClientOptions {
     pub reconnect: Option<Duration>,
     /// Protocol limits of the session.
     pub session: Config,
+    /// TLS: the rustls client configuration and the server name to verify. `None`: TCP.
+    pub tls: Option<(std::sync::Arc<tokio_rustls::rustls::ClientConfig>, String)>,
 }
 
 impl ClientOptions {
@@ -66,6 +68,7 @@ impl ClientOptions {
             credentials: None,
             reconnect: Some(Duration::from_secs(1)),
             session: Config::default(),
+            tls: None,
         }
     }
 
@@ -254,15 +257,14 @@ async fn session(
     state: Option<mqtt_session::SessionState>,
     first: bool,
 ) -> anyhow::Result<Option<mqtt_session::SessionState>> {
-    let mut stream = match TcpStream::connect(&options.address).await {
+    let mut stream = match open(options).await {
         Ok(s) => s,
         Err(e) if ready.is_none() => {
             tracing::debug!("reconnect failed: {e}");
             return Ok(state);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
-    let _ = stream.set_nodelay(true);
     let mut conn = match state {
         Some(s) => Connection::client_with_state(options.session.clone(), s),
         None => Connection::client(options.session.clone()),
@@ -420,6 +422,25 @@ async fn session(
                 }
             },
             _ = sleep_until(deadline) => conn.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// A byte stream to the server: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+async fn open(options: &ClientOptions) -> anyhow::Result<Box<dyn Io>> {
+    let tcp = TcpStream::connect(&options.address).await?;
+    let _ = tcp.set_nodelay(true);
+    match &options.tls {
+        None => Ok(Box::new(tcp)),
+        Some((config, name)) => {
+            let name = rustls_pki_types::ServerName::try_from(name.clone())?;
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await?;
+            Ok(Box::new(tls))
         }
     }
 }

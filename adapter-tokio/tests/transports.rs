@@ -323,3 +323,37 @@ interval_secs = 0
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(pki.dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_client_over_tls() {
+    use adapter_tokio::client::{Client, ClientOptions};
+    let pki = pki();
+    let d = pki.dir.display();
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"tls\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[sys]\ninterval_secs = 0\n"
+    );
+    let running = start(Config::parse(&text).unwrap(), None).await.unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca.clone()).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut o = ClientOptions::new(&running.local_addrs[0].to_string(), "tls-client");
+    o.tls = Some((Arc::new(cfg), "localhost".into()));
+    let (c, mut rx) = Client::connect(o).await.unwrap();
+    c.subscribe("s/#", QoS::ExactlyOnce).await.unwrap();
+    c.publish("s/1", "encrypted", QoS::ExactlyOnce, false)
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"encrypted");
+    c.disconnect().await;
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(pki.dir);
+}
