@@ -233,16 +233,14 @@ impl Connection {
         &self.state
     }
 
-    /// The session state, to resume in a later connection. QoS 2 messages received but
-    /// not yet acknowledged are left out, so the peer's resend is delivered again.
+    /// The session state, to resume in a later connection.
+    ///
+    /// A QoS 2 message delivered by [`Event::Message`] stays known by its packet id even if
+    /// its PUBREC had not left yet (`manual_acks`): the peer's resend on the next connection
+    /// is a duplicate, answered with PUBREC and not delivered again. Exactly once wins over
+    /// waiting for the acknowledgement the closed connection could not send.
     pub fn into_state(self) -> SessionState {
-        let mut state = self.state;
-        for p in self.pending_acks {
-            if p.qos == QoS::ExactlyOnce {
-                state.incoming_qos2.remove(&p.packet_id);
-            }
-        }
-        state
+        self.state
     }
 
     /// Outgoing QoS 1/2 messages sent and not complete.

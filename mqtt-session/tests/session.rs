@@ -1247,3 +1247,26 @@ fn more_usage_errors() {
         Err(UsageError::InvalidSessionExpiry)
     );
 }
+
+#[test]
+fn qos2_delivered_before_its_ack_is_not_delivered_again_after_resume() {
+    // Manual acks (a broker waiting for storage): the PUBREC has not left when the
+    // connection ends; the client resends; the message is not delivered twice.
+    let server = Config {
+        manual_acks: true,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V5, Config::default(), server);
+    p.reconnect_with(false);
+    p.clear();
+    p.client
+        .publish(p.now, msg("t", "once", QoS::ExactlyOnce))
+        .unwrap();
+    p.drive();
+    assert_eq!(p.server_messages().len(), 1);
+    p.cut();
+    p.reconnect(false);
+    p.drive();
+    assert_eq!(p.server_messages().len(), 1, "not delivered again");
+    assert_eq!(delivered(&p.client_events).len(), 1, "the flow completes");
+}
