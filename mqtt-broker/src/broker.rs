@@ -63,6 +63,8 @@ struct Session {
     /// QoS 1 messages sent to this session through a shared subscription and not yet
     /// acknowledged: if its connection ends they go to another member.
     shared_inflight: HashMap<PacketId, TopicFilter>,
+    /// Acknowledgements made durable while the session was offline.
+    durable_acks: Vec<(PacketId, ReasonCode)>,
 }
 
 struct Retained {
@@ -106,8 +108,10 @@ pub struct Broker {
     stats: Stats,
     started: Instant,
     next_seq: u64,
-    /// Acknowledgements waiting for durable records: seq -> (connection, packet id, code).
-    held_acks: HashMap<u64, (ConnId, PacketId, ReasonCode)>,
+    /// Acknowledgements waiting for durable records: seq -> (session, packet id, code).
+    /// Keyed by session, not connection: after a reconnect the acknowledgement goes out on
+    /// the new connection.
+    held_acks: HashMap<u64, (SessionKey, PacketId, ReasonCode)>,
     matches: Vec<Match>,
     /// Payload bytes in all offline queues.
     offline_bytes: usize,
@@ -324,10 +328,18 @@ impl Broker {
     /// The store made the record with this sequence number durable: the publisher's
     /// acknowledgement leaves.
     pub fn handle_durable(&mut self, now: Instant, seq: u64) {
-        if let Some((id, packet_id, code)) = self.held_acks.remove(&seq) {
-            if let Some(c) = self.conns.get_mut(&id) {
-                let _ = c.conn.ack(now, packet_id, code);
-                self.touch(id);
+        if let Some((key, packet_id, code)) = self.held_acks.remove(&seq) {
+            if let Some(s) = self.sessions.get_mut(&key) {
+                match s.conn {
+                    Some(id) => {
+                        if let Some(c) = self.conns.get_mut(&id) {
+                            let _ = c.conn.ack(now, packet_id, code);
+                            self.touch(id);
+                        }
+                    }
+                    // Offline: the acknowledgement leaves when the session resumes.
+                    None => s.durable_acks.push((packet_id, code)),
+                }
             }
         }
         self.drain(now);
@@ -715,6 +727,12 @@ impl Broker {
         c.will = connect.will.clone();
         c.client_id = Some(client_id.clone());
         let _ = c.conn.accept(now, connack, Some(state));
+        // Acknowledgements that became durable while the session was offline.
+        if let Some(s) = self.sessions.get_mut(&key) {
+            for (packet_id, code) in std::mem::take(&mut s.durable_acks) {
+                let _ = c.conn.ack(now, packet_id, code);
+            }
+        }
         self.stats.connections_total += 1;
         self.out
             .push_back(Output::Event(BrokerEvent::ClientConnected {
@@ -743,6 +761,7 @@ impl Broker {
                 expires_at: None,
                 will: None,
                 shared_inflight: HashMap::new(),
+                durable_acks: Vec::new(),
             },
         );
         self.by_client_id.insert(client_id.to_string(), key);
@@ -993,7 +1012,12 @@ impl Broker {
         if self.config.durable_acks && code.is_success() {
             let seq = self.next_seq;
             self.next_seq += 1;
-            self.held_acks.insert(seq, (id, packet_id, code));
+            let key = self
+                .conns
+                .get(&id)
+                .and_then(|c| c.session)
+                .unwrap_or_default();
+            self.held_acks.insert(seq, (key, packet_id, code));
             p.packet_id = None;
             self.out.push_back(Output::Store(Record::Message {
                 seq,

@@ -863,3 +863,68 @@ fn max_keep_alive_is_imposed_with_server_keep_alive() {
     sim.advance(Duration::from_secs(31));
     assert!(sim.broker.clients().is_empty());
 }
+
+#[test]
+fn durable_ack_follows_the_session_to_its_next_connection() {
+    let mut sim = Sim::new(BrokerConfig {
+        durable_acks: true,
+        sys_interval: None,
+        ..Default::default()
+    });
+    let s = sim.connect(V5, "s", true);
+    sim.subscribe(s, "t", QoS::ExactlyOnce);
+    let p = sim.connect(V5, "p", false);
+    sim.publish(p, "t", "once", QoS::ExactlyOnce, false);
+    assert_eq!(sim.payloads(s), ["once"]);
+    let seq = sim
+        .outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Store(Record::Message { seq, .. }) => Some(*seq),
+            _ => None,
+        })
+        .unwrap();
+    // The publisher's connection breaks before the record is durable; it comes back and
+    // sends the message again.
+    let state = {
+        let c = sim.clients.get_mut(&p).unwrap();
+        c.transport_open = false;
+        std::mem::replace(
+            &mut c.conn,
+            mqtt_session::Connection::client(Default::default()),
+        )
+        .into_state()
+    };
+    sim.broker.handle_closed(sim.now, p);
+    sim.run();
+    let id = sim.next_id;
+    sim.next_id += 1;
+    sim.broker
+        .handle_connection(sim.now, id, ConnInfo::default());
+    let mut conn = mqtt_session::Connection::client_with_state(Default::default(), state);
+    let mut c = Connect::new(V5, MqttString::new("p").unwrap());
+    c.clean_start = false;
+    c.keep_alive = 0;
+    c.properties.session_expiry_interval = Some(3600);
+    conn.connect(sim.now, c).unwrap();
+    sim.clients.insert(
+        id,
+        Client {
+            conn,
+            events: vec![],
+            transport_open: true,
+        },
+    );
+    sim.run();
+    assert_eq!(sim.payloads(s), ["once"], "not routed twice");
+    let done = |sim: &Sim| {
+        sim.clients[&id]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Delivered { .. }))
+    };
+    assert!(!done(&sim), "no PUBREC before the record is durable");
+    sim.broker.handle_durable(sim.now, seq);
+    sim.run();
+    assert!(done(&sim), "the PUBREC leaves on the new connection");
+}

@@ -203,6 +203,17 @@ impl Connection {
         }
         state.queue = kept;
         self.queued_bytes = state.queue.iter().map(|p| p.payload.len()).sum();
+        // QoS 2 messages delivered before: their acknowledgement is still the
+        // application's to give.
+        for id in std::mem::take(&mut state.incoming_unacked) {
+            if state.incoming_qos2.contains(&id) {
+                self.pending_acks.push_back(PendingAck {
+                    packet_id: id,
+                    qos: QoS::ExactlyOnce,
+                    reason: (!self.config.manual_acks).then_some(ReasonCode::Success),
+                });
+            }
+        }
         self.state = state;
     }
 
@@ -236,11 +247,18 @@ impl Connection {
     /// The session state, to resume in a later connection.
     ///
     /// A QoS 2 message delivered by [`Event::Message`] stays known by its packet id even if
-    /// its PUBREC had not left yet (`manual_acks`): the peer's resend on the next connection
-    /// is a duplicate, answered with PUBREC and not delivered again. Exactly once wins over
-    /// waiting for the acknowledgement the closed connection could not send.
+    /// its PUBREC had not left yet (`manual_acks`): the peer's resend on the next
+    /// connection is a duplicate, not delivered again, and its PUBREC waits for the
+    /// [`ack`](Self::ack) the application gives on that next connection.
     pub fn into_state(self) -> SessionState {
-        self.state
+        let mut state = self.state;
+        state.incoming_unacked = self
+            .pending_acks
+            .iter()
+            .filter(|p| p.qos == QoS::ExactlyOnce && state.incoming_qos2.contains(&p.packet_id))
+            .map(|p| p.packet_id)
+            .collect();
+        state
     }
 
     /// Outgoing QoS 1/2 messages sent and not complete.
@@ -546,6 +564,7 @@ impl Connection {
         if let Some(state) = state {
             self.set_state(state);
             self.resend_inflight(now);
+            self.flush_acks(now);
         }
         self.pump(now);
         // Packets the client sent after CONNECT.
@@ -1212,6 +1231,7 @@ impl Connection {
                 self.events.push_back(Event::Connected(c));
                 if present {
                     self.resend_inflight(now);
+                    self.flush_acks(now);
                 } else {
                     self.discard_session();
                 }

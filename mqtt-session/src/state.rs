@@ -42,6 +42,10 @@ pub struct SessionState {
     /// Incoming QoS 2 messages acknowledged with PUBREC and not yet released by PUBREL:
     /// a PUBLISH with one of these ids is a duplicate and is not delivered again.
     pub incoming_qos2: BTreeSet<PacketId>,
+    /// Of those, the ones delivered whose PUBREC has not left yet (the application had
+    /// not called [`Connection::ack`](crate::Connection::ack)): on the next connection
+    /// they still wait for it, and a resend is not answered before.
+    pub incoming_unacked: Vec<PacketId>,
 }
 
 impl SessionState {
