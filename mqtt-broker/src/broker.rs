@@ -65,6 +65,8 @@ struct Session {
     shared_inflight: HashMap<PacketId, TopicFilter>,
     /// Acknowledgements made durable while the session was offline.
     durable_acks: Vec<(PacketId, ReasonCode)>,
+    /// When `state` was parked: its queued messages' expiry counts from then.
+    parked_at: Instant,
 }
 
 struct Retained {
@@ -554,6 +556,10 @@ impl Broker {
                         self.stats.dropped_too_large += 1;
                         Drop::TooLarge
                     }
+                    DropReason::Expired => {
+                        self.stats.dropped_expired += 1;
+                        Drop::Expired
+                    }
                     _ => {
                         self.stats.dropped_queue_full += 1;
                         Drop::QueueFull
@@ -690,6 +696,16 @@ impl Broker {
         // A delayed will of an earlier connection is cancelled by the resume.
         session.will = None;
         let mut state = std::mem::take(&mut session.state);
+        // Messages that waited in the parked connection's queue: the time offline counts
+        // against their expiry too ([MQTT-3.3.2-5]).
+        let waited = now.saturating_duration_since(session.parked_at);
+        let queued = std::mem::take(&mut state.queue);
+        for p in queued {
+            match expire(p, waited) {
+                Some(p) => state.queue.push_back(p),
+                None => self.stats.dropped_expired += 1,
+            }
+        }
         let offline = std::mem::take(&mut session.offline);
         self.offline_bytes -= session.offline_bytes;
         session.offline_bytes = 0;
@@ -762,6 +778,7 @@ impl Broker {
                 will: None,
                 shared_inflight: HashMap::new(),
                 durable_acks: Vec::new(),
+                parked_at: self.started,
             },
         );
         self.by_client_id.insert(client_id.to_string(), key);
@@ -800,7 +817,9 @@ impl Broker {
             self.out.push_back(Output::Transmit(id, b));
         }
         self.out.push_back(Output::Close(id));
-        // The session state leaves with the connection: it is parked below.
+        // The session state leaves with the connection: it is parked below, its queue's
+        // expiry intervals counted up to now.
+        conn.age_queue(now);
         let state = conn.into_state();
         self.out
             .push_back(Output::Event(BrokerEvent::ClientDisconnected {
@@ -819,6 +838,7 @@ impl Broker {
         }
         s.conn = None;
         s.state = state;
+        s.parked_at = now;
         self.redeliver_shared(now, key);
         let Some(s) = self.sessions.get_mut(&key) else {
             return;

@@ -104,6 +104,8 @@ pub struct Connection {
     state: SessionState,
     ids: PacketIds,
     queued_bytes: usize,
+    /// The time the Message Expiry Intervals of queued messages are counted from.
+    queue_aged_at: Option<Instant>,
     /// Incoming QoS 1/2 messages whose acknowledgement has not left yet.
     pending_acks: VecDeque<PendingAck>,
     /// Client: SUBSCRIBE / UNSUBSCRIBE ids waiting for SUBACK / UNSUBACK, with the number
@@ -143,6 +145,7 @@ impl Connection {
             state: SessionState::default(),
             ids: PacketIds::default(),
             queued_bytes: 0,
+            queue_aged_at: None,
             pending_acks: VecDeque::new(),
             pending_subs: BTreeMap::new(),
             peer: PeerLimits::default(),
@@ -279,6 +282,39 @@ impl Connection {
     /// Payload bytes of the outgoing messages waiting in the queue.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// Counts the time since the last call off the Message Expiry Interval of every
+    /// queued message (5.0) and drops those that expired ([MQTT-3.3.2-5]: a message not
+    /// yet on its way is deleted once expired). Called by every command that queues or
+    /// sends; a caller parking the session state calls it before
+    /// [`into_state`](Self::into_state).
+    pub fn age_queue(&mut self, now: Instant) {
+        let Some(at) = self.queue_aged_at else {
+            self.queue_aged_at = Some(now);
+            return;
+        };
+        let secs = now.saturating_duration_since(at).as_secs();
+        if secs == 0 {
+            return;
+        }
+        self.queue_aged_at = Some(at + Duration::from_secs(secs));
+        let secs = u32::try_from(secs).unwrap_or(u32::MAX);
+        let mut kept = VecDeque::with_capacity(self.state.queue.len());
+        for mut p in std::mem::take(&mut self.state.queue) {
+            match p.properties.message_expiry_interval {
+                Some(e) if e <= secs => {
+                    self.queued_bytes -= p.payload.len();
+                    self.drop_publish(p, DropReason::Expired);
+                }
+                Some(e) => {
+                    p.properties.message_expiry_interval = Some(e - secs);
+                    kept.push_back(p);
+                }
+                None => kept.push_back(p),
+            }
+        }
+        self.state.queue = kept;
     }
 
     /// Removes and returns the oldest message waiting in the queue (for a drop-oldest
@@ -717,6 +753,7 @@ impl Connection {
         }
         publish.dup = false;
         publish.packet_id = None;
+        self.age_queue(now);
         let direct = self.phase == Phase::Open
             && self.state.queue.is_empty()
             && (!needs_id(&publish) || self.state.inflight.len() < self.inflight_limit());
@@ -972,6 +1009,7 @@ impl Connection {
         if self.phase != Phase::Open {
             return;
         }
+        self.age_queue(now);
         while let Some(front) = self.state.queue.front() {
             if needs_id(front) && self.state.inflight.len() >= self.inflight_limit() {
                 break;

@@ -62,6 +62,8 @@ pub enum DropReason {
     SessionLost,
     /// A resumed session held more queued messages than there are packet identifiers.
     NoPacketId,
+    /// Its Message Expiry Interval passed while it waited in the queue ([MQTT-3.3.2-5]).
+    Expired,
     /// Above the peer's Maximum QoS, learned after the message was queued (5.0
     /// [MQTT-3.2.2-11]).
     QoSNotSupported,

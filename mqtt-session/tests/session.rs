@@ -1278,3 +1278,51 @@ fn qos2_delivered_before_its_ack_is_not_delivered_again_after_resume() {
     p.drive();
     assert_eq!(delivered(&p.client_events).len(), 1, "the flow completes");
 }
+
+#[test]
+fn queued_messages_expire() {
+    // 5.0 [MQTT-3.3.2-5]: a message still waiting when its expiry passes is deleted; one
+    // that goes out has the time it waited taken off its interval.
+    let client = Config {
+        manual_acks: true,
+        ..Config::default()
+    };
+    let server = Config {
+        max_inflight: 1,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V5, client, server);
+    p.clear();
+    p.server
+        .publish(p.now, msg("t", "first", QoS::AtLeastOnce))
+        .unwrap();
+    let mut short = msg("t", "short", QoS::AtLeastOnce);
+    short.properties.message_expiry_interval = Some(5);
+    p.server.publish(p.now, short).unwrap();
+    let mut long = msg("t", "long", QoS::AtLeastOnce);
+    long.properties.message_expiry_interval = Some(100);
+    p.server.publish(p.now, long).unwrap();
+    p.drive();
+    assert_eq!(p.client_messages().len(), 1, "the window holds one");
+    // The client acknowledges the first one 6 s later.
+    p.now += std::time::Duration::from_secs(6);
+    let id = p.client_messages()[0].packet_id.unwrap();
+    p.client.ack(p.now, id, ReasonCode::Success).unwrap();
+    p.drive();
+    let got: Vec<(Vec<u8>, Option<u32>)> = p
+        .client_messages()
+        .iter()
+        .map(|m| (m.payload.to_vec(), m.properties.message_expiry_interval))
+        .collect();
+    assert_eq!(
+        got,
+        [(b"first".to_vec(), None), (b"long".to_vec(), Some(94))]
+    );
+    assert!(p.server_events.iter().any(|e| matches!(
+        e,
+        Event::Dropped {
+            reason: DropReason::Expired,
+            ..
+        }
+    )));
+}
