@@ -913,6 +913,11 @@ impl Broker {
         for (filter, mut p) in moved {
             p.packet_id = None;
             p.dup = false;
+            if p.properties.message_expiry_interval == Some(0) {
+                // Expired on the way: not a new delivery to another member.
+                self.stats.dropped_expired += 1;
+                continue;
+            }
             let sessions = &self.sessions;
             let Some(m) = self.tree.pick_shared(&filter, |k| {
                 k != key && sessions.get(&k).is_some_and(|s| s.conn.is_some())

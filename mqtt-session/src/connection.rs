@@ -315,6 +315,15 @@ impl Connection {
             }
         }
         self.state.queue = kept;
+        // Messages on their way keep going ([MQTT-3.3.2-5]), but a resend carries the
+        // interval left ([MQTT-3.3.2-6]), down to 0.
+        for e in &mut self.state.inflight {
+            if let Inflight::Publish(p) = e {
+                if let Some(x) = p.properties.message_expiry_interval.as_mut() {
+                    *x = x.saturating_sub(secs);
+                }
+            }
+        }
     }
 
     /// Removes and returns the oldest message waiting in the queue (for a drop-oldest
