@@ -1553,13 +1553,13 @@ pub fn to_bytes(input: &Input) -> Vec<u8> {
 }
 
 /// Writes a value the way its `Arbitrary` implementation reads it.
-trait Put {
+pub(crate) trait Put {
     fn put(&self, out: &mut Vec<u8>);
 }
 
 /// The `u32` that `#[derive(Arbitrary)]` maps to variant `index` of `count`: the smallest
 /// `t` with `(t * count) >> 32 == index`.
-fn tag(out: &mut Vec<u8>, index: u32, count: u32) {
+pub(crate) fn tag(out: &mut Vec<u8>, index: u32, count: u32) {
     assert!(index < count);
     let t = (u64::from(index) << 32).div_ceil(u64::from(count));
     out.extend_from_slice(&(t as u32).to_le_bytes());
@@ -1606,6 +1606,7 @@ impl<T: Put> Put for Vec<T> {
 macro_rules! put_all {
     ($out:ident; $($v:expr),* $(,)?) => { $( Put::put($v, $out); )* };
 }
+pub(crate) use put_all;
 
 impl Put for Input {
     fn put(&self, out: &mut Vec<u8>) {

@@ -1,5 +1,6 @@
 //! Writes the seed corpora of the fuzz targets: `decode` into `corpus/decode/`, `session`
-//! into `corpus/session/` (see `session_seeds` at the end).
+//! into `corpus/session/` (see `session_seeds`), `broker` into `corpus/broker/` (see
+//! `broker_seeds` at the end).
 //!
 //! `decode`: one valid frame per packet type per protocol version (AUTH only in 5.0), named
 //! `seed-<version>-<packet>`, plus a few streams of several packets. Every file starts with
@@ -347,6 +348,7 @@ fn seeds(v: ProtocolVersion) -> Vec<(&'static str, u8, Vec<Packet>)> {
 fn main() {
     write_decode_seeds();
     write_session_seeds();
+    write_broker_seeds();
 }
 
 fn write_decode_seeds() {
@@ -914,6 +916,427 @@ fn write_session_seeds() {
     let seeds = session_seeds::seeds();
     for (name, input, reached) in &seeds {
         let data = session_seeds::bytes(name, input, *reached);
+        std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
+    }
+    println!("wrote {} seeds to {}", seeds.len(), dir.display());
+}
+
+// ----- `broker` ----------------------------------------------------------------------------
+
+mod broker_seeds {
+    //! Seeds of the `broker` target: operation lists over several connections that reach
+    //! the deep states (QoS 1/2 both ways, wildcard and shared subscriptions, retained
+    //! messages, persistent sessions resumed with their offline queue, takeovers, wills,
+    //! authentication and durable acknowledgements), in both modes, written with
+    //! `broker::to_bytes`. Each is checked to decode back to the same operations, to pass
+    //! every check of the target, and to reach what it is meant to (its `Reached`).
+
+    use mqtt_proto_fuzz::broker::{
+        self as fz, AuthAnswer, BrokerOp, ClientLimits, ClientOp as K, ConnectArgs, IdArg, Input,
+        Op, OpenArgs, PacketArg as P, PublishArgs, Qos, Reached, Settings, SubArgs, Version,
+        WillArgs,
+    };
+
+    use IdArg::{Recent, Small};
+    use Qos::{One, Two, Zero};
+    use Version::{V3_1, V3_1_1, V5};
+
+    pub fn settings() -> Settings {
+        Settings {
+            max_packet_size: 0,
+            receive_maximum: 0,
+            max_inflight: 0,
+            max_queued_messages: 0,
+            max_queued_bytes: 0,
+            topic_alias_maximum: 0,
+            outgoing_topic_aliases: false,
+            connect_timeout: 0,
+            server_keep_alive: None,
+            session_maximum_qos: Two,
+            retain_available: true,
+            allow_anonymous: true,
+            authenticate: false,
+            max_offline_messages: 0,
+            max_offline_bytes: 0,
+            max_total_offline_bytes: 0,
+            queue_qos0_offline: false,
+            drop_oldest: false,
+            persistent_session_expiry: None,
+            max_session_expiry: None,
+            max_keep_alive: None,
+            max_subscriptions: 0,
+            max_topic_levels: 0,
+            denied_not_authorized: false,
+            sys_interval: None,
+            durable_acks: false,
+            maximum_qos: Two,
+            acl: 0,
+        }
+    }
+
+    fn connect(version: Version, client_id: u8, clean_start: bool) -> ConnectArgs {
+        ConnectArgs {
+            version,
+            client_id,
+            clean_start,
+            keep_alive: 0,
+            session_expiry: (!clean_start).then_some(120),
+            will: None,
+            credentials: None,
+            receive_maximum: None,
+            maximum_packet_size: None,
+            topic_alias_maximum: None,
+            auth_method: false,
+        }
+    }
+
+    fn msg(qos: Qos, topic: u8, retain: bool) -> PublishArgs {
+        PublishArgs {
+            qos,
+            retain,
+            topic,
+            payload: 2,
+            expiry: None,
+        }
+    }
+
+    fn sub(mask: u16, qos: Qos) -> SubArgs {
+        SubArgs {
+            mask,
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+            id: None,
+        }
+    }
+
+    fn open() -> OpenArgs {
+        OpenArgs {
+            tls: false,
+            allow_anonymous: None,
+        }
+    }
+
+    fn publish(qos: Qos, topic: u8, id: IdArg) -> P {
+        P::Publish {
+            msg: msg(qos, topic, false),
+            id,
+            dup: false,
+            alias: None,
+            alias_only: false,
+        }
+    }
+
+    fn pk(slot: u8, p: P) -> Op {
+        Op::Packet(slot, p, 0)
+    }
+
+    fn limits() -> ClientLimits {
+        ClientLimits {
+            receive_maximum: 0,
+            max_packet_size: 0,
+            topic_alias_maximum: 0,
+            outgoing_topic_aliases: false,
+        }
+    }
+
+    /// A seed: its name, the input, and what it must reach.
+    pub type Seed = (&'static str, Input, fn(&Reached) -> bool);
+
+    pub fn seeds() -> Vec<Seed> {
+        let mut out: Vec<Seed> = Vec::new();
+
+        // Raw 5.0 and 3.1.1 clients: wildcard and shared subscriptions, QoS 2 in and out
+        // (one chunked), a retained message sent on subscribe, the 3.1.1 client's
+        // transport lost and its session resumed on a new connection with the message
+        // queued meanwhile, PINGREQ, DISCONNECT.
+        out.push((
+            "raw-flows",
+            Input::Raw(
+                settings(),
+                vec![
+                    Op::Open(0, open()),
+                    pk(0, P::Connect(connect(V5, 0, true))),
+                    Op::Open(1, open()),
+                    pk(1, P::Connect(connect(V3_1_1, 1, false))),
+                    pk(0, P::Subscribe(Small(0), sub(0b100_0100_0010, Two))),
+                    pk(1, P::Subscribe(Small(0), sub(0b1, One))),
+                    Op::Packet(1, publish(Two, 1, Small(1)), 3),
+                    pk(1, P::PubRel(Small(1), 0)),
+                    pk(0, P::PubRec(Recent(0), 0)),
+                    pk(0, P::PubComp(Recent(0), 0)),
+                    pk(0, P::PubRec(Recent(1), 0)),
+                    pk(0, P::PubComp(Recent(1), 0)),
+                    pk(1, P::PubAck(Recent(0), 0)),
+                    pk(
+                        0,
+                        P::Publish {
+                            msg: msg(One, 1, true),
+                            id: Small(2),
+                            dup: false,
+                            alias: None,
+                            alias_only: false,
+                        },
+                    ),
+                    Op::Closed(1),
+                    pk(0, publish(One, 1, Small(3))),
+                    Op::Open(2, open()),
+                    pk(2, P::Connect(connect(V3_1_1, 1, false))),
+                    pk(2, P::PubAck(Recent(0), 0)),
+                    pk(2, P::Subscribe(Small(4), sub(0b10, Zero))),
+                    pk(0, P::PingReq),
+                    Op::Advance(5, true),
+                    pk(0, P::Disconnect(0, None)),
+                ],
+            ),
+            |r| {
+                r.connected == 3
+                    && r.resumed == 1
+                    && r.qos2_sent >= 2
+                    && r.shared_routed >= 1
+                    && r.retained_sent >= 1
+                    && r.delivered >= 6
+            },
+        ));
+
+        // Raw clients against authentication, durable acknowledgements, $SYS and a
+        // takeover: a 5.0 client with credentials allowed, a 3.1 one denied, a QoS 1
+        // message whose PUBACK waits for its record, a will published on takeover.
+        out.push((
+            "raw-auth-durable-takeover",
+            Input::Raw(
+                Settings {
+                    authenticate: true,
+                    durable_acks: true,
+                    sys_interval: Some(5),
+                    ..settings()
+                },
+                vec![
+                    Op::Open(0, open()),
+                    pk(
+                        0,
+                        P::Connect(ConnectArgs {
+                            credentials: Some(0),
+                            will: Some(WillArgs {
+                                qos: One,
+                                retain: false,
+                                topic: 6,
+                                delay: None,
+                                expiry: None,
+                            }),
+                            ..connect(V5, 0, false)
+                        }),
+                    ),
+                    Op::Broker(BrokerOp::Auth(0, AuthAnswer::Allow(false))),
+                    Op::Open(1, open()),
+                    pk(
+                        1,
+                        P::Connect(ConnectArgs {
+                            credentials: Some(1),
+                            ..connect(V3_1, 1, true)
+                        }),
+                    ),
+                    Op::Broker(BrokerOp::Auth(0, AuthAnswer::Deny(0x86))),
+                    pk(0, P::Subscribe(Small(0), sub(0b1_0100_0000, One))),
+                    pk(0, publish(One, 1, Small(1))),
+                    Op::Broker(BrokerOp::Durable(0)),
+                    pk(0, P::PubAck(Recent(0), 0)),
+                    Op::Advance(6, true),
+                    Op::Open(2, open()),
+                    pk(
+                        2,
+                        P::Connect(ConnectArgs {
+                            credentials: Some(0),
+                            ..connect(V5, 0, false)
+                        }),
+                    ),
+                    Op::Broker(BrokerOp::Auth(0, AuthAnswer::Allow(true))),
+                    Op::Broker(BrokerOp::Publish(msg(Two, 4, false), 1)),
+                    Op::Broker(BrokerOp::Shutdown),
+                ],
+            ),
+            |r| {
+                r.connected == 2
+                    && r.auth_requests == 3
+                    && r.stored >= 1
+                    && r.takeovers == 1
+                    && r.resumed == 1
+                    && r.delivered >= 3
+            },
+        ));
+
+        // Real clients: a 5.0 and a 3.1.1 member of a shared group and a wildcard
+        // subscriber, a publisher sending QoS 0/1/2 delivered in small chunks, a
+        // persistent session whose transport breaks, messages queued offline, resumed.
+        out.push((
+            "clients-shared-offline",
+            Input::Clients(
+                Settings {
+                    queue_qos0_offline: true,
+                    ..settings()
+                },
+                vec![
+                    K::Connect(0, connect(V5, 0, false), limits()),
+                    K::Connect(1, connect(V3_1_1, 1, false), limits()),
+                    K::Connect(2, connect(V5, 2, true), limits()),
+                    K::Flush(0),
+                    K::Subscribe(0, sub(0b100_0000, Two)),
+                    K::Subscribe(1, sub(0b101_0000, One)),
+                    K::Subscribe(2, sub(0b1, Two)),
+                    K::Flush(5),
+                    K::Publish(2, msg(Two, 1, false), 0),
+                    K::Publish(2, msg(One, 1, false), 0),
+                    K::Publish(2, msg(Zero, 2, false), 0),
+                    K::Flush(7),
+                    K::Hangup(1),
+                    K::Publish(2, msg(One, 2, false), 0),
+                    K::Publish(2, msg(Two, 1, true), 0),
+                    K::Flush(0),
+                    K::Connect(3, connect(V3_1_1, 1, false), limits()),
+                    K::Flush(3),
+                    K::Disconnect(0, false, None),
+                    K::Flush(0),
+                ],
+            ),
+            |r| {
+                r.connected == 4
+                    && r.resumed == 1
+                    && r.shared_routed >= 2
+                    && r.client_messages >= 6
+                    && r.qos2_sent >= 2
+            },
+        ));
+
+        // Real clients: a will delayed past the end of a 5.0 session, a takeover of a
+        // 3.1.1 client, topic aliases and a small Receive Maximum, keep-alive pings.
+        out.push((
+            "clients-will-takeover",
+            Input::Clients(
+                Settings {
+                    topic_alias_maximum: 3,
+                    outgoing_topic_aliases: true,
+                    ..settings()
+                },
+                vec![
+                    K::Connect(
+                        0,
+                        ConnectArgs {
+                            keep_alive: 5,
+                            ..connect(V5, 0, true)
+                        },
+                        ClientLimits {
+                            receive_maximum: 1,
+                            topic_alias_maximum: 2,
+                            outgoing_topic_aliases: true,
+                            ..limits()
+                        },
+                    ),
+                    K::Connect(
+                        1,
+                        ConnectArgs {
+                            session_expiry: Some(3),
+                            will: Some(WillArgs {
+                                qos: Two,
+                                retain: true,
+                                topic: 6,
+                                delay: Some(10),
+                                expiry: None,
+                            }),
+                            ..connect(V5, 1, false)
+                        },
+                        limits(),
+                    ),
+                    K::Flush(0),
+                    K::Subscribe(0, sub(0b1001_0100, Two)),
+                    K::Flush(0),
+                    K::Publish(1, msg(One, 1, false), 0),
+                    K::Publish(1, msg(Two, 1, false), 0),
+                    K::Publish(1, msg(One, 4, false), 0),
+                    K::Flush(2),
+                    K::Hangup(1),
+                    K::Advance(8, true),
+                    K::Connect(2, connect(V3_1_1, 2, false), limits()),
+                    K::Connect(3, connect(V3_1_1, 2, false), limits()),
+                    K::Flush(0),
+                    K::Advance(20, true),
+                ],
+            ),
+            |r| {
+                r.connected == 4
+                    && r.wills == 1
+                    && r.takeovers == 1
+                    && r.sessions_ended >= 1
+                    && r.client_messages >= 4
+            },
+        ));
+
+        // Real clients with durable acknowledgements: a 3.1.1 publisher's QoS 1 messages
+        // routed, their PUBACKs held for the records, its transport broken, its session
+        // resumed and the messages resent (at least once), then acknowledged; a 5.0
+        // subscriber with a Subscription Identifier, Retain As Published and No Local.
+        out.push((
+            "clients-publisher-resume",
+            Input::Clients(
+                Settings {
+                    durable_acks: true,
+                    ..settings()
+                },
+                vec![
+                    K::Connect(0, connect(V5, 0, true), limits()),
+                    K::Connect(1, connect(V3_1_1, 1, false), limits()),
+                    K::Flush(0),
+                    K::Subscribe(
+                        0,
+                        SubArgs {
+                            no_local: true,
+                            retain_as_published: true,
+                            id: Some(7),
+                            ..sub(0b1_0010, Two)
+                        },
+                    ),
+                    K::Flush(0),
+                    K::Publish(1, msg(One, 1, false), 1),
+                    K::Publish(0, msg(One, 2, true), 0),
+                    K::Flush(0),
+                    K::Broker(BrokerOp::Durable(2)),
+                    K::Flush(0),
+                    K::Hangup(1),
+                    K::Connect(2, connect(V3_1_1, 1, false), limits()),
+                    K::Flush(0),
+                    K::Broker(BrokerOp::Durable(0)),
+                    K::Broker(BrokerOp::Durable(0)),
+                    K::Flush(0),
+                ],
+            ),
+            |r| r.connected == 3 && r.resumed == 1 && r.stored >= 5 && r.client_messages >= 4,
+        ));
+
+        out
+    }
+
+    /// The bytes of a seed, checked.
+    pub fn bytes(name: &str, input: &Input, reached: fn(&Reached) -> bool) -> Vec<u8> {
+        use arbitrary::{Arbitrary, Unstructured};
+        let data = fz::to_bytes(input);
+        let decoded = Input::arbitrary_take_rest(Unstructured::new(&data))
+            .unwrap_or_else(|e| panic!("broker {name}: does not decode: {e}"));
+        assert_eq!(&decoded, input, "broker {name}: decodes differently");
+        let r = fz::run(input);
+        assert!(
+            reached(&r),
+            "broker {name}: does not reach what it should: {r:?}"
+        );
+        data
+    }
+}
+
+fn write_broker_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/broker");
+    std::fs::create_dir_all(&dir).expect("create corpus/broker");
+    let seeds = broker_seeds::seeds();
+    for (name, input, reached) in &seeds {
+        let data = broker_seeds::bytes(name, input, *reached);
         std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
     }
     println!("wrote {} seeds to {}", seeds.len(), dir.display());
