@@ -1047,6 +1047,15 @@ impl Connection {
             match entry {
                 Inflight::Publish(mut p) => {
                     p.dup = true;
+                    // The peer's limits may have changed with the new connection.
+                    if p.qos > self.peer.maximum_qos {
+                        self.drop_publish(p, DropReason::QoSNotSupported);
+                        continue;
+                    }
+                    if p.retain && !self.peer.retain_available {
+                        self.drop_publish(p, DropReason::RetainNotSupported);
+                        continue;
+                    }
                     if room == 0 {
                         self.queued_bytes += p.payload.len();
                         back.push_back(p);

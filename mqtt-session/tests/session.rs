@@ -1326,3 +1326,40 @@ fn queued_messages_expire() {
         }
     )));
 }
+
+#[test]
+fn resend_respects_the_new_servers_limits() {
+    // 5.0 [MQTT-3.2.2-11], [MQTT-3.2.2-14]: a session resumed against a server that now
+    // allows less does not resend what it may no longer send.
+    let mut p = Pair::new(V5);
+    p.reconnect_with(false);
+    p.clear();
+    p.link_up = false;
+    p.client
+        .publish(p.now, msg("t", "two", QoS::ExactlyOnce))
+        .unwrap();
+    let mut r = msg("t", "kept", QoS::AtLeastOnce);
+    r.retain = true;
+    p.client.publish(p.now, r).unwrap();
+    p.drive();
+    p.cut();
+    p.server_config = Config {
+        maximum_qos: QoS::AtLeastOnce,
+        retain_available: false,
+        ..Config::default()
+    };
+    p.reconnect(false);
+    assert!(p.server.is_open(), "no violation");
+    let dropped: Vec<DropReason> = p
+        .client_events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dropped { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dropped,
+        [DropReason::QoSNotSupported, DropReason::RetainNotSupported]
+    );
+}
