@@ -484,20 +484,14 @@ impl Connection {
         subscriptions: Vec<Subscription>,
         properties: SubscribeProperties,
     ) -> Result<PacketId, UsageError> {
-        self.client_open()?;
-        let id = self.ids.alloc().ok_or(UsageError::NoPacketId)?;
         let n = subscriptions.len();
-        let p = Packet::Subscribe(Subscribe {
-            packet_id: id,
-            properties,
-            subscriptions,
-        });
-        if let Err(e) = self.try_send(now, &p) {
-            self.ids.free(id);
-            return Err(e.into());
-        }
-        self.pending_subs.insert(id.get(), n);
-        Ok(id)
+        self.send_request(now, n, |packet_id| {
+            Packet::Subscribe(Subscribe {
+                packet_id,
+                properties,
+                subscriptions,
+            })
+        })
     }
 
     /// Client: sends UNSUBSCRIBE; UNSUBACK arrives as [`Event::UnsubAck`].
@@ -507,15 +501,27 @@ impl Connection {
         filters: Vec<TopicFilter>,
         properties: UnsubscribeProperties,
     ) -> Result<PacketId, UsageError> {
+        let n = filters.len();
+        self.send_request(now, n, |packet_id| {
+            Packet::Unsubscribe(Unsubscribe {
+                packet_id,
+                properties,
+                filters,
+            })
+        })
+    }
+
+    /// Sends a SUBSCRIBE or UNSUBSCRIBE of `n` filters with a fresh packet id and waits
+    /// for its answer.
+    fn send_request(
+        &mut self,
+        now: Instant,
+        n: usize,
+        build: impl FnOnce(PacketId) -> Packet,
+    ) -> Result<PacketId, UsageError> {
         self.client_open()?;
         let id = self.ids.alloc().ok_or(UsageError::NoPacketId)?;
-        let n = filters.len();
-        let p = Packet::Unsubscribe(Unsubscribe {
-            packet_id: id,
-            properties,
-            filters,
-        });
-        if let Err(e) = self.try_send(now, &p) {
+        if let Err(e) = self.try_send(now, &build(id)) {
             self.ids.free(id);
             return Err(e.into());
         }
