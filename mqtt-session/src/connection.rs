@@ -1184,6 +1184,24 @@ impl Connection {
 
     fn handle_packet(&mut self, now: Instant, packet: Packet) -> Result<(), Violation> {
         self.arm_idle(now);
+        // The QoS flows are the same in both roles once the connection is open.
+        let packet = match (self.phase, packet) {
+            (Phase::Open, Packet::Publish(p)) => return self.incoming_publish(now, p),
+            (Phase::Open, Packet::PubAck(r)) => {
+                self.outgoing_puback(now, r);
+                return Ok(());
+            }
+            (Phase::Open, Packet::PubRec(r)) => {
+                self.outgoing_pubrec(now, r);
+                return Ok(());
+            }
+            (Phase::Open, Packet::PubRel(r)) => return self.incoming_pubrel(now, r),
+            (Phase::Open, Packet::PubComp(r)) => {
+                self.outgoing_pubcomp(now, r);
+                return Ok(());
+            }
+            (_, packet) => packet,
+        };
         match self.role {
             Role::Server => self.server_packet(now, packet),
             Role::Client => self.client_packet(now, packet),
@@ -1221,20 +1239,6 @@ impl Connection {
             (_, Packet::Disconnect(d)) => self.peer_disconnect(d),
             (_, Packet::Auth(a)) => {
                 self.events.push_back(Event::Auth(a));
-                Ok(())
-            }
-            (Phase::Open, Packet::Publish(p)) => self.incoming_publish(now, p),
-            (Phase::Open, Packet::PubAck(r)) => {
-                self.outgoing_puback(now, r);
-                Ok(())
-            }
-            (Phase::Open, Packet::PubRec(r)) => {
-                self.outgoing_pubrec(now, r);
-                Ok(())
-            }
-            (Phase::Open, Packet::PubRel(r)) => self.incoming_pubrel(now, r),
-            (Phase::Open, Packet::PubComp(r)) => {
-                self.outgoing_pubcomp(now, r);
                 Ok(())
             }
             (Phase::Open, Packet::Subscribe(s)) => {
@@ -1306,20 +1310,6 @@ impl Connection {
             }
             (Phase::Connecting, Packet::Auth(a)) => {
                 self.events.push_back(Event::Auth(a));
-                Ok(())
-            }
-            (Phase::Open, Packet::Publish(p)) => self.incoming_publish(now, p),
-            (Phase::Open, Packet::PubAck(r)) => {
-                self.outgoing_puback(now, r);
-                Ok(())
-            }
-            (Phase::Open, Packet::PubRec(r)) => {
-                self.outgoing_pubrec(now, r);
-                Ok(())
-            }
-            (Phase::Open, Packet::PubRel(r)) => self.incoming_pubrel(now, r),
-            (Phase::Open, Packet::PubComp(r)) => {
-                self.outgoing_pubcomp(now, r);
                 Ok(())
             }
             (Phase::Open, Packet::SubAck(s)) => {
