@@ -327,11 +327,12 @@ impl Connection {
     }
 
     /// Removes and returns the oldest message waiting in the queue (for a drop-oldest
-    /// policy); its packet id is freed.
+    /// policy). Its packet id is freed; the returned message still carries it, so the
+    /// caller can tell which message it was.
     pub fn pop_queued(&mut self) -> Option<Publish> {
-        let mut p = self.state.queue.pop_front()?;
+        let p = self.state.queue.pop_front()?;
         self.queued_bytes -= p.payload.len();
-        if let Some(id) = p.packet_id.take() {
+        if let Some(id) = p.packet_id {
             self.ids.free(id);
         }
         Some(p)
@@ -1466,7 +1467,9 @@ impl Connection {
             return Err(Violation::PubRelBeforePubRec);
         }
         let mut comp = PubResponse::new(id);
-        if !self.state.incoming_qos2.remove(&id) && self.version_or_default().is_v5() {
+        if self.state.incoming_qos2.remove(&id) {
+            self.events.push_back(Event::Released { packet_id: id });
+        } else if self.version_or_default().is_v5() {
             comp.reason_code = ReasonCode::PacketIdentifierNotFound;
         }
         let _ = self.send_ack_packet(now, Packet::PubComp(comp));
@@ -1509,6 +1512,7 @@ impl Connection {
             Some(at) => {
                 self.state.inflight[at] = Inflight::Released(id);
                 self.send(now, &Packet::PubRel(PubResponse::new(id)));
+                self.events.push_back(Event::Received { packet_id: id });
             }
             None => {
                 // A PUBREC again (our PUBREL crossed it), or for an id we do not know.

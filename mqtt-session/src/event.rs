@@ -27,6 +27,20 @@ pub enum Event {
         /// The peer's reason code.
         reason_code: ReasonCode,
     },
+    /// One of our QoS 2 messages reached the peer (PUBREC) and PUBREL went out: only
+    /// PUBCOMP remains, and a resumed session resends the PUBREL, never the PUBLISH
+    /// (section 4.3.3). A broker that persists sessions records this step.
+    Received {
+        /// The message's packet identifier.
+        packet_id: PacketId,
+    },
+    /// The peer released one of its QoS 2 messages (PUBREL) and PUBCOMP went out: a new
+    /// PUBLISH with this packet identifier is a new message. A broker that persists
+    /// sessions records this step.
+    Released {
+        /// The packet identifier, now free on the peer's side.
+        packet_id: PacketId,
+    },
     /// One of our messages was dropped without being delivered.
     Dropped {
         /// The message.

@@ -53,6 +53,21 @@ impl SessionState {
     pub fn is_empty(&self) -> bool {
         self.inflight.is_empty() && self.queue.is_empty() && self.incoming_qos2.is_empty()
     }
+
+    /// Gives every queued QoS 1/2 message without a packet identifier one, as resuming
+    /// this state on a connection would, so the caller learns each message's identifier
+    /// before anything is sent (a broker that persists sessions records it: a QoS 2
+    /// message must keep its identifier across a restart). Messages left without one
+    /// because all 65,535 are in use stay so, and are dropped on resume with
+    /// [`DropReason::NoPacketId`](crate::DropReason::NoPacketId).
+    pub fn assign_packet_ids(&mut self) {
+        let mut ids = PacketIds::from_state(self);
+        for p in &mut self.queue {
+            if needs_id(p) && p.packet_id.is_none() {
+                p.packet_id = ids.alloc();
+            }
+        }
+    }
 }
 
 /// Packet identifiers in use, allocated from 1..=65535 ([MQTT-2.2.1-3]) and never handed

@@ -1056,7 +1056,8 @@ fn pop_queued_frees_the_packet_id() {
     assert_eq!(p.client.queued_bytes(), 2);
     let oldest = p.client.pop_queued().unwrap();
     assert_eq!(&oldest.payload[..], b"1");
-    assert_eq!(oldest.packet_id, None);
+    // Still carried, so the caller knows which message it was; no longer in use.
+    assert_eq!(oldest.packet_id, Some(pid(2)));
     assert_eq!(p.client.packet_ids_in_use(), 2);
     assert_eq!(p.client.queued_bytes(), 1);
 }
@@ -1361,5 +1362,92 @@ fn resend_respects_the_new_servers_limits() {
     assert_eq!(
         dropped,
         [DropReason::QoSNotSupported, DropReason::RetainNotSupported]
+    );
+}
+
+#[test]
+fn qos2_steps_are_reported_for_persistence() {
+    // Section 4.3.3: the sender resends PUBREL, never the PUBLISH, once PUBREC came; the
+    // receiver's packet id is free after PUBREL. Both steps are events, so a broker can
+    // record them.
+    for v in ALL {
+        let mut p = Pair::new(v);
+        p.clear();
+        let id = p
+            .server
+            .publish(p.now, msg("t", "x", QoS::ExactlyOnce))
+            .unwrap()
+            .unwrap();
+        p.drive();
+        assert!(
+            p.server_events
+                .iter()
+                .any(|e| matches!(e, Event::Received { packet_id } if *packet_id == id)),
+            "{v}: PUBREC reported"
+        );
+        assert!(
+            p.client_events
+                .iter()
+                .any(|e| matches!(e, Event::Released { packet_id } if *packet_id == id)),
+            "{v}: PUBREL reported"
+        );
+        let received = p
+            .server_events
+            .iter()
+            .position(|e| matches!(e, Event::Received { .. }))
+            .unwrap();
+        let delivered = p
+            .server_events
+            .iter()
+            .position(|e| matches!(e, Event::Delivered { .. }))
+            .unwrap();
+        assert!(received < delivered);
+    }
+}
+
+#[test]
+fn assigned_packet_ids_are_kept_on_resume() {
+    // [MQTT-4.4.0-1]: resent with the original packet identifiers; ids given to queued
+    // messages before the resume are the ones used.
+    let mut state = SessionState::default();
+    let mut sent = msg("t", "sent", QoS::ExactlyOnce);
+    sent.packet_id = Some(pid(1));
+    state.inflight.push_back(Inflight::Publish(sent));
+    state.queue.push_back(msg("t", "a", QoS::AtLeastOnce));
+    state.queue.push_back(msg("t", "b", QoS::AtMostOnce));
+    state.queue.push_back(msg("t", "c", QoS::ExactlyOnce));
+    state.assign_packet_ids();
+    let ids: Vec<Option<u16>> = state
+        .queue
+        .iter()
+        .map(|p| p.packet_id.map(|i| i.get()))
+        .collect();
+    assert_eq!(ids, [Some(2), None, Some(3)]);
+    let mut p = Pair::new(V5);
+    p.cut();
+    p.clear();
+    p.client = Connection::client(p.client_config.clone());
+    p.server = Connection::server(p.server_config.clone(), p.now);
+    p.server_session = Some(state);
+    p.link_up = true;
+    p.connect(false);
+    let got: Vec<(String, Option<u16>)> = p
+        .client_messages()
+        .iter()
+        .map(|m| {
+            (
+                String::from_utf8_lossy(&m.payload).into_owned(),
+                m.packet_id.map(|i| i.get()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("sent".into(), Some(1)),
+            ("a".into(), Some(2)),
+            ("b".into(), None),
+            ("c".into(), Some(3))
+        ]
     );
 }
