@@ -30,11 +30,13 @@
 //!   Clean Start 1 and is what `ClientConnected` said; a PUBLISH's Topic Alias is within
 //!   the client's Topic Alias Maximum and an empty topic uses an alias mapped before; no
 //!   more QoS 1/2 messages are unacknowledged than the client's 5.0 Receive Maximum;
-//!   with `durable_acks`, no PUBACK / PUBREC before a record of the message is durable;
+//!   with `persistence`, no PUBACK / PUBREC before a `Record::Sync` after a record of the
+//!   message is durable;
 //! - no `Transmit` or `Close` for a connection after its `Close`; events, authentication
 //!   requests and `Store` records are consistent with the connections (a
-//!   `ClientDisconnected` follows its `Close`, `Record::Message` only with `durable_acks`,
-//!   with fresh sequence numbers);
+//!   `ClientDisconnected` follows its `Close`, records only with `persistence`, with fresh
+//!   sequence numbers; a `MemoryStore` applies them all and ends with no message body
+//!   that no session holds);
 //! - `handle_timeout(now)` makes progress: `poll_timeout()` is no longer due after a few
 //!   calls;
 //! - the `stats()` counters never decrease;
@@ -69,7 +71,7 @@ use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
 use mqtt_broker::{
     Access, Acl, AuthResult, Broker, BrokerConfig, BrokerEvent, ConnId, ConnInfo, DropPolicy,
-    Output, Record, Rule, Who,
+    MemoryStore, Output, Record, Rule, Who,
 };
 use mqtt_proto::{
     Auth, AuthProperties, Connect, DecodeError, Decoder, Disconnect, DisconnectProperties,
@@ -79,7 +81,7 @@ use mqtt_proto::{
     MAX_PACKET_SIZE,
 };
 use mqtt_session::{CloseReason, Config, Connection, Event, SessionState, Violation};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::num::{NonZeroU16, NonZeroU32};
 use std::time::{Duration, Instant};
 
@@ -186,7 +188,7 @@ pub enum BrokerOp {
     /// Answers one of the pending `Authenticate` outputs (or, with none pending, the
     /// slot with this number).
     Auth(u8, AuthAnswer),
-    /// `handle_durable` for one of the pending `Record::Message` sequence numbers (or,
+    /// `handle_durable` for one of the pending `Record::Sync` sequence numbers (or,
     /// with none pending, this number).
     Durable(u8),
     /// Publishes `1 + n % 8` messages as the broker.
@@ -272,8 +274,8 @@ pub struct Settings {
     pub denied_not_authorized: bool,
     /// Seconds (0 is 1); `None`: no `$SYS`.
     pub sys_interval: Option<u8>,
-    /// `durable_acks`.
-    pub durable_acks: bool,
+    /// `persistence`.
+    pub persistence: bool,
     /// `maximum_qos` of subscriptions.
     pub maximum_qos: Qos,
     /// An ACL: 0 none, else one of a few rule sets (see [`Settings::acl`]).
@@ -346,7 +348,7 @@ impl Settings {
                 ReasonCode::UnspecifiedError
             },
             sys_interval: self.sys_interval.map(|n| secs(n.max(1))),
-            durable_acks: self.durable_acks,
+            persistence: self.persistence,
             maximum_qos: self.maximum_qos.get(),
             ..d
         }
@@ -1020,7 +1022,7 @@ pub struct Reached {
     pub takeovers: u32,
     /// `Authenticate` outputs.
     pub auth_requests: u32,
-    /// `Record::Message` outputs.
+    /// `Record::Queued` outputs.
     pub stored: u32,
     /// `MessageDropped`.
     pub dropped: u32,
@@ -1179,7 +1181,7 @@ impl Track {
 /// The broker under test with what the checks need.
 pub struct World {
     broker: Broker,
-    durable_acks: bool,
+    persistence: bool,
     max_packet_size: u32,
     now: Instant,
     conns: HashMap<ConnId, Track>,
@@ -1188,8 +1190,15 @@ pub struct World {
     model: Model,
     pending_auth: Vec<ConnId>,
     pending_durable: Vec<u64>,
-    /// `Record::Message` sequence numbers: the payload, and whether it is durable.
-    seqs: BTreeMap<u64, (Bytes, bool)>,
+    /// `Record::Sync` sequence numbers: the payloads of the records before it (since the
+    /// previous one), and whether it is durable.
+    seqs: BTreeMap<u64, (Vec<Bytes>, bool)>,
+    /// Payloads recorded since the last `Record::Sync`.
+    unsynced: Vec<Bytes>,
+    /// Applies every record.
+    store: MemoryStore,
+    /// `Record::Message` sequence numbers seen.
+    messages: HashSet<u64>,
     /// Print every output (`BROKER_FUZZ_TRACE`), with the time since the start.
     trace: bool,
     start: Instant,
@@ -1210,9 +1219,69 @@ fn slot(n: u8) -> usize {
 }
 
 impl World {
+    /// The records applied in order describe the broker: every message body kept is held
+    /// by a stored session, and every stored session is one the broker has.
+    fn check_store(&self) {
+        if !self.persistence {
+            return;
+        }
+        let snap = self.store.snapshot();
+        let held: HashSet<u64> = snap
+            .sessions
+            .values()
+            .flat_map(|s| s.messages.iter().map(|m| m.seq))
+            .collect();
+        assert_eq!(
+            self.store.bodies(),
+            held.len(),
+            "the store keeps message bodies no session holds"
+        );
+        let live: HashSet<String> = self
+            .broker
+            .sessions()
+            .into_iter()
+            .map(|s| s.client_id.to_string())
+            .collect();
+        for id in snap.sessions.keys() {
+            assert!(
+                live.contains(id),
+                "stored session {id} the broker no longer has"
+            );
+        }
+        // A broker restored from the snapshot has the stored sessions' subscriptions and
+        // the retained messages.
+        let mut restored = Broker::new(
+            BrokerConfig {
+                persistence: true,
+                sys_interval: None,
+                ..Default::default()
+            },
+            self.now,
+        );
+        restored.restore(self.now, snap.clone());
+        let stored_subs = |b: &Broker| {
+            b.subscriptions()
+                .into_iter()
+                .filter(|(c, _)| snap.sessions.contains_key(c.as_str()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(stored_subs(&restored), stored_subs(&self.broker));
+        let retained = |b: &Broker| {
+            let mut v: Vec<(String, Bytes)> = b
+                .retained()
+                .into_iter()
+                .filter(|p| !p.topic.starts_with("$SYS/"))
+                .map(|p| (p.topic.to_string(), p.payload))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(retained(&restored), retained(&self.broker));
+    }
+
     fn new(settings: &Settings, now: Instant, strict: bool) -> Self {
         let config = settings.config();
-        let durable_acks = config.durable_acks;
+        let persistence = config.persistence;
         let max_packet_size = config.session.max_packet_size;
         let mut broker = Broker::new(config, now);
         if let Some(acl) = settings.acl() {
@@ -1220,7 +1289,7 @@ impl World {
         }
         let mut w = Self {
             broker,
-            durable_acks,
+            persistence,
             max_packet_size,
             now,
             conns: HashMap::new(),
@@ -1230,6 +1299,9 @@ impl World {
             pending_auth: Vec::new(),
             pending_durable: Vec::new(),
             seqs: BTreeMap::new(),
+            unsynced: Vec::new(),
+            store: MemoryStore::new(),
+            messages: HashSet::new(),
             trace: std::env::var_os("BROKER_FUZZ_TRACE").is_some(),
             start: now,
             last_stats: Default::default(),
@@ -1478,12 +1550,27 @@ impl World {
                 self.reached.auth_requests += 1;
             }
             Output::Store(r) => {
-                assert!(self.durable_acks, "Store without durable_acks: {r:?}");
-                if let Record::Message { seq, publish } = r {
-                    let fresh = self.seqs.insert(seq, (publish.payload, false)).is_none();
-                    assert!(fresh, "Record::Message seq {seq} given twice");
-                    self.pending_durable.push(seq);
-                    self.reached.stored += 1;
+                assert!(self.persistence, "Store without persistence: {r:?}");
+                self.store.apply(&r);
+                match r {
+                    Record::Message { seq, publish } => {
+                        assert!(self.messages.insert(seq), "Record::Message {seq} twice");
+                        self.unsynced.push(publish.payload);
+                    }
+                    Record::Retained {
+                        publish: Some(p), ..
+                    } => self.unsynced.push(p.payload),
+                    Record::Queued { seq, .. } => {
+                        assert!(self.messages.contains(&seq), "Queued {seq} before Message");
+                        self.reached.stored += 1;
+                    }
+                    Record::Sync { seq } => {
+                        let payloads = std::mem::take(&mut self.unsynced);
+                        let fresh = self.seqs.insert(seq, (payloads, false)).is_none();
+                        assert!(fresh, "Record::Sync seq {seq} given twice");
+                        self.pending_durable.push(seq);
+                    }
+                    _ => {}
                 }
             }
             _ => {}
@@ -1739,15 +1826,15 @@ impl World {
             }
             Packet::PubAck(r) | Packet::PubRec(r) => {
                 t.remember(r.packet_id);
-                // With durable_acks, a message is acknowledged only once one of its
+                // With persistence, a message is acknowledged only once one of its
                 // records (made on this connection or an earlier one of the session) is
                 // durable, or if it has none (refused, or a duplicate).
                 let payloads = t.published.remove(&r.packet_id.get()).unwrap_or_default();
-                if self.durable_acks && r.reason_code.is_success() && !payloads.is_empty() {
+                if self.persistence && r.reason_code.is_success() && !payloads.is_empty() {
                     let records: Vec<bool> = self
                         .seqs
                         .values()
-                        .filter(|r| payloads.contains(&r.0))
+                        .filter(|r| r.0.iter().any(|x| payloads.contains(x)))
                         .map(|r| r.1)
                         .collect();
                     assert!(
@@ -2444,6 +2531,7 @@ pub fn run(input: &Input) -> Reached {
             for op in ops {
                 w.raw_op(op);
             }
+            w.check_store();
             w.reached
         }
         Input::Clients(settings, ops) => {
@@ -2451,6 +2539,7 @@ pub fn run(input: &Input) -> Reached {
             for op in ops {
                 c.op(op);
             }
+            c.world.check_store();
             c.world.reached
         }
     }
@@ -2644,7 +2733,7 @@ impl Put for Settings {
             &self.max_topic_levels,
             &self.denied_not_authorized,
             &self.sys_interval,
-            &self.durable_acks,
+            &self.persistence,
             &self.maximum_qos,
             &self.acl,
         );

@@ -2,6 +2,7 @@
 
 use crate::acl::Acl;
 use crate::config::{BrokerConfig, DropPolicy};
+use crate::store::{Record, Snapshot};
 use crate::tree::{Match, SessionKey, SubEntry, SubscriptionTree};
 use crate::types::*;
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use mqtt_proto::{
     TopicName, Unsubscribe, Will,
 };
 use mqtt_session::{
-    CloseReason, Connection, DropReason, EncodedPublish, Event, SessionState, UsageError,
+    CloseReason, Connection, DropReason, EncodedPublish, Event, Inflight, SessionState, UsageError,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -44,6 +45,8 @@ struct Conn {
 struct Queued {
     at: Instant,
     publish: Publish,
+    /// Its message number, if the session is stored.
+    seq: Option<u64>,
 }
 
 struct Session {
@@ -67,6 +70,10 @@ struct Session {
     durable_acks: Vec<(PacketId, ReasonCode)>,
     /// When `state` was parked: its queued messages' expiry counts from then.
     parked_at: Instant,
+    /// The store keeps this session (persistence on and an expiry above zero).
+    stored: bool,
+    /// Stored sessions: message number of each QoS 1/2 copy with a packet id.
+    seqs: HashMap<PacketId, u64>,
 }
 
 struct Retained {
@@ -347,6 +354,76 @@ impl Broker {
         self.drain(now);
     }
 
+    /// Loads what a store kept ([`Snapshot`]), before any connection: stored sessions
+    /// come back offline, each expiring `expiry` from `now` unless its client returns,
+    /// with their subscriptions, undelivered messages and incoming QoS 2 identifiers;
+    /// retained messages come back too. Sessions already in the broker with the same
+    /// client id are replaced.
+    pub fn restore(&mut self, now: Instant, snapshot: Snapshot) {
+        self.next_seq = self.next_seq.max(snapshot.next_seq);
+        for p in snapshot.retained {
+            self.retained.insert(
+                p.topic.to_string(),
+                Retained {
+                    publish: p,
+                    at: now,
+                },
+            );
+        }
+        for (client_id, stored) in snapshot.sessions {
+            let Ok(client_id) = MqttString::new(&client_id) else {
+                continue;
+            };
+            if let Some(k) = self.by_client_id.get(client_id.as_str()).copied() {
+                self.end_session(now, k);
+            }
+            let key = self.new_session(&client_id);
+            for (sub, id) in stored.subscriptions {
+                let entry = SubEntry {
+                    options: sub.options,
+                    id,
+                };
+                self.tree.insert(&sub.filter, key, entry.clone());
+                let s = self.sessions.get_mut(&key).expect("session exists");
+                s.subscriptions
+                    .insert(sub.filter.to_string(), (sub.filter, entry));
+            }
+            let s = self.sessions.get_mut(&key).expect("session exists");
+            s.stored = self.config.persistence;
+            s.expiry = stored.expiry;
+            s.parked_at = now;
+            s.state.incoming_qos2 = stored.incoming_qos2;
+            for m in stored.messages {
+                match m.publish.packet_id {
+                    Some(id) if m.received => {
+                        s.state.inflight.push_back(Inflight::Released(id));
+                        s.seqs.insert(id, m.seq);
+                    }
+                    // It may have been sent: resent with this id, DUP=1, on resume.
+                    Some(id) => {
+                        s.state.inflight.push_back(Inflight::Publish(m.publish));
+                        s.seqs.insert(id, m.seq);
+                    }
+                    None => {
+                        let len = m.publish.payload.len();
+                        s.offline_bytes += len;
+                        self.offline_bytes += len;
+                        s.offline.push_back(Queued {
+                            at: now,
+                            publish: m.publish,
+                            seq: Some(m.seq),
+                        });
+                    }
+                }
+            }
+            let at = now + s.expiry;
+            s.expires_at = Some(at);
+            self.timers
+                .push(Reverse((at, TimerKey::SessionExpiry(key))));
+        }
+        self.drain(now);
+    }
+
     // ----- Commands ---------------------------------------------------------------------
 
     /// Publishes a message as the broker (no publisher session, no ACL).
@@ -548,9 +625,49 @@ impl Broker {
                     .and_then(|k| self.sessions.get_mut(&k))
                 {
                     s.shared_inflight.remove(&packet_id);
+                    if let Some(seq) = s.seqs.remove(&packet_id) {
+                        self.out.push_back(Output::Store(Record::Delivered {
+                            client_id: s.client_id.clone(),
+                            seq,
+                            packet_id: Some(packet_id),
+                        }));
+                    }
                 }
             }
-            Event::Dropped { reason, .. } => {
+            Event::Received { packet_id } => {
+                if let Some(s) = key_of(&self.conns, id).and_then(|k| self.sessions.get_mut(&k)) {
+                    if let Some(&seq) = s.seqs.get(&packet_id) {
+                        self.out.push_back(Output::Store(Record::Received {
+                            client_id: s.client_id.clone(),
+                            seq,
+                            packet_id,
+                        }));
+                    }
+                }
+            }
+            Event::Released { packet_id } => {
+                if let Some(s) = key_of(&self.conns, id)
+                    .and_then(|k| self.sessions.get_mut(&k))
+                    .filter(|s| s.stored)
+                {
+                    self.out.push_back(Output::Store(Record::IncomingReleased {
+                        client_id: s.client_id.clone(),
+                        packet_id,
+                    }));
+                }
+            }
+            Event::Dropped { reason, publish } => {
+                if let Some(s) = key_of(&self.conns, id).and_then(|k| self.sessions.get_mut(&k)) {
+                    if let Some(packet_id) = publish.packet_id {
+                        if let Some(seq) = s.seqs.remove(&packet_id) {
+                            self.out.push_back(Output::Store(Record::Delivered {
+                                client_id: s.client_id.clone(),
+                                seq,
+                                packet_id: Some(packet_id),
+                            }));
+                        }
+                    }
+                }
                 let reason = match reason {
                     DropReason::TooLarge => {
                         self.stats.dropped_too_large += 1;
@@ -584,9 +701,15 @@ impl Broker {
         if assigned {
             // 3.1.1 with Clean Session 1 or 5.0: the server assigns one
             // (3.1.1 [MQTT-3.1.3-6], 5.0 [MQTT-3.1.3-6]); the decoder refused the rest.
-            self.next_assigned += 1;
-            connect.client_id =
-                MqttString::new(&format!("auto-{:016x}", self.next_assigned)).expect("valid");
+            // Never one a restored session holds.
+            loop {
+                self.next_assigned += 1;
+                connect.client_id =
+                    MqttString::new(&format!("auto-{:016x}", self.next_assigned)).expect("valid");
+                if !self.by_client_id.contains_key(connect.client_id.as_str()) {
+                    break;
+                }
+            }
         }
         let info = self.conns[&id].info.clone();
         let anonymous =
@@ -691,6 +814,21 @@ impl Broker {
         };
         let session = self.sessions.get_mut(&key).expect("session exists");
         session.conn = Some(id);
+        let stored = self.config.persistence && !expiry.is_zero();
+        if stored && (!session.stored || session.expiry != expiry) {
+            self.out.push_back(Output::Store(Record::Session {
+                client_id: client_id.clone(),
+                expiry,
+            }));
+        } else if !stored && session.stored {
+            // Resumed with expiry 0: it ends with this connection, and the store can
+            // forget it now.
+            self.out.push_back(Output::Store(Record::SessionEnded {
+                client_id: client_id.clone(),
+            }));
+            session.seqs.clear();
+        }
+        session.stored = stored;
         session.expiry = expiry;
         session.expires_at = None;
         // A delayed will of an earlier connection is cancelled by the resume.
@@ -700,21 +838,57 @@ impl Broker {
         // against their expiry too ([MQTT-3.3.2-5]).
         let waited = now.saturating_duration_since(session.parked_at);
         let queued = std::mem::take(&mut state.queue);
+        let mut done = vec![];
         for p in queued {
+            let packet_id = p.packet_id;
             match expire(p, waited) {
                 Some(p) => state.queue.push_back(p),
-                None => self.stats.dropped_expired += 1,
+                None => {
+                    self.stats.dropped_expired += 1;
+                    if let Some(id) = packet_id {
+                        done.extend(session.seqs.remove(&id).map(|seq| (seq, Some(id))));
+                    }
+                }
             }
         }
         let offline = std::mem::take(&mut session.offline);
         self.offline_bytes -= session.offline_bytes;
         session.offline_bytes = 0;
+        // Messages that arrived while offline get their packet ids now, so a stored
+        // session records them before anything is sent.
+        let start = state.queue.len();
+        let mut moved = vec![];
         for q in offline {
             if let Some(p) = expire(q.publish, now.saturating_duration_since(q.at)) {
                 state.queue.push_back(p);
+                moved.push(q.seq.filter(|_| stored));
             } else {
                 self.stats.dropped_expired += 1;
+                done.extend(q.seq.filter(|_| stored).map(|seq| (seq, None)));
             }
+        }
+        state.assign_packet_ids();
+        for (p, seq) in state.queue.iter().skip(start).zip(moved) {
+            let Some(seq) = seq else { continue };
+            match p.packet_id {
+                Some(packet_id) => {
+                    session.seqs.insert(packet_id, seq);
+                    self.out.push_back(Output::Store(Record::PacketId {
+                        client_id: client_id.clone(),
+                        seq,
+                        packet_id,
+                    }));
+                }
+                // No packet id left: dropped on resume.
+                None => done.push((seq, None)),
+            }
+        }
+        for (seq, packet_id) in done {
+            self.out.push_back(Output::Store(Record::Delivered {
+                client_id: client_id.clone(),
+                seq,
+                packet_id,
+            }));
         }
         let mut connack = ConnAck {
             session_present,
@@ -779,6 +953,8 @@ impl Broker {
                 shared_inflight: HashMap::new(),
                 durable_acks: Vec::new(),
                 parked_at: self.started,
+                stored: false,
+                seqs: HashMap::new(),
             },
         );
         self.by_client_id.insert(client_id.to_string(), key);
@@ -852,7 +1028,14 @@ impl Broker {
             // A normal DISCONNECT discards the will; 0x04 asks for it.
             publish_will = *reason_code == ReasonCode::DisconnectWithWillMessage;
             if let Some(e) = properties.session_expiry_interval {
-                s.expiry = Duration::from_secs(e.into()).min(self.config.max_session_expiry);
+                let expiry = Duration::from_secs(e.into()).min(self.config.max_session_expiry);
+                if s.stored && !expiry.is_zero() && expiry != s.expiry {
+                    self.out.push_back(Output::Store(Record::Session {
+                        client_id: s.client_id.clone(),
+                        expiry,
+                    }));
+                }
+                s.expiry = expiry;
             }
         }
         if let (true, Some(will)) = (publish_will, will) {
@@ -910,35 +1093,58 @@ impl Broker {
             }
         }
         s.state.queue = kept;
-        for (filter, mut p) in moved {
-            p.packet_id = None;
-            p.dup = false;
+        for (filter, p) in moved {
+            let s = self.sessions.get_mut(&key).expect("session exists");
+            let client_id = s.client_id.clone();
+            let seq = p.packet_id.and_then(|i| s.seqs.get(&i).copied());
             if p.properties.message_expiry_interval == Some(0) {
                 // Expired on the way: not a new delivery to another member.
                 self.stats.dropped_expired += 1;
+                if let Some(packet_id) = p.packet_id {
+                    if let Some(seq) = s.seqs.remove(&packet_id) {
+                        self.out.push_back(Output::Store(Record::Delivered {
+                            client_id,
+                            seq,
+                            packet_id: Some(packet_id),
+                        }));
+                    }
+                }
                 continue;
             }
             let sessions = &self.sessions;
-            let Some(m) = self.tree.pick_shared(&filter, |k| {
-                k != key && sessions.get(&k).is_some_and(|s| s.conn.is_some())
-            }) else {
-                // No other member online: it stays with this session.
-                if let Some(s) = self.sessions.get_mut(&key) {
-                    s.state.queue.push_back(p);
-                }
+            let other = self
+                .tree
+                .pick_shared(&filter, |k| {
+                    k != key && sessions.get(&k).is_some_and(|s| s.conn.is_some())
+                })
+                .filter(|m| m.key != key);
+            let Some(m) = other else {
+                // No other member online: it stays with this session, with its packet
+                // id.
+                let s = self.sessions.get_mut(&key).expect("session exists");
+                s.state.queue.push_back(p);
                 continue;
             };
-            if m.key == key {
-                if let Some(s) = self.sessions.get_mut(&key) {
-                    s.state.queue.push_back(p);
-                }
-                continue;
-            }
-            p.qos = p.qos.min(m.entry.options.qos);
-            p.properties.subscription_identifiers = m.entry.id.into_iter().collect();
-            if let Sent::Online(Some(id)) = self.send_to(now, m.key, p, None) {
+            let mut copy = p.clone();
+            copy.packet_id = None;
+            copy.dup = false;
+            copy.qos = copy.qos.min(m.entry.options.qos);
+            copy.properties.subscription_identifiers = m.entry.id.into_iter().collect();
+            let mut body = Body::recorded(&p, seq);
+            if let Sent::Online(Some(id)) = self.send_to(now, m.key, copy, None, &mut body) {
                 if let Some(s) = self.sessions.get_mut(&m.key) {
                     s.shared_inflight.insert(id, filter);
+                }
+            }
+            // The copy left this session (after the other one took it: the body stays).
+            let s = self.sessions.get_mut(&key).expect("session exists");
+            if let Some(packet_id) = p.packet_id {
+                if let Some(seq) = s.seqs.remove(&packet_id) {
+                    self.out.push_back(Output::Store(Record::Delivered {
+                        client_id,
+                        seq,
+                        packet_id: Some(packet_id),
+                    }));
                 }
             }
         }
@@ -961,7 +1167,7 @@ impl Broker {
         for (filter, _) in s.subscriptions.values() {
             self.tree.remove(filter, key);
         }
-        if self.config.durable_acks {
+        if s.stored {
             self.out.push_back(Output::Store(Record::SessionEnded {
                 client_id: s.client_id.clone(),
             }));
@@ -1004,6 +1210,7 @@ impl Broker {
 
     fn on_client_publish(&mut self, now: Instant, id: ConnId, mut p: Publish) {
         self.stats.messages_received += 1;
+        let records_before = self.out.len();
         let c = &self.conns[&id];
         let client_id = c.client_id.clone().unwrap_or_default();
         let user = c.username.clone();
@@ -1034,20 +1241,27 @@ impl Broker {
         let Some(packet_id) = packet_id else {
             return;
         };
-        if self.config.durable_acks && code.is_success() {
+        let key = key_of(&self.conns, id);
+        if let Some(s) = key.and_then(|k| self.sessions.get_mut(&k)) {
+            if s.stored && p.qos == QoS::ExactlyOnce && code.is_success() {
+                // Its id blocks a resend as a duplicate, across a restart too.
+                self.out.push_back(Output::Store(Record::IncomingQos2 {
+                    client_id: s.client_id.clone(),
+                    packet_id,
+                }));
+            }
+        }
+        let stored = self
+            .out
+            .range(records_before..)
+            .any(|o| matches!(o, Output::Store(_)));
+        if stored && code.is_success() {
+            // The acknowledgement waits until the store has what it promises.
             let seq = self.next_seq;
             self.next_seq += 1;
-            let key = self
-                .conns
-                .get(&id)
-                .and_then(|c| c.session)
-                .unwrap_or_default();
-            self.held_acks.insert(seq, (key, packet_id, code));
-            p.packet_id = None;
-            self.out.push_back(Output::Store(Record::Message {
-                seq,
-                publish: Box::new(p),
-            }));
+            self.held_acks
+                .insert(seq, (key.unwrap_or_default(), packet_id, code));
+            self.out.push_back(Output::Store(Record::Sync { seq }));
         } else if let Some(c) = self.conns.get_mut(&id) {
             let _ = c.conn.ack(now, packet_id, code);
             self.touch(id);
@@ -1071,17 +1285,19 @@ impl Broker {
         p.properties.subscription_identifiers.clear();
         if p.retain {
             let topic = p.topic.to_string();
+            // `$SYS` topics are made anew by every broker: not worth a record.
+            let record = self.config.persistence && !topic.starts_with("$SYS/");
             if p.payload.is_empty() {
                 // An empty retained message clears the topic and is not stored
                 // (5.0 [MQTT-3.3.1-6], 5.0 [MQTT-3.3.1-7]).
-                if self.retained.remove(&topic).is_some() && self.config.durable_acks {
+                if self.retained.remove(&topic).is_some() && record {
                     self.out.push_back(Output::Store(Record::Retained {
                         topic,
                         publish: None,
                     }));
                 }
             } else {
-                if self.config.durable_acks {
+                if record {
                     self.out.push_back(Output::Store(Record::Retained {
                         topic: topic.clone(),
                         publish: Some(Box::new(p.clone())),
@@ -1131,12 +1347,14 @@ impl Broker {
         self.matches = matches;
         let mut n = 0;
         let mut cache = EncodeCache::default();
+        let mut body = Body::new(&p);
         for (key, (qos, rap, ids)) in per_session {
-            n += usize::from(self.deliver(now, key, &p, qos, rap, ids, &mut cache, None));
+            let m = copy_for(&p, qos, rap, ids);
+            n += usize::from(self.deliver(now, key, m, &mut cache, None, &mut body));
         }
         for (key, qos, rap, id, filter) in shared {
-            let ids = id.into_iter().collect();
-            n += usize::from(self.deliver(now, key, &p, qos, rap, ids, &mut cache, Some(filter)));
+            let m = copy_for(&p, qos, rap, id.into_iter().collect());
+            n += usize::from(self.deliver(now, key, m, &mut cache, Some(filter), &mut body));
         }
         self.out
             .push_back(Output::Event(BrokerEvent::MessageReceived {
@@ -1148,32 +1366,18 @@ impl Broker {
     }
 
     /// Sends or queues one copy for a session. Returns false if it was dropped.
-    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
         now: Instant,
         key: SessionKey,
-        p: &Publish,
-        granted: QoS,
-        retain_as_published: bool,
-        ids: Vec<NonZeroU32>,
+        mut m: Publish,
         cache: &mut EncodeCache,
         shared: Option<TopicFilter>,
+        body: &mut Body,
     ) -> bool {
-        let mut m = Publish {
-            dup: false,
-            qos: p.qos.min(granted).min(self.config.maximum_qos),
-            // Retain is kept only with Retain As Published (5.0 [MQTT-3.3.1-12],
-            // [MQTT-3.3.1-13]); 3.x clients always get 0 on a live message.
-            retain: p.retain && retain_as_published,
-            topic: p.topic.clone(),
-            packet_id: None,
-            properties: p.properties.clone(),
-            payload: p.payload.clone(),
-        };
-        m.properties.subscription_identifiers = ids;
+        m.qos = m.qos.min(self.config.maximum_qos);
         let qos = m.qos;
-        match self.send_to(now, key, m, Some(cache)) {
+        match self.send_to(now, key, m, Some(cache), body) {
             Sent::Dropped => false,
             Sent::Online(Some(id)) => {
                 if let (Some(f), QoS::AtLeastOnce) = (shared, qos) {
@@ -1193,12 +1397,23 @@ impl Broker {
         key: SessionKey,
         m: Publish,
         cache: Option<&mut EncodeCache>,
+        body: &mut Body,
     ) -> Sent {
         let Some(s) = self.sessions.get_mut(&key) else {
             return Sent::Dropped;
         };
         let client_id = s.client_id.clone();
-        match s.conn {
+        // What a stored session records of this copy.
+        let record = (s.stored && m.qos != QoS::AtMostOnce).then(|| Record::Queued {
+            client_id: client_id.clone(),
+            seq: 0,
+            qos: m.qos,
+            retain: m.retain,
+            subscription_identifiers: m.properties.subscription_identifiers.clone(),
+            packet_id: None,
+        });
+        let mut done = None;
+        let sent = match s.conn {
             Some(id) => {
                 let Some(c) = self.conns.get_mut(&id) else {
                     return Sent::Dropped;
@@ -1215,7 +1430,8 @@ impl Broker {
                     Err(UsageError::QueueFull(m))
                         if self.config.drop_policy == DropPolicy::DropOldest =>
                     {
-                        let _ = c.conn.pop_queued();
+                        let old = c.conn.pop_queued().and_then(|p| p.packet_id);
+                        done = old.and_then(|i| Some((s.seqs.remove(&i)?, i)));
                         self.stats.dropped_queue_full += 1;
                         self.out
                             .push_back(Output::Event(BrokerEvent::MessageDropped {
@@ -1236,7 +1452,7 @@ impl Broker {
                         self.stats.dropped_queue_full += 1;
                         self.out
                             .push_back(Output::Event(BrokerEvent::MessageDropped {
-                                client_id,
+                                client_id: client_id.clone(),
                                 reason: Drop::QueueFull,
                             }));
                         Sent::Dropped
@@ -1244,10 +1460,10 @@ impl Broker {
                     Err(_) => Sent::Dropped,
                 }
             }
-            None => {
+            None => 'offline: {
                 if m.qos == QoS::AtMostOnce && !self.config.queue_qos0_offline {
                     self.stats.qos0_offline_skipped += 1;
-                    return Sent::Dropped;
+                    break 'offline Sent::Dropped;
                 }
                 let full = |s: &Session, extra: usize| {
                     s.offline.len() >= self.config.max_offline_messages
@@ -1259,10 +1475,10 @@ impl Broker {
                         self.stats.dropped_queue_full += 1;
                         self.out
                             .push_back(Output::Event(BrokerEvent::MessageDropped {
-                                client_id,
+                                client_id: client_id.clone(),
                                 reason: Drop::QueueFull,
                             }));
-                        return Sent::Dropped;
+                        break 'offline Sent::Dropped;
                     }
                     while full(s, len) {
                         let Some(old) = s.offline.pop_front() else {
@@ -1276,29 +1492,96 @@ impl Broker {
                                 client_id: client_id.clone(),
                                 reason: Drop::QueueFull,
                             }));
+                        if let Some(seq) = old.seq {
+                            self.out.push_back(Output::Store(Record::Delivered {
+                                client_id: client_id.clone(),
+                                seq,
+                                packet_id: None,
+                            }));
+                        }
                     }
                     if full(s, len) {
-                        return Sent::Dropped;
+                        break 'offline Sent::Dropped;
                     }
                 }
                 if self.offline_bytes + len > self.config.max_total_offline_bytes {
                     self.stats.dropped_memory_budget += 1;
                     self.out
                         .push_back(Output::Event(BrokerEvent::MessageDropped {
-                            client_id,
+                            client_id: client_id.clone(),
                             reason: Drop::MemoryBudget,
                         }));
-                    return Sent::Dropped;
+                    break 'offline Sent::Dropped;
                 }
                 self.offline_bytes += len;
                 s.offline_bytes += len;
                 s.offline.push_back(Queued {
                     at: now,
                     publish: m,
+                    seq: None,
                 });
                 Sent::Queued
             }
+        };
+        if let Some((seq, packet_id)) = done {
+            self.out.push_back(Output::Store(Record::Delivered {
+                client_id: client_id.clone(),
+                seq,
+                packet_id: Some(packet_id),
+            }));
         }
+        let Some(Record::Queued {
+            client_id,
+            qos,
+            retain,
+            subscription_identifiers,
+            ..
+        }) = record
+        else {
+            return sent;
+        };
+        let packet_id = match sent {
+            Sent::Dropped | Sent::Online(None) => return sent,
+            Sent::Online(Some(id)) => Some(id),
+            Sent::Queued => None,
+        };
+        let seq = match body.seq {
+            Some(seq) => seq,
+            None => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let mut publish = body.publish.clone();
+                publish.packet_id = None;
+                publish.dup = false;
+                publish.properties.subscription_identifiers.clear();
+                self.out.push_back(Output::Store(Record::Message {
+                    seq,
+                    publish: Box::new(publish),
+                }));
+                body.seq = Some(seq);
+                seq
+            }
+        };
+        let s = self.sessions.get_mut(&key).expect("session exists");
+        match packet_id {
+            Some(id) => {
+                s.seqs.insert(id, seq);
+            }
+            None => {
+                if let Some(q) = s.offline.back_mut() {
+                    q.seq = Some(seq);
+                }
+            }
+        }
+        self.out.push_back(Output::Store(Record::Queued {
+            client_id,
+            seq,
+            qos,
+            retain,
+            subscription_identifiers,
+            packet_id,
+        }));
+        sent
     }
 
     // ----- Subscribe --------------------------------------------------------------------
@@ -1350,10 +1633,11 @@ impl Broker {
                     if send {
                         retained_to_send.push((s.filter.clone(), entry));
                     }
-                    if self.config.durable_acks {
+                    if session.stored {
                         self.out.push_back(Output::Store(Record::Subscribed {
                             client_id: client_id.clone(),
                             subscription: s.clone(),
+                            identifier: sub_id,
                         }));
                     }
                     self.out.push_back(Output::Event(BrokerEvent::Subscribed {
@@ -1387,11 +1671,11 @@ impl Broker {
                 .filter_map(|r| expire(r.publish.clone(), now.saturating_duration_since(r.at)))
                 .collect();
             for r in found {
-                let mut m = r;
+                let mut m = r.clone();
                 m.qos = m.qos.min(entry.options.qos);
                 m.retain = true;
                 m.properties.subscription_identifiers = entry.id.into_iter().collect();
-                self.send_to(now, key, m, None);
+                self.send_to(now, key, m, None, &mut Body::new(&r));
             }
         }
     }
@@ -1408,7 +1692,7 @@ impl Broker {
             let existed = session.subscriptions.remove(f.as_str()).is_some();
             if existed {
                 self.tree.remove(&f, key);
-                if self.config.durable_acks {
+                if session.stored {
                     self.out.push_back(Output::Store(Record::Unsubscribed {
                         client_id: client_id.clone(),
                         filter: f.clone(),
@@ -1482,7 +1766,49 @@ fn expire(mut p: Publish, elapsed: Duration) -> Option<Publish> {
     Some(p)
 }
 
+/// One session's copy of a routed message: the lower of the message's and the
+/// subscription's QoS, and its Subscription Identifiers.
+fn copy_for(p: &Publish, granted: QoS, retain_as_published: bool, ids: Vec<NonZeroU32>) -> Publish {
+    let mut m = Publish {
+        dup: false,
+        qos: p.qos.min(granted),
+        // Retain is kept only with Retain As Published (5.0 [MQTT-3.3.1-12],
+        // [MQTT-3.3.1-13]); 3.x clients always get 0 on a live message.
+        retain: p.retain && retain_as_published,
+        topic: p.topic.clone(),
+        packet_id: None,
+        properties: p.properties.clone(),
+        payload: p.payload.clone(),
+    };
+    m.properties.subscription_identifiers = ids;
+    m
+}
+
+/// A message as the store keeps it: recorded once ([`Record::Message`]), when the
+/// first stored session takes a copy.
+struct Body<'a> {
+    publish: &'a Publish,
+    seq: Option<u64>,
+}
+
+impl<'a> Body<'a> {
+    fn new(publish: &'a Publish) -> Self {
+        Self { publish, seq: None }
+    }
+
+    /// Already recorded as message `seq`.
+    fn recorded(publish: &'a Publish, seq: Option<u64>) -> Self {
+        Self { publish, seq }
+    }
+}
+
+/// The session of a connection.
+fn key_of(conns: &HashMap<ConnId, Conn>, id: ConnId) -> Option<SessionKey> {
+    conns.get(&id)?.session
+}
+
 /// What became of one copy of a message.
+#[derive(Clone, Copy)]
 enum Sent {
     Dropped,
     /// Handed to the session's connection, with its packet id if QoS 1/2 and sent now

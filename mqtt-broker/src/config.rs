@@ -62,10 +62,12 @@ pub struct BrokerConfig {
     pub subscribe_denied_code: ReasonCode,
     /// Interval of the `$SYS/broker/...` topics; `None` turns them off. Default 10 s.
     pub sys_interval: Option<Duration>,
-    /// Hold QoS 1/2 acknowledgements to publishers until the storage records of the
-    /// message are durable ([`Broker::handle_durable`](crate::Broker::handle_durable)).
-    /// Default false: no store, nothing waits.
-    pub durable_acks: bool,
+    /// A store is attached: emit [`Output::Store`](crate::Output::Store) records for every
+    /// change that must survive a restart (see [`Record`](crate::Record)), and hold a
+    /// publisher's QoS 1/2 acknowledgement until its records are durable
+    /// ([`Broker::handle_durable`](crate::Broker::handle_durable)). Default false: no
+    /// store, no records, nothing waits.
+    pub persistence: bool,
     /// Maximum QoS granted to subscriptions. Default 2.
     pub maximum_qos: QoS,
     /// The version string of `$SYS/broker/version`.
@@ -91,7 +93,7 @@ impl Default for BrokerConfig {
             max_topic_length: 1024,
             subscribe_denied_code: ReasonCode::UnspecifiedError,
             sys_interval: Some(Duration::from_secs(10)),
-            durable_acks: false,
+            persistence: false,
             maximum_qos: QoS::ExactlyOnce,
             version: concat!("mqtt-broker ", env!("CARGO_PKG_VERSION")).to_string(),
         }

@@ -11,11 +11,13 @@
 mod acl;
 mod broker;
 mod config;
+mod store;
 mod tree;
 mod types;
 
 pub use acl::{covers, Access, Acl, Rule, Who};
 pub use broker::Broker;
 pub use config::{BrokerConfig, DropPolicy};
+pub use store::{MemoryStore, Record, Snapshot, StoredMessage, StoredSession};
 pub use tree::{Match, SessionKey, SubEntry, SubscriptionTree};
 pub use types::*;

@@ -37,10 +37,11 @@ pub enum Output {
     /// Check these credentials and answer with
     /// [`Broker::handle_auth`](crate::Broker::handle_auth).
     Authenticate(AuthRequest),
-    /// A change to make durable; answer with
-    /// [`Broker::handle_durable`](crate::Broker::handle_durable) when
-    /// `durable_acks` is on.
-    Store(Record),
+    /// A change to make durable (only with
+    /// [`BrokerConfig::persistence`](crate::BrokerConfig::persistence)); a
+    /// [`Record::Sync`] asks for
+    /// [`Broker::handle_durable`](crate::Broker::handle_durable).
+    Store(crate::Record),
 }
 
 /// A request to authenticate a connecting client (or to continue a 5.0 AUTH exchange).
@@ -157,46 +158,6 @@ pub enum Drop {
     TooLarge,
     /// All offline queues together hold `max_total_offline_bytes`.
     MemoryBudget,
-}
-
-/// A change of durable broker state, for a store to apply in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Record {
-    /// A QoS 1/2 message from a client is routed; its acknowledgement waits for
-    /// [`Broker::handle_durable`](crate::Broker::handle_durable) with `seq`.
-    Message {
-        /// Sequence number, unique for the broker's lifetime.
-        seq: u64,
-        /// The message.
-        publish: Box<Publish>,
-    },
-    /// A retained message was stored (`Some`) or cleared (`None`).
-    Retained {
-        /// The topic.
-        topic: String,
-        /// The message.
-        publish: Option<Box<Publish>>,
-    },
-    /// A subscription was added or replaced.
-    Subscribed {
-        /// Client identifier.
-        client_id: MqttString,
-        /// The subscription.
-        subscription: Subscription,
-    },
-    /// A subscription was removed.
-    Unsubscribed {
-        /// Client identifier.
-        client_id: MqttString,
-        /// The filter.
-        filter: TopicFilter,
-    },
-    /// A session ended; everything stored for it can go.
-    SessionEnded {
-        /// Client identifier.
-        client_id: MqttString,
-    },
 }
 
 /// What a publish interceptor decides.

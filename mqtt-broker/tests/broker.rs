@@ -666,11 +666,25 @@ fn hooks_validate_rewrite_and_drop() {
 #[test]
 fn durable_acks_wait_for_the_store() {
     let mut sim = Sim::new(BrokerConfig {
-        durable_acks: true,
+        persistence: true,
         sys_interval: None,
         ..Default::default()
     });
     let p = sim.connect(V5, "p", true);
+    // Nothing durable changes: acknowledged at once.
+    sim.publish(p, "t", "x", QoS::AtLeastOnce, false);
+    assert_eq!(
+        sim.clients[&p]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Delivered { .. }))
+            .count(),
+        1
+    );
+    sim.clients.get_mut(&p).unwrap().events.clear();
+    // A stored session holds a copy: the PUBACK waits for the store.
+    let s = sim.connect(V5, "s", false);
+    sim.subscribe(s, "t", QoS::AtLeastOnce);
     sim.publish(p, "t", "x", QoS::AtLeastOnce, false);
     let delivered = |sim: &Sim| {
         sim.clients[&p]
@@ -683,7 +697,7 @@ fn durable_acks_wait_for_the_store() {
         .outputs
         .iter()
         .find_map(|o| match o {
-            Output::Store(Record::Message { seq, .. }) => Some(*seq),
+            Output::Store(Record::Sync { seq }) => Some(*seq),
             _ => None,
         })
         .unwrap();
@@ -867,7 +881,7 @@ fn max_keep_alive_is_imposed_with_server_keep_alive() {
 #[test]
 fn durable_ack_follows_the_session_to_its_next_connection() {
     let mut sim = Sim::new(BrokerConfig {
-        durable_acks: true,
+        persistence: true,
         sys_interval: None,
         ..Default::default()
     });
@@ -880,7 +894,7 @@ fn durable_ack_follows_the_session_to_its_next_connection() {
         .outputs
         .iter()
         .find_map(|o| match o {
-            Output::Store(Record::Message { seq, .. }) => Some(*seq),
+            Output::Store(Record::Sync { seq }) => Some(*seq),
             _ => None,
         })
         .unwrap();

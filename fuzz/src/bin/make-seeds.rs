@@ -968,7 +968,7 @@ mod broker_seeds {
             max_topic_levels: 0,
             denied_not_authorized: false,
             sys_interval: None,
-            durable_acks: false,
+            persistence: false,
             maximum_qos: Two,
             acl: 0,
         }
@@ -1108,7 +1108,7 @@ mod broker_seeds {
             Input::Raw(
                 Settings {
                     authenticate: true,
-                    durable_acks: true,
+                    persistence: true,
                     sys_interval: Some(5),
                     ..settings()
                 },
@@ -1279,7 +1279,7 @@ mod broker_seeds {
             "clients-publisher-resume",
             Input::Clients(
                 Settings {
-                    durable_acks: true,
+                    persistence: true,
                     ..settings()
                 },
                 vec![
