@@ -670,6 +670,7 @@ fn durable_acks_wait_for_the_store() {
         sys_interval: None,
         ..Default::default()
     });
+    sim.auto_flush = false;
     let p = sim.connect(V5, "p", true);
     // Nothing durable changes: acknowledged at once.
     sim.publish(p, "t", "x", QoS::AtLeastOnce, false);
@@ -885,6 +886,7 @@ fn durable_ack_follows_the_session_to_its_next_connection() {
         sys_interval: None,
         ..Default::default()
     });
+    sim.auto_flush = false;
     let s = sim.connect(V5, "s", true);
     sim.subscribe(s, "t", QoS::ExactlyOnce);
     let p = sim.connect(V5, "p", false);

@@ -1,5 +1,7 @@
 //! Model-based property test of the whole broker: random clients of mixed versions,
-//! subscriptions, publishes, clean and persistent reconnects, takeovers, cuts and time.
+//! subscriptions, publishes, clean and persistent reconnects, takeovers, cuts and time;
+//! with persistence on, broker crashes too (every connection breaks, and a new broker
+//! restores from the records applied to a `MemoryStore`).
 //!
 //! Invariants: a message reaches only sessions whose filters matched when it was
 //! published; every QoS 1/2 copy owed to a session that lives to the end arrives (queues
@@ -52,6 +54,8 @@ enum Op {
         qos: u8,
     },
     Advance(u8),
+    /// The broker restarts from its store (with persistence on).
+    Crash,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -65,6 +69,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (c.clone(), 0..FILTERS.len()).prop_map(|(c, f)| Op::Unsubscribe { c, f }),
         6 => (c.clone(), 0..TOPICS.len(), 0u8..3).prop_map(|(c, t, qos)| Op::Publish { c, t, qos }),
         1 => (1u8..30).prop_map(Op::Advance),
+        1 => Just(Op::Crash),
     ]
 }
 
@@ -211,6 +216,17 @@ impl World {
                 self.sim.publish(conn, TOPICS[t], &payload, qos, false);
             }
             Op::Advance(s) => self.sim.advance(Duration::from_secs(s.into())),
+            Op::Crash => {
+                if !self.sim.config.persistence {
+                    return;
+                }
+                self.sim.crash();
+                for c in 0..CLIENTS {
+                    if self.sessions[c].connected.is_some() {
+                        self.gone(c);
+                    }
+                }
+            }
         }
     }
 
@@ -229,11 +245,16 @@ impl World {
     }
 }
 
-fn run(versions: [ProtocolVersion; CLIENTS], ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(
+    versions: [ProtocolVersion; CLIENTS],
+    ops: Vec<Op>,
+    persistence: bool,
+) -> Result<(), TestCaseError> {
     let mut w = World {
         sim: Sim::new(BrokerConfig {
             sys_interval: None,
             max_offline_messages: 100_000,
+            persistence,
             ..BrokerConfig::default()
         }),
         versions,
@@ -262,6 +283,10 @@ fn run(versions: [ProtocolVersion; CLIENTS], ops: Vec<Op>) -> Result<(), TestCas
     }
     w.sim.run();
     prop_assert_eq!(w.sim.broker.stats().dropped_queue_full, 0);
+    if persistence {
+        // Everything owed was delivered and acknowledged: the store holds no message.
+        prop_assert_eq!(w.sim.store.bodies(), 0);
+    }
     let received = w.received();
     for (c, msgs) in received.iter().enumerate() {
         let mut count: BTreeMap<&str, (usize, QoS)> = BTreeMap::new();
@@ -322,7 +347,8 @@ proptest! {
     fn routing_model_holds(
         versions in [version(), version(), version(), version()],
         ops in proptest::collection::vec(op(), 1..60),
+        persistence in any::<bool>(),
     ) {
-        run(versions, ops)?;
+        run(versions, ops, persistence)?;
     }
 }

@@ -23,6 +23,14 @@ pub struct Sim {
     pub outputs: Vec<Output>,
     /// Answer authentication requests: Some(password) means "this password is right".
     pub password: Option<Vec<u8>>,
+    /// The configuration, for a restart.
+    pub config: BrokerConfig,
+    /// The store the records go to (with `persistence`).
+    pub store: MemoryStore,
+    /// Records not yet durable, in order.
+    pub pending: Vec<Record>,
+    /// Make records durable as soon as they come (else with `flush_store`).
+    pub auto_flush: bool,
 }
 
 pub fn topic(t: &str) -> TopicName {
@@ -35,11 +43,15 @@ impl Sim {
         let now = Instant::now();
         Sim {
             now,
-            broker: Broker::new(config, now),
+            broker: Broker::new(config.clone(), now),
             clients: BTreeMap::new(),
             next_id: 1,
             outputs: vec![],
             password: None,
+            config,
+            store: MemoryStore::new(),
+            pending: vec![],
+            auto_flush: true,
         }
     }
 
@@ -138,9 +150,14 @@ impl Sim {
                         };
                         self.broker.handle_auth(self.now, r.conn, result);
                     }
+                    Output::Store(r) => self.pending.push(r.clone()),
                     _ => {}
                 }
                 self.outputs.push(o);
+            }
+            if self.auto_flush && !self.pending.is_empty() {
+                self.flush_store();
+                moved = true;
             }
             if !moved {
                 return;
@@ -298,6 +315,63 @@ impl Sim {
             Event::Closed(r) => Some(r.clone()),
             _ => None,
         })
+    }
+
+    /// The store makes what it has durable and answers every `Sync` (the answers' bytes
+    /// wait for the next `run`).
+    pub fn flush_store(&mut self) {
+        for r in std::mem::take(&mut self.pending) {
+            self.store.apply(&r);
+            if let Record::Sync { seq } = r {
+                self.broker.handle_durable(self.now, seq);
+            }
+        }
+    }
+
+    /// The broker process dies: records not yet durable and bytes not yet written are
+    /// lost, every client sees its connection break. A new broker starts from the store.
+    pub fn crash(&mut self) {
+        self.pending.clear();
+        for c in self.clients.values_mut() {
+            if c.transport_open {
+                c.transport_open = false;
+                c.conn.handle_closed(self.now);
+            }
+        }
+        self.broker = Broker::new(self.config.clone(), self.now);
+        self.broker.restore(self.now, self.store.snapshot());
+        self.run();
+    }
+
+    /// A client whose connection broke connects again with Clean Start 0, resuming its
+    /// own session state; returns the new connection.
+    pub fn resume(&mut self, old: ConnId, v: ProtocolVersion, client_id: &str) -> ConnId {
+        let c = self.clients.get_mut(&old).unwrap();
+        assert!(!c.transport_open, "resume after the connection broke");
+        let state =
+            std::mem::replace(&mut c.conn, Connection::client(Config::default())).into_state();
+        let id = self.next_id;
+        self.next_id += 1;
+        self.broker
+            .handle_connection(self.now, id, ConnInfo::default());
+        let mut conn = Connection::client_with_state(Config::default(), state);
+        let mut c = Connect::new(v, MqttString::new(client_id).unwrap());
+        c.clean_start = false;
+        c.keep_alive = 0;
+        if v.is_v5() {
+            c.properties.session_expiry_interval = Some(3600);
+        }
+        conn.connect(self.now, c).unwrap();
+        self.clients.insert(
+            id,
+            Client {
+                conn,
+                events: vec![],
+                transport_open: true,
+            },
+        );
+        self.run();
+        id
     }
 
     pub fn clear(&mut self) {
