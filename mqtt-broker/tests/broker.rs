@@ -944,3 +944,68 @@ fn durable_ack_follows_the_session_to_its_next_connection() {
     sim.run();
     assert!(done(&sim), "the PUBREC leaves on the new connection");
 }
+
+#[test]
+fn outgoing_topic_aliases_when_the_client_allows_them() {
+    // 5.0 [MQTT-3.3.2-7]-style: the broker may use aliases up to the client's Topic
+    // Alias Maximum; a later PUBLISH on the same topic carries the alias and an empty
+    // topic name, and the client still sees the topic.
+    let mut sim = Sim::new(BrokerConfig {
+        sys_interval: None,
+        session: mqtt_session::Config {
+            outgoing_topic_aliases: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let mut c = Connect::new(V5, MqttString::new("s").unwrap());
+    c.properties.topic_alias_maximum = Some(4);
+    let s = sim.connect_with(c, Default::default());
+    sim.subscribe(s, "long/topic/name", QoS::AtMostOnce);
+    let no_alias = sim.connect_with(
+        Connect::new(V5, MqttString::new("n").unwrap()),
+        mqtt_session::Config {
+            topic_alias_maximum: 0,
+            ..Default::default()
+        },
+    );
+    sim.subscribe(no_alias, "long/topic/name", QoS::AtMostOnce);
+    let p = sim.connect(V5, "p", true);
+    sim.clear();
+    for m in ["one", "two"] {
+        sim.publish(p, "long/topic/name", m, QoS::AtMostOnce, false);
+    }
+    let wire = |sim: &Sim, id: ConnId| -> Vec<Publish> {
+        let mut d = mqtt_proto::Decoder::client(V5);
+        let mut buf = bytes::BytesMut::new();
+        for o in &sim.outputs {
+            if let Output::Transmit(to, b) = o {
+                if *to == id {
+                    buf.extend_from_slice(b);
+                }
+            }
+        }
+        let mut v = vec![];
+        while let Some(Packet::Publish(p)) = d.decode(&mut buf).unwrap() {
+            v.push(p);
+        }
+        v
+    };
+    let sent = wire(&sim, s);
+    assert_eq!(sent.len(), 2);
+    assert!(sent[0].properties.topic_alias.is_some());
+    assert_eq!(sent[1].topic.as_str(), "", "the alias stands for the topic");
+    assert_eq!(
+        sent[1].properties.topic_alias,
+        sent[0].properties.topic_alias
+    );
+    assert_eq!(sim.payloads(s), ["one", "two"]);
+    assert!(sim
+        .messages(s)
+        .iter()
+        .all(|m| m.topic.as_str() == "long/topic/name"));
+    // A client that allows no aliases gets none.
+    assert!(wire(&sim, no_alias)
+        .iter()
+        .all(|p| p.properties.topic_alias.is_none() && p.topic.as_str() == "long/topic/name"));
+}
