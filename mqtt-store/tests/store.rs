@@ -97,12 +97,10 @@ fn records(ops: &[Op]) -> Vec<Record> {
                     expiry: Duration::from_secs(u64::from(e) * 100 + 1),
                 });
             }
-            Op::End(c) => {
-                if sessions.remove(&c).is_some() {
-                    out.push(Record::SessionEnded {
-                        client_id: s(CLIENTS[c]),
-                    });
-                }
+            Op::End(c) if sessions.remove(&c).is_some() => {
+                out.push(Record::SessionEnded {
+                    client_id: s(CLIENTS[c]),
+                });
             }
             Op::Subscribe(c, f, q, i) if sessions.contains_key(&c) => {
                 out.push(Record::Subscribed {
