@@ -55,6 +55,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod persister;
+
+pub use persister::{Committer, Durability, Persister, Report};
+
 use bytes::{Buf, BufMut, BytesMut};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use mqtt_broker::{Record, Snapshot, StoredMessage, StoredSession};
