@@ -60,6 +60,8 @@ pub struct Running {
     shutdown: Option<watch::Sender<bool>>,
     core: mpsc::Sender<ToCore>,
     done: Option<oneshot::Receiver<()>>,
+    /// The accept loops (and the metrics endpoint's): they hold the listening sockets.
+    listeners: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -109,10 +111,14 @@ impl Running {
             .map_err(|_| anyhow::anyhow!("broker stopped"))
     }
 
-    /// Stops accepting, disconnects clients (5.0: 0x8B) and waits for the core to finish.
+    /// Stops accepting, disconnects clients (5.0: 0x8B) and waits for the core to finish
+    /// and the listening sockets to close (their ports can be bound again at once).
     pub async fn shutdown(mut self) {
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(true);
+        }
+        for l in std::mem::take(&mut self.listeners) {
+            let _ = l.await;
         }
         if let Some(d) = self.done.take() {
             let _ = d.await;
@@ -159,6 +165,7 @@ pub async fn start_with(
     let next_id = Arc::new(AtomicUsize::new(1));
     let live = Arc::new(AtomicUsize::new(0));
     let mut local_addrs = vec![];
+    let mut listeners = vec![];
     for l in &config.listeners {
         let listener = TcpListener::bind(l.bind)
             .await
@@ -181,7 +188,7 @@ pub async fn start_with(
             _ => Transport::Tcp,
         };
         info!(listener = %name, %addr, protocol = %l.protocol, anonymous, "listening");
-        tokio::spawn(accept_loop(
+        listeners.push(tokio::spawn(accept_loop(
             listener,
             name,
             anonymous,
@@ -191,7 +198,7 @@ pub async fn start_with(
             next_id.clone(),
             live.clone(),
             config.limits.max_connections,
-        ));
+        )));
     }
     let metrics_addr = match config.metrics.bind {
         Some(bind) => {
@@ -200,7 +207,11 @@ pub async fn start_with(
                 .map_err(|e| anyhow::anyhow!("metrics {bind}: {e}"))?;
             let addr = l.local_addr()?;
             info!(%addr, "metrics on http://{addr}/metrics");
-            tokio::spawn(metrics_loop(l, core_tx.clone(), shutdown_rx.clone()));
+            listeners.push(tokio::spawn(metrics_loop(
+                l,
+                core_tx.clone(),
+                shutdown_rx.clone(),
+            )));
             Some(addr)
         }
         None => None,
@@ -226,6 +237,7 @@ pub async fn start_with(
         core: core_tx_handle,
         shutdown: Some(shutdown_tx),
         done: Some(done_rx),
+        listeners,
     })
 }
 
