@@ -60,6 +60,12 @@ async fn anonymous_can_be_refused_per_listener() {
     o.reconnect = None;
     let err = Client::connect(o).await.err().expect("refused");
     assert!(err.to_string().contains("NotAuthorized"), "{err}");
+    assert!(matches!(
+        err.downcast_ref::<adapter_tokio::client::ClientError>(),
+        Some(adapter_tokio::client::ClientError::ConnectRefused(
+            mqtt_proto::ReasonCode::NotAuthorized
+        ))
+    ));
     running.shutdown().await;
 }
 
