@@ -688,7 +688,11 @@ fn handle(broker: &mut Broker, conns: &mut HashMap<ConnId, ConnHandle>, now: Ins
             let _ = reply.send(broker.gauges());
         }
         ToCore::Metrics(reply) => {
-            let _ = reply.send(crate::metrics::render(broker.stats(), &broker.gauges()));
+            let _ = reply.send(crate::metrics::render(
+                broker.stats(),
+                &broker.gauges(),
+                &broker.queue_gauges(),
+            ));
         }
     }
 }
