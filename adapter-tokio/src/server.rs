@@ -326,7 +326,7 @@ async fn serve(
     match transport {
         Transport::Tcp => {
             let (rd, wr) = stream.into_split();
-            connection(id, rd, wr, info, core).await;
+            connection(id, TcpReader(rd), wr, info, core).await;
         }
         Transport::Tls(tls, use_identity) => {
             let s = tokio::time::timeout(HANDSHAKE, tls.acceptor().accept(stream)).await??;
@@ -334,7 +334,7 @@ async fn serve(
                 info.tls_identity = Some(client_identity(s.get_ref().1)?);
             }
             let (rd, wr) = tokio::io::split(s);
-            connection(id, rd, wr, info, core).await;
+            connection(id, Buffered::new(rd), wr, info, core).await;
         }
         Transport::Ws(path) => {
             let ws = tokio::time::timeout(HANDSHAKE, ws_accept(stream, &path)).await??;
@@ -379,12 +379,17 @@ async fn next_batch(
     }
     let data = match first {
         Some(b) => b,
-        None => buf.split().freeze(),
+        None => {
+            let capacity = buf.capacity();
+            let data = buf.split().freeze();
+            if capacity > KEPT_CAPACITY {
+                // The batch takes a burst's allocation with it: idle connections keep
+                // little memory.
+                *buf = BytesMut::new();
+            }
+            data
+        }
     };
-    if buf.capacity() > 64 * 1024 {
-        // Idle connections keep little memory.
-        *buf = BytesMut::new();
-    }
     pending.fetch_sub(data.len(), Ordering::Relaxed);
     Some((data, close))
 }
@@ -410,6 +415,63 @@ async fn register(
     Some((rx, pending))
 }
 
+/// Buffer capacity a connection keeps between reads or writes.
+const KEPT_CAPACITY: usize = 4096;
+
+/// How a byte-stream connection's reader gets what arrived.
+trait ReadChunk: Send + 'static {
+    /// The next bytes; empty when the peer closed. Cancel safe.
+    fn read_chunk(&mut self) -> impl std::future::Future<Output = std::io::Result<Bytes>> + Send;
+}
+
+/// TCP: waits for readability with no buffer, then reads into a fresh one, so an idle
+/// connection holds no read buffer at all.
+struct TcpReader(tokio::net::tcp::OwnedReadHalf);
+
+impl ReadChunk for TcpReader {
+    async fn read_chunk(&mut self) -> std::io::Result<Bytes> {
+        loop {
+            self.0.readable().await?;
+            let mut buf = BytesMut::with_capacity(KEPT_CAPACITY);
+            match self.0.try_read_buf(&mut buf) {
+                Ok(_) => return Ok(buf.freeze()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Any other stream (TLS): a read buffer kept between reads, shrunk back after a burst.
+struct Buffered<R> {
+    rd: R,
+    buf: BytesMut,
+}
+
+impl<R> Buffered<R> {
+    fn new(rd: R) -> Self {
+        Self {
+            rd,
+            buf: BytesMut::new(),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send + 'static> ReadChunk for Buffered<R> {
+    async fn read_chunk(&mut self) -> std::io::Result<Bytes> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(KEPT_CAPACITY);
+        }
+        self.rd.read_buf(&mut self.buf).await?;
+        let capacity = self.buf.capacity();
+        let chunk = self.buf.split().freeze();
+        if capacity > 16 * KEPT_CAPACITY {
+            self.buf = BytesMut::new();
+        }
+        Ok(chunk)
+    }
+}
+
 /// A byte-stream connection (TCP or TLS): reads go to the core, the core's batches are
 /// written.
 async fn connection<R, W>(
@@ -419,7 +481,7 @@ async fn connection<R, W>(
     info: ConnInfo,
     core: mpsc::Sender<ToCore>,
 ) where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: ReadChunk,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let Some((mut rx, pending)) = register(id, info, &core).await else {
@@ -439,27 +501,17 @@ async fn connection<R, W>(
         let _ = wr.shutdown().await;
         let _ = stop_tx.send(());
     });
-    let mut buf = BytesMut::with_capacity(4096);
     loop {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
-        let n = tokio::select! {
-            r = rd.read_buf(&mut buf) => r,
+        let chunk = tokio::select! {
+            r = rd.read_chunk() => r,
             _ = &mut stop_rx => break,
         };
-        match n {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                if core
-                    .send(ToCore::Input(id, buf.split().freeze()))
-                    .await
-                    .is_err()
-                {
+        match chunk {
+            Ok(b) if b.is_empty() => break,
+            Err(_) => break,
+            Ok(b) => {
+                if core.send(ToCore::Input(id, b)).await.is_err() {
                     break;
-                }
-                if buf.capacity() > 64 * 1024 {
-                    buf = BytesMut::with_capacity(4096);
                 }
             }
         }
