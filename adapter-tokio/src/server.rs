@@ -323,33 +323,47 @@ async fn serve(
     transport: Transport,
 ) -> anyhow::Result<()> {
     const HANDSHAKE: Duration = Duration::from_secs(10);
+    // Each transport's future is boxed: a connection's task is as large as its own
+    // transport needs, not as the largest (TLS and WebSocket state are kilobytes).
     match transport {
         Transport::Tcp => {
             let (rd, wr) = stream.into_split();
-            connection(id, TcpReader(rd), wr, info, core).await;
+            Box::pin(connection(id, TcpReader(rd), wr, info, core)).await;
         }
         Transport::Tls(tls, use_identity) => {
-            let s = tokio::time::timeout(HANDSHAKE, tls.acceptor().accept(stream)).await??;
-            if use_identity {
-                info.tls_identity = Some(client_identity(s.get_ref().1)?);
-            }
-            let (rd, wr) = tokio::io::split(s);
-            connection(id, Buffered::new(rd), wr, info, core).await;
-        }
-        Transport::Ws(path) => {
-            let ws = tokio::time::timeout(HANDSHAKE, ws_accept(stream, &path)).await??;
-            ws_connection(id, ws, info, core).await;
-        }
-        Transport::Wss(tls, path, use_identity) => {
-            let ws = tokio::time::timeout(HANDSHAKE, async {
-                let s = tls.acceptor().accept(stream).await?;
+            Box::pin(async move {
+                let s = tokio::time::timeout(HANDSHAKE, tls.acceptor().accept(stream)).await??;
                 if use_identity {
                     info.tls_identity = Some(client_identity(s.get_ref().1)?);
                 }
-                ws_accept(s, &path).await
+                let (rd, wr) = tokio::io::split(s);
+                connection(id, Buffered::new(rd), wr, info, core).await;
+                anyhow::Ok(())
             })
-            .await??;
-            ws_connection(id, ws, info, core).await;
+            .await?
+        }
+        Transport::Ws(path) => {
+            Box::pin(async move {
+                let ws = tokio::time::timeout(HANDSHAKE, ws_accept(stream, &path)).await??;
+                ws_connection(id, ws, info, core).await;
+                anyhow::Ok(())
+            })
+            .await?
+        }
+        Transport::Wss(tls, path, use_identity) => {
+            Box::pin(async move {
+                let ws = tokio::time::timeout(HANDSHAKE, async {
+                    let s = tls.acceptor().accept(stream).await?;
+                    if use_identity {
+                        info.tls_identity = Some(client_identity(s.get_ref().1)?);
+                    }
+                    ws_accept(s, &path).await
+                })
+                .await??;
+                ws_connection(id, ws, info, core).await;
+                anyhow::Ok(())
+            })
+            .await?
         }
     }
     Ok(())
