@@ -1,13 +1,32 @@
-//! A small async MQTT client on the mqtt-session client role: connect over TCP or TLS, publish
-//! and wait for the acknowledgement, subscribe and receive messages on a channel,
-//! reconnect automatically with session resume. MQTT 3.1.1 and 5.0.
+//! A small async MQTT client on the mqtt-session client role: connect over TCP, TLS,
+//! WebSocket or WebSocket over TLS, publish and wait for the acknowledgement, subscribe
+//! and receive messages on a channel, reconnect automatically with session resume.
+//! MQTT 3.1.1 and 5.0.
+//!
+//! # Addresses
+//!
+//! The scheme of [`ClientOptions::address`] chooses the transport:
+//!
+//! | address                   | transport                        | default port |
+//! |---------------------------|----------------------------------|-------------:|
+//! | `mqtt://host:port`, `tcp://host:port` | TCP                  | 1883 |
+//! | `mqtts://host:port`, `ssl://host:port` | TLS ([`ClientOptions::tls`] needed) | 8883 |
+//! | `ws://host:port/path`     | WebSocket                        | 80 |
+//! | `wss://host:port/path`    | WebSocket over TLS ([`ClientOptions::tls`] needed) | 443 |
+//! | `host:port`               | TCP, or TLS when [`ClientOptions::tls`] is set | — |
+//!
+//! A WebSocket connection asks for the `mqtt` subprotocol and sends the MQTT byte stream
+//! in binary frames; packets may span frames both ways. Without a path, a WebSocket
+//! address means `/mqtt`, the broker listener's default. An IPv6 host is written in
+//! brackets: `ws://[::1]:8080/mqtt`.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use adapter_tokio::client::{Client, ClientOptions};
 //! use mqtt_proto::QoS;
 //!
-//! let (client, mut messages) = Client::connect(ClientOptions::new("127.0.0.1:1883", "demo")).await?;
+//! let (client, mut messages) =
+//!     Client::connect(ClientOptions::new("mqtt://127.0.0.1:1883", "demo")).await?;
 //! client.subscribe("sensors/#", QoS::AtLeastOnce).await?;
 //! client.publish("sensors/1", "21.5", QoS::AtLeastOnce, false).await?;
 //! while let Some(m) = messages.recv().await {
@@ -15,43 +34,71 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! The same over WebSocket, as MQTT 3.1.1 with a will and a password:
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use adapter_tokio::client::{Client, ClientOptions};
+//! use mqtt_proto::{ProtocolVersion, QoS};
+//!
+//! let mut options = ClientOptions::new("ws://127.0.0.1:8080/mqtt", "sensor-1");
+//! options.version = ProtocolVersion::V3_1_1;
+//! options.credentials = Some(("sensor".into(), b"secret".to_vec()));
+//! options.set_will("sensors/1/status", "offline", QoS::AtLeastOnce, true)?;
+//! let (client, _messages) = Client::connect(options).await?;
+//! client.publish("sensors/1/status", "online", QoS::AtLeastOnce, true).await?;
+//! # Ok(()) }
+//! ```
 
 use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
 use mqtt_proto::{
     Connect, MqttString, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, Subscription,
-    SubscriptionOptions, TopicFilter, TopicName,
+    SubscriptionOptions, TopicFilter, TopicName, Will,
 };
-use mqtt_session::{Config, Connection, DropReason, Event};
+use mqtt_session::{CloseReason, Config, Connection, DropReason, Event};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{http, Message};
+use tokio_tungstenite::WebSocketStream;
 
 /// How to connect.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// `host:port`.
+    /// Where, and over which transport: `mqtt://host:port`, `mqtts://host:port`,
+    /// `ws://host:port/path`, `wss://host:port/path`, or a bare `host:port` (see the
+    /// [module docs](self)).
     pub address: String,
-    /// Protocol version. Default 5.0.
+    /// Protocol version: 3.1.1 or 5.0. Default 5.0.
     pub version: ProtocolVersion,
     /// Client identifier.
     pub client_id: String,
     /// Keep-alive in seconds. Default 30.
     pub keep_alive: u16,
-    /// Start a new session (Clean Start). Default false: the session is kept across
-    /// reconnects (5.0: Session Expiry Interval below).
+    /// Start a new session on the first connection: Clean Start (5.0) / Clean Session
+    /// (3.1.1). Default false: the server keeps the session across reconnects (5.0: for
+    /// [`session_expiry`](Self::session_expiry); 3.1.1: as long as the server keeps
+    /// persistent sessions). Reconnects always ask to resume.
     pub clean_start: bool,
     /// 5.0 Session Expiry Interval in seconds. Default 3600.
     pub session_expiry: u32,
     /// User name and password.
     pub credentials: Option<(String, Vec<u8>)>,
+    /// The will: published by the server when the connection ends without DISCONNECT
+    /// (or, 5.0, with DISCONNECT 0x04). See [`set_will`](Self::set_will).
+    pub will: Option<Will>,
     /// Reconnect after a lost connection, waiting this long between tries. Default 1 s;
     /// `None` turns reconnecting off.
     pub reconnect: Option<Duration>,
     /// Protocol limits of the session.
     pub session: Config,
-    /// TLS: the rustls client configuration and the server name to verify. `None`: TCP.
+    /// TLS for `mqtts://` and `wss://` (and a bare `host:port`): the rustls client
+    /// configuration and the server name to verify.
     pub tls: Option<(std::sync::Arc<tokio_rustls::rustls::ClientConfig>, String)>,
 }
 
@@ -66,10 +113,30 @@ impl ClientOptions {
             clean_start: false,
             session_expiry: 3600,
             credentials: None,
+            will: None,
             reconnect: Some(Duration::from_secs(1)),
             session: Config::default(),
             tls: None,
         }
+    }
+
+    /// Sets the will message (5.0 properties left at their defaults; set them on
+    /// [`will`](Self::will) if needed).
+    pub fn set_will(
+        &mut self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), mqtt_proto::TopicError> {
+        self.will = Some(Will {
+            topic: TopicName::new(topic)?,
+            payload: payload.into(),
+            qos,
+            retain,
+            properties: Default::default(),
+        });
+        Ok(())
     }
 
     fn connect_packet(&self, clean_start: bool) -> anyhow::Result<Connect> {
@@ -83,7 +150,85 @@ impl ClientOptions {
             c.username = Some(MqttString::new(u)?);
             c.password = Some(Bytes::copy_from_slice(p));
         }
+        c.will = self.will.clone();
         Ok(c)
+    }
+}
+
+/// The transport an address names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+/// A parsed [`ClientOptions::address`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    scheme: Scheme,
+    /// `host:port`, as `TcpStream::connect` takes it.
+    authority: String,
+    /// WebSocket: the HTTP path.
+    path: String,
+}
+
+impl Endpoint {
+    fn parse(address: &str, tls: bool) -> anyhow::Result<Self> {
+        let (scheme, rest) = match address.split_once("://") {
+            Some((s, rest)) => {
+                let scheme = match s.to_ascii_lowercase().as_str() {
+                    "mqtt" | "tcp" => Scheme::Tcp,
+                    "mqtts" | "ssl" => Scheme::Tls,
+                    "ws" => Scheme::Ws,
+                    "wss" => Scheme::Wss,
+                    _ => anyhow::bail!(
+                        "{address}: unknown scheme `{s}` (mqtt, mqtts, tcp, ssl, ws, wss)"
+                    ),
+                };
+                (scheme, rest)
+            }
+            None if tls => (Scheme::Tls, address),
+            None => (Scheme::Tcp, address),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        anyhow::ensure!(!authority.is_empty(), "{address}: no host");
+        // A port is after the last `:` that is not inside an IPv6 literal's brackets.
+        let has_port = match authority.rfind(']') {
+            Some(end) => authority[end..].contains(':'),
+            None => authority.contains(':'),
+        };
+        let authority = if has_port {
+            authority.to_string()
+        } else {
+            let port = match scheme {
+                Scheme::Tcp => 1883,
+                Scheme::Tls => 8883,
+                Scheme::Ws => 80,
+                Scheme::Wss => 443,
+            };
+            format!("{authority}:{port}")
+        };
+        let path = match scheme {
+            Scheme::Ws | Scheme::Wss if path.is_empty() => "/mqtt".to_string(),
+            Scheme::Ws | Scheme::Wss => path.to_string(),
+            _ => {
+                anyhow::ensure!(
+                    path.is_empty() || path == "/",
+                    "{address}: a path needs ws:// or wss://"
+                );
+                String::new()
+            }
+        };
+        Ok(Self {
+            scheme,
+            authority,
+            path,
+        })
     }
 }
 
@@ -105,6 +250,10 @@ pub enum ClientError {
     /// Invalid topic.
     #[error("{0}")]
     Topic(#[from] mqtt_proto::TopicError),
+    /// The server refused the connection: CONNACK with this code (3.1.1 return codes
+    /// mapped to their 5.0 reason codes). [`Client::connect`]'s error downcasts to it.
+    #[error("connection refused: {0}")]
+    ConnectRefused(ReasonCode),
 }
 
 enum Cmd {
@@ -115,17 +264,24 @@ enum Cmd {
     ),
     Unsubscribe(TopicFilter, oneshot::Sender<Result<(), ClientError>>),
     Disconnect(oneshot::Sender<()>),
+    Abort(oneshot::Sender<()>),
 }
 
 /// A connected client; cheap to clone.
 #[derive(Clone)]
 pub struct Client {
     tx: mpsc::Sender<Cmd>,
+    session_present: bool,
 }
 
 impl Client {
     /// Connects (waiting for CONNACK) and starts the client's task. Messages arrive on
-    /// the returned channel.
+    /// the returned channel, which ends when the task does (after
+    /// [`disconnect`](Self::disconnect), or a lost connection without
+    /// [`reconnect`](ClientOptions::reconnect)).
+    ///
+    /// A refusal by the server is an error that downcasts to
+    /// [`ClientError::ConnectRefused`].
     pub async fn connect(
         options: ClientOptions,
     ) -> anyhow::Result<(Client, mpsc::Receiver<Publish>)> {
@@ -133,10 +289,22 @@ impl Client {
         let (msg_tx, msg_rx) = mpsc::channel(1024);
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(run(options, rx, msg_tx, ready_tx));
-        ready_rx
+        let session_present = ready_rx
             .await
             .map_err(|_| anyhow::anyhow!("client task ended"))??;
-        Ok((Client { tx }, msg_rx))
+        Ok((
+            Client {
+                tx,
+                session_present,
+            },
+            msg_rx,
+        ))
+    }
+
+    /// Session Present of the CONNACK that answered [`connect`](Self::connect): the
+    /// server had kept this client id's session.
+    pub fn session_present(&self) -> bool {
+        self.session_present
     }
 
     /// Publishes; returns when it is acknowledged (QoS 1: PUBACK, QoS 2: PUBCOMP) or
@@ -194,6 +362,15 @@ impl Client {
             let _ = rx.await;
         }
     }
+
+    /// Closes the network connection without DISCONNECT, as a crash or a lost network
+    /// would, and ends the client's task: the server publishes the will.
+    pub async fn abort(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Abort(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
 }
 
 type Waiters = HashMap<PacketId, oneshot::Sender<Result<(), ClientError>>>;
@@ -211,7 +388,7 @@ async fn run(
     options: ClientOptions,
     mut cmds: mpsc::Receiver<Cmd>,
     messages: mpsc::Sender<Publish>,
-    ready: oneshot::Sender<anyhow::Result<()>>,
+    ready: oneshot::Sender<anyhow::Result<bool>>,
 ) {
     let mut ready = Some(ready);
     let mut pending = Pending::default();
@@ -253,7 +430,7 @@ async fn session(
     cmds: &mut mpsc::Receiver<Cmd>,
     messages: &mpsc::Sender<Publish>,
     pending: &mut Pending,
-    ready: &mut Option<oneshot::Sender<anyhow::Result<()>>>,
+    ready: &mut Option<oneshot::Sender<anyhow::Result<bool>>>,
     state: Option<mqtt_session::SessionState>,
     first: bool,
 ) -> anyhow::Result<Option<mqtt_session::SessionState>> {
@@ -274,7 +451,7 @@ async fn session(
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         if let Some(b) = conn.poll_transmit() {
-            if stream.write_all(&b).await.is_err() {
+            if stream.write(b).await.is_err() {
                 conn.handle_closed(Instant::now());
             }
         }
@@ -282,7 +459,7 @@ async fn session(
             match e {
                 Event::Connected(ack) => {
                     if let Some(r) = ready.take() {
-                        let _ = r.send(Ok(()));
+                        let _ = r.send(Ok(ack.session_present));
                     }
                     if !ack.session_present && !pending.filters.is_empty() {
                         let subs = pending.filters.clone();
@@ -344,7 +521,11 @@ async fn session(
                 }
                 Event::Closed(reason) => {
                     if let Some(r) = ready.take() {
-                        let _ = r.send(Err(anyhow::anyhow!("connection closed: {reason:?}")));
+                        let e = match reason {
+                            CloseReason::Refused(code) => ClientError::ConnectRefused(code).into(),
+                            other => anyhow::anyhow!("connection closed: {other:?}"),
+                        };
+                        let _ = r.send(Err(e));
                         return Ok(None);
                     }
                     tracing::debug!(?reason, "connection lost");
@@ -355,14 +536,14 @@ async fn session(
         }
         // What handling the events queued (a re-subscribe) leaves before waiting.
         if let Some(b) = conn.poll_transmit() {
-            if stream.write_all(&b).await.is_err() {
+            if stream.write(b).await.is_err() {
                 conn.handle_closed(Instant::now());
                 continue;
             }
         }
         let deadline = conn.poll_timeout();
         tokio::select! {
-            r = stream.read_buf(&mut buf) => match r {
+            r = stream.read(&mut buf) => match r {
                 Ok(0) | Err(_) => conn.handle_closed(Instant::now()),
                 Ok(_) => {
                     conn.handle_input(Instant::now(), &buf);
@@ -373,16 +554,23 @@ async fn session(
                 None => {
                     let _ = conn.disconnect(Instant::now(), ReasonCode::Success, Default::default());
                     if let Some(b) = conn.poll_transmit() {
-                        let _ = stream.write_all(&b).await;
+                        let _ = stream.write(b).await;
                     }
                     return Ok(None);
                 }
                 Some(Cmd::Disconnect(done)) => {
                     let _ = conn.disconnect(Instant::now(), ReasonCode::Success, Default::default());
                     if let Some(b) = conn.poll_transmit() {
-                        let _ = stream.write_all(&b).await;
+                        let _ = stream.write(b).await;
                     }
-                    let _ = stream.shutdown().await;
+                    stream.close().await;
+                    let _ = done.send(());
+                    return Ok(None);
+                }
+                Some(Cmd::Abort(done)) => {
+                    // No DISCONNECT: the socket is dropped (a WebSocket without its
+                    // closing handshake, TLS without close_notify).
+                    drop(stream);
                     let _ = done.send(());
                     return Ok(None);
                 }
@@ -430,24 +618,153 @@ async fn session(
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-async fn open(options: &ClientOptions) -> anyhow::Result<Box<dyn Io>> {
-    let tcp = TcpStream::connect(&options.address).await?;
+/// The connection to the server: a byte stream, or WebSocket binary frames over one.
+enum Transport {
+    Stream(Box<dyn Io>),
+    Ws(Box<WebSocketStream<Box<dyn Io>>>),
+}
+
+impl Transport {
+    /// Reads what is there into `buf`; 0 when the server closed. Cancel safe.
+    async fn read(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Transport::Stream(s) => s.read_buf(buf).await,
+            Transport::Ws(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(b))) => {
+                        buf.extend_from_slice(&b);
+                        if !b.is_empty() {
+                            return Ok(b.len());
+                        }
+                    }
+                    // tungstenite answers pings itself.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    // A text frame is not MQTT ([MQTT-6.0.0-1]); a close frame ends it.
+                    Some(Ok(Message::Text(_) | Message::Close(_))) | None => return Ok(0),
+                    Some(Err(e)) => return Err(std::io::Error::other(e)),
+                }
+            },
+        }
+    }
+
+    /// Writes one batch: on a WebSocket, one binary frame.
+    async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
+        match self {
+            Transport::Stream(s) => s.write_all(&data).await,
+            Transport::Ws(ws) => ws
+                .send(Message::Binary(data))
+                .await
+                .map_err(std::io::Error::other),
+        }
+    }
+
+    /// Closes cleanly (TCP shutdown, TLS close_notify, the WebSocket closing handshake).
+    async fn close(&mut self) {
+        let _ = match self {
+            Transport::Stream(s) => s.shutdown().await.map_err(drop),
+            Transport::Ws(ws) => SinkExt::close(&mut **ws).await.map_err(drop),
+        };
+    }
+}
+
+async fn open(options: &ClientOptions) -> anyhow::Result<Transport> {
+    let ep = Endpoint::parse(&options.address, options.tls.is_some())?;
+    let tcp = TcpStream::connect(&ep.authority).await?;
     let _ = tcp.set_nodelay(true);
-    match &options.tls {
-        None => Ok(Box::new(tcp)),
-        Some((config, name)) => {
+    let stream: Box<dyn Io> = match ep.scheme {
+        Scheme::Tcp | Scheme::Ws => Box::new(tcp),
+        Scheme::Tls | Scheme::Wss => {
+            let Some((config, name)) = &options.tls else {
+                anyhow::bail!("{}: TLS needs ClientOptions::tls", options.address);
+            };
             let name = rustls_pki_types::ServerName::try_from(name.clone())?;
             let tls = tokio_rustls::TlsConnector::from(config.clone())
                 .connect(name, tcp)
                 .await?;
-            Ok(Box::new(tls))
+            Box::new(tls)
         }
+    };
+    if matches!(ep.scheme, Scheme::Tcp | Scheme::Tls) {
+        return Ok(Transport::Stream(stream));
     }
+    let scheme = if ep.scheme == Scheme::Ws { "ws" } else { "wss" };
+    let mut req = format!("{scheme}://{}{}", ep.authority, ep.path).into_client_request()?;
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        http::HeaderValue::from_static("mqtt"),
+    );
+    let (ws, resp) = tokio_tungstenite::client_async(req, stream).await?;
+    let offered = resp
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok());
+    anyhow::ensure!(
+        offered.is_some_and(|p| p.eq_ignore_ascii_case("mqtt")),
+        "{}: the server did not accept the `mqtt` WebSocket subprotocol",
+        options.address
+    );
+    Ok(Transport::Ws(Box::new(ws)))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(address: &str, tls: bool) -> (Scheme, String, String) {
+        let e = Endpoint::parse(address, tls).unwrap();
+        (e.scheme, e.authority, e.path)
+    }
+
+    #[test]
+    fn the_scheme_chooses_the_transport() {
+        let s = |x: &str| x.to_string();
+        assert_eq!(
+            ep("127.0.0.1:1883", false),
+            (Scheme::Tcp, s("127.0.0.1:1883"), s(""))
+        );
+        assert_eq!(
+            ep("127.0.0.1:8883", true),
+            (Scheme::Tls, s("127.0.0.1:8883"), s(""))
+        );
+        assert_eq!(
+            ep("mqtt://host", false),
+            (Scheme::Tcp, s("host:1883"), s(""))
+        );
+        assert_eq!(ep("tcp://host:1", true), (Scheme::Tcp, s("host:1"), s("")));
+        assert_eq!(
+            ep("mqtts://host", true),
+            (Scheme::Tls, s("host:8883"), s(""))
+        );
+        assert_eq!(ep("ssl://host:2/", true), (Scheme::Tls, s("host:2"), s("")));
+        assert_eq!(
+            ep("ws://host:8080/mqtt", false),
+            (Scheme::Ws, s("host:8080"), s("/mqtt"))
+        );
+        assert_eq!(
+            ep("ws://host", false),
+            (Scheme::Ws, s("host:80"), s("/mqtt"))
+        );
+        assert_eq!(
+            ep("WSS://host/x/y", true),
+            (Scheme::Wss, s("host:443"), s("/x/y"))
+        );
+        assert_eq!(
+            ep("ws://[::1]:9/", false),
+            (Scheme::Ws, s("[::1]:9"), s("/"))
+        );
+        assert_eq!(
+            ep("ws://[::1]/m", false),
+            (Scheme::Ws, s("[::1]:80"), s("/m"))
+        );
+        assert!(Endpoint::parse("http://host", false).is_err());
+        assert!(Endpoint::parse("mqtt://host/path", false).is_err());
+        assert!(Endpoint::parse("ws:///mqtt", false).is_err());
     }
 }

@@ -1,10 +1,10 @@
 //! Prometheus metrics over a minimal HTTP endpoint (`GET /metrics`), off by default.
 
-use mqtt_broker::{Gauges, Stats};
+use mqtt_broker::{Gauges, QueueGauges, Stats};
 use std::fmt::Write;
 
 /// The text exposition of the broker's counters and gauges.
-pub fn render(stats: &Stats, gauges: &Gauges) -> String {
+pub fn render(stats: &Stats, gauges: &Gauges, queues: &QueueGauges) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(out, "# HELP mqtt_{name} {help}");
@@ -40,6 +40,30 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "gauge",
         "Payload bytes queued for offline sessions.",
         gauges.offline_queued_bytes as u64,
+    );
+    metric(
+        "queued_messages",
+        "gauge",
+        "Messages waiting to be sent, all sessions together (online sessions with a full inflight window, and offline ones).",
+        queues.queued_messages as u64,
+    );
+    metric(
+        "queued_bytes",
+        "gauge",
+        "Payload bytes of the queued messages.",
+        queues.queued_bytes as u64,
+    );
+    metric(
+        "session_queued_messages_max",
+        "gauge",
+        "The most messages queued for one session.",
+        queues.max_session_queued_messages as u64,
+    );
+    metric(
+        "inflight_messages",
+        "gauge",
+        "Messages sent to clients and not yet acknowledged.",
+        queues.inflight_messages as u64,
     );
     metric(
         "connections_total",

@@ -60,6 +60,8 @@ pub struct Running {
     shutdown: Option<watch::Sender<bool>>,
     core: mpsc::Sender<ToCore>,
     done: Option<oneshot::Receiver<()>>,
+    /// The accept loops (and the metrics endpoint's): they hold the listening sockets.
+    listeners: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -109,10 +111,14 @@ impl Running {
             .map_err(|_| anyhow::anyhow!("broker stopped"))
     }
 
-    /// Stops accepting, disconnects clients (5.0: 0x8B) and waits for the core to finish.
+    /// Stops accepting, disconnects clients (5.0: 0x8B) and waits for the core to finish
+    /// and the listening sockets to close (their ports can be bound again at once).
     pub async fn shutdown(mut self) {
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(true);
+        }
+        for l in std::mem::take(&mut self.listeners) {
+            let _ = l.await;
         }
         if let Some(d) = self.done.take() {
             let _ = d.await;
@@ -159,6 +165,7 @@ pub async fn start_with(
     let next_id = Arc::new(AtomicUsize::new(1));
     let live = Arc::new(AtomicUsize::new(0));
     let mut local_addrs = vec![];
+    let mut listeners = vec![];
     for l in &config.listeners {
         let listener = TcpListener::bind(l.bind)
             .await
@@ -181,7 +188,7 @@ pub async fn start_with(
             _ => Transport::Tcp,
         };
         info!(listener = %name, %addr, protocol = %l.protocol, anonymous, "listening");
-        tokio::spawn(accept_loop(
+        listeners.push(tokio::spawn(accept_loop(
             listener,
             name,
             anonymous,
@@ -191,7 +198,7 @@ pub async fn start_with(
             next_id.clone(),
             live.clone(),
             config.limits.max_connections,
-        ));
+        )));
     }
     let metrics_addr = match config.metrics.bind {
         Some(bind) => {
@@ -200,7 +207,11 @@ pub async fn start_with(
                 .map_err(|e| anyhow::anyhow!("metrics {bind}: {e}"))?;
             let addr = l.local_addr()?;
             info!(%addr, "metrics on http://{addr}/metrics");
-            tokio::spawn(metrics_loop(l, core_tx.clone(), shutdown_rx.clone()));
+            listeners.push(tokio::spawn(metrics_loop(
+                l,
+                core_tx.clone(),
+                shutdown_rx.clone(),
+            )));
             Some(addr)
         }
         None => None,
@@ -226,6 +237,7 @@ pub async fn start_with(
         core: core_tx_handle,
         shutdown: Some(shutdown_tx),
         done: Some(done_rx),
+        listeners,
     })
 }
 
@@ -311,33 +323,47 @@ async fn serve(
     transport: Transport,
 ) -> anyhow::Result<()> {
     const HANDSHAKE: Duration = Duration::from_secs(10);
+    // Each transport's future is boxed: a connection's task is as large as its own
+    // transport needs, not as the largest (TLS and WebSocket state are kilobytes).
     match transport {
         Transport::Tcp => {
             let (rd, wr) = stream.into_split();
-            connection(id, rd, wr, info, core).await;
+            Box::pin(connection(id, TcpReader(rd), wr, info, core)).await;
         }
         Transport::Tls(tls, use_identity) => {
-            let s = tokio::time::timeout(HANDSHAKE, tls.acceptor().accept(stream)).await??;
-            if use_identity {
-                info.tls_identity = Some(client_identity(s.get_ref().1)?);
-            }
-            let (rd, wr) = tokio::io::split(s);
-            connection(id, rd, wr, info, core).await;
-        }
-        Transport::Ws(path) => {
-            let ws = tokio::time::timeout(HANDSHAKE, ws_accept(stream, &path)).await??;
-            ws_connection(id, ws, info, core).await;
-        }
-        Transport::Wss(tls, path, use_identity) => {
-            let ws = tokio::time::timeout(HANDSHAKE, async {
-                let s = tls.acceptor().accept(stream).await?;
+            Box::pin(async move {
+                let s = tokio::time::timeout(HANDSHAKE, tls.acceptor().accept(stream)).await??;
                 if use_identity {
                     info.tls_identity = Some(client_identity(s.get_ref().1)?);
                 }
-                ws_accept(s, &path).await
+                let (rd, wr) = tokio::io::split(s);
+                connection(id, Buffered::new(rd), wr, info, core).await;
+                anyhow::Ok(())
             })
-            .await??;
-            ws_connection(id, ws, info, core).await;
+            .await?
+        }
+        Transport::Ws(path) => {
+            Box::pin(async move {
+                let ws = tokio::time::timeout(HANDSHAKE, ws_accept(stream, &path)).await??;
+                ws_connection(id, ws, info, core).await;
+                anyhow::Ok(())
+            })
+            .await?
+        }
+        Transport::Wss(tls, path, use_identity) => {
+            Box::pin(async move {
+                let ws = tokio::time::timeout(HANDSHAKE, async {
+                    let s = tls.acceptor().accept(stream).await?;
+                    if use_identity {
+                        info.tls_identity = Some(client_identity(s.get_ref().1)?);
+                    }
+                    ws_accept(s, &path).await
+                })
+                .await??;
+                ws_connection(id, ws, info, core).await;
+                anyhow::Ok(())
+            })
+            .await?
         }
     }
     Ok(())
@@ -367,12 +393,17 @@ async fn next_batch(
     }
     let data = match first {
         Some(b) => b,
-        None => buf.split().freeze(),
+        None => {
+            let capacity = buf.capacity();
+            let data = buf.split().freeze();
+            if capacity > KEPT_CAPACITY {
+                // The batch takes a burst's allocation with it: idle connections keep
+                // little memory.
+                *buf = BytesMut::new();
+            }
+            data
+        }
     };
-    if buf.capacity() > 64 * 1024 {
-        // Idle connections keep little memory.
-        *buf = BytesMut::new();
-    }
     pending.fetch_sub(data.len(), Ordering::Relaxed);
     Some((data, close))
 }
@@ -398,6 +429,63 @@ async fn register(
     Some((rx, pending))
 }
 
+/// Buffer capacity a connection keeps between reads or writes.
+const KEPT_CAPACITY: usize = 4096;
+
+/// How a byte-stream connection's reader gets what arrived.
+trait ReadChunk: Send + 'static {
+    /// The next bytes; empty when the peer closed. Cancel safe.
+    fn read_chunk(&mut self) -> impl std::future::Future<Output = std::io::Result<Bytes>> + Send;
+}
+
+/// TCP: waits for readability with no buffer, then reads into a fresh one, so an idle
+/// connection holds no read buffer at all.
+struct TcpReader(tokio::net::tcp::OwnedReadHalf);
+
+impl ReadChunk for TcpReader {
+    async fn read_chunk(&mut self) -> std::io::Result<Bytes> {
+        loop {
+            self.0.readable().await?;
+            let mut buf = BytesMut::with_capacity(KEPT_CAPACITY);
+            match self.0.try_read_buf(&mut buf) {
+                Ok(_) => return Ok(buf.freeze()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Any other stream (TLS): a read buffer kept between reads, shrunk back after a burst.
+struct Buffered<R> {
+    rd: R,
+    buf: BytesMut,
+}
+
+impl<R> Buffered<R> {
+    fn new(rd: R) -> Self {
+        Self {
+            rd,
+            buf: BytesMut::new(),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send + 'static> ReadChunk for Buffered<R> {
+    async fn read_chunk(&mut self) -> std::io::Result<Bytes> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(KEPT_CAPACITY);
+        }
+        self.rd.read_buf(&mut self.buf).await?;
+        let capacity = self.buf.capacity();
+        let chunk = self.buf.split().freeze();
+        if capacity > 16 * KEPT_CAPACITY {
+            self.buf = BytesMut::new();
+        }
+        Ok(chunk)
+    }
+}
+
 /// A byte-stream connection (TCP or TLS): reads go to the core, the core's batches are
 /// written.
 async fn connection<R, W>(
@@ -407,7 +495,7 @@ async fn connection<R, W>(
     info: ConnInfo,
     core: mpsc::Sender<ToCore>,
 ) where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: ReadChunk,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let Some((mut rx, pending)) = register(id, info, &core).await else {
@@ -427,27 +515,17 @@ async fn connection<R, W>(
         let _ = wr.shutdown().await;
         let _ = stop_tx.send(());
     });
-    let mut buf = BytesMut::with_capacity(4096);
     loop {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
-        let n = tokio::select! {
-            r = rd.read_buf(&mut buf) => r,
+        let chunk = tokio::select! {
+            r = rd.read_chunk() => r,
             _ = &mut stop_rx => break,
         };
-        match n {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                if core
-                    .send(ToCore::Input(id, buf.split().freeze()))
-                    .await
-                    .is_err()
-                {
+        match chunk {
+            Ok(b) if b.is_empty() => break,
+            Err(_) => break,
+            Ok(b) => {
+                if core.send(ToCore::Input(id, b)).await.is_err() {
                     break;
-                }
-                if buf.capacity() > 64 * 1024 {
-                    buf = BytesMut::with_capacity(4096);
                 }
             }
         }
@@ -676,7 +754,11 @@ fn handle(broker: &mut Broker, conns: &mut HashMap<ConnId, ConnHandle>, now: Ins
             let _ = reply.send(broker.gauges());
         }
         ToCore::Metrics(reply) => {
-            let _ = reply.send(crate::metrics::render(broker.stats(), &broker.gauges()));
+            let _ = reply.send(crate::metrics::render(
+                broker.stats(),
+                &broker.gauges(),
+                &broker.queue_gauges(),
+            ));
         }
     }
 }

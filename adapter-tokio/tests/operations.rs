@@ -32,14 +32,36 @@ async fn metrics_endpoint() {
         .unwrap();
     c.subscribe("a", QoS::AtMostOnce).await.unwrap();
     c.publish("a", "x", QoS::AtLeastOnce, false).await.unwrap();
+    // A persistent session away: three messages (12 payload bytes) wait for it.
+    let (away, _) = Client::connect(ClientOptions::new(&addr, "away"))
+        .await
+        .unwrap();
+    away.subscribe("q", QoS::AtLeastOnce).await.unwrap();
+    away.disconnect().await;
+    // Offline for sure before the messages come.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while running.gauges().await.unwrap().connections > 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    for p in ["one", "two", "three!"] {
+        c.publish("q", p, QoS::AtLeastOnce, false).await.unwrap();
+    }
     let m = running.metrics_addr.unwrap();
     let body = get(m, "/metrics").await;
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     for line in [
         "mqtt_connections 1",
-        "mqtt_subscriptions 1",
-        "mqtt_messages_received_total 1",
+        "mqtt_subscriptions 2",
+        "mqtt_messages_received_total 4",
         "mqtt_messages_sent_total 1",
+        "mqtt_queued_messages 3",
+        "mqtt_queued_bytes 12",
+        "mqtt_session_queued_messages_max 3",
+        "mqtt_inflight_messages 0",
+        "# TYPE mqtt_queued_messages gauge",
     ] {
         assert!(
             body.lines().any(|l| l == line),
@@ -60,6 +82,12 @@ async fn anonymous_can_be_refused_per_listener() {
     o.reconnect = None;
     let err = Client::connect(o).await.err().expect("refused");
     assert!(err.to_string().contains("NotAuthorized"), "{err}");
+    assert!(matches!(
+        err.downcast_ref::<adapter_tokio::client::ClientError>(),
+        Some(adapter_tokio::client::ClientError::ConnectRefused(
+            mqtt_proto::ReasonCode::NotAuthorized
+        ))
+    ));
     running.shutdown().await;
 }
 

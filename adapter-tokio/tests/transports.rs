@@ -325,35 +325,75 @@ interval_secs = 0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn async_client_over_tls() {
+async fn async_client_over_tls_and_websocket() {
     use adapter_tokio::client::{Client, ClientOptions};
     let pki = pki();
     let d = pki.dir.display();
     let text = format!(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"tls\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[sys]\ninterval_secs = 0\n"
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+protocol = "tls"
+cert = "{d}/cert.pem"
+key = "{d}/key.pem"
+[[listener]]
+bind = "127.0.0.1:0"
+protocol = "ws"
+[[listener]]
+bind = "127.0.0.1:0"
+protocol = "wss"
+cert = "{d}/cert.pem"
+key = "{d}/key.pem"
+[sys]
+interval_secs = 0
+"#
     );
     let running = start(Config::parse(&text).unwrap(), None).await.unwrap();
+    let a = &running.local_addrs;
     let mut roots = RootCertStore::empty();
     roots.add(pki.ca.clone()).unwrap();
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let cfg = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut o = ClientOptions::new(&running.local_addrs[0].to_string(), "tls-client");
-    o.tls = Some((Arc::new(cfg), "localhost".into()));
-    let (c, mut rx) = Client::connect(o).await.unwrap();
-    c.subscribe("s/#", QoS::ExactlyOnce).await.unwrap();
-    c.publish("s/1", "encrypted", QoS::ExactlyOnce, false)
-        .await
-        .unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&m.payload[..], b"encrypted");
-    c.disconnect().await;
+    let cfg = Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    for address in [
+        // A bare address with TLS options is TLS, as before schemes.
+        a[0].to_string(),
+        format!("mqtts://localhost:{}", a[0].port()),
+        format!("ws://{}/mqtt", a[1]),
+        format!("ws://{}", a[1]),
+        format!("wss://localhost:{}/mqtt", a[2].port()),
+    ] {
+        for v in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+            let mut o = ClientOptions::new(&address, "secure-client");
+            o.version = v;
+            o.tls = Some((cfg.clone(), "localhost".into()));
+            let (c, mut rx) = Client::connect(o).await.unwrap();
+            c.subscribe("s/#", QoS::ExactlyOnce).await.unwrap();
+            // Larger than one read: the packet spans frames and TLS records.
+            let big = vec![7u8; 100_000];
+            for q in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                c.publish("s/1", big.clone(), q, false).await.unwrap();
+                let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!((m.payload.len(), m.qos), (big.len(), q), "{address} {v}");
+            }
+            c.disconnect().await;
+        }
+    }
+    // wss:// without TLS options, and a WebSocket path with no endpoint, are errors.
+    let o = ClientOptions::new(&format!("wss://localhost:{}/mqtt", a[2].port()), "x");
+    let e = Client::connect(o).await.err().expect("no TLS options");
+    assert!(e.to_string().contains("TLS"), "{e}");
+    let mut o = ClientOptions::new(&format!("ws://{}/elsewhere", a[1]), "x");
+    o.reconnect = None;
+    assert!(Client::connect(o).await.is_err());
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(pki.dir);
 }

@@ -94,7 +94,8 @@ struct Retained {
 ///   [`poll_timeout`](Self::poll_timeout).
 /// - **Queries**: [`clients`](Self::clients), [`sessions`](Self::sessions),
 ///   [`subscriptions`](Self::subscriptions), [`retained`](Self::retained),
-///   [`stats`](Self::stats).
+///   [`stats`](Self::stats), [`gauges`](Self::gauges),
+///   [`queue_gauges`](Self::queue_gauges).
 ///
 /// After every input or command, drain `poll_output` and arm a timer for `poll_timeout`.
 /// A publisher never waits for a subscriber: each session has a bounded queue with a
@@ -560,6 +561,27 @@ impl Broker {
             retained: self.retained.len(),
             offline_queued_bytes: self.offline_bytes,
         }
+    }
+
+    /// Queue depths across sessions, for metrics. It walks every session (and the
+    /// messages parked with offline ones), so it suits a metrics scrape, not every input.
+    pub fn queue_gauges(&self) -> QueueGauges {
+        let mut g = QueueGauges::default();
+        for s in self.sessions.values() {
+            let (queued, bytes, inflight) = match s.conn.and_then(|id| self.conns.get(&id)) {
+                Some(c) => (c.conn.queued(), c.conn.queued_bytes(), c.conn.inflight()),
+                None => (
+                    s.offline.len() + s.state.queue.len(),
+                    s.offline_bytes + s.state.queue.iter().map(|p| p.payload.len()).sum::<usize>(),
+                    s.state.inflight.len(),
+                ),
+            };
+            g.queued_messages += queued;
+            g.queued_bytes += bytes;
+            g.inflight_messages += inflight;
+            g.max_session_queued_messages = g.max_session_queued_messages.max(queued);
+        }
+        g
     }
 
     // ----- The work loop ----------------------------------------------------------------

@@ -285,3 +285,21 @@ pub struct Gauges {
     /// Payload bytes in offline queues.
     pub offline_queued_bytes: usize,
 }
+
+/// How much waits in the sessions' queues, from
+/// [`Broker::queue_gauges`](crate::Broker::queue_gauges).
+///
+/// A message *queued* for a session waits to be sent: in its online connection's queue
+/// (the inflight window is full), or while the session is offline. A message *inflight*
+/// was sent and is not acknowledged yet. Counts cover QoS 0 messages that wait too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueGauges {
+    /// Messages queued, all sessions together.
+    pub queued_messages: usize,
+    /// Payload bytes of the queued messages.
+    pub queued_bytes: usize,
+    /// Messages inflight, all sessions together.
+    pub inflight_messages: usize,
+    /// The most messages queued for one session.
+    pub max_session_queued_messages: usize,
+}

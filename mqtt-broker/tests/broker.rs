@@ -1009,3 +1009,41 @@ fn outgoing_topic_aliases_when_the_client_allows_them() {
         .iter()
         .all(|p| p.properties.topic_alias.is_none() && p.topic.as_str() == "long/topic/name"));
 }
+
+#[test]
+fn queue_gauges_count_online_and_offline_queues() {
+    let mut sim = Sim::default();
+    assert_eq!(sim.broker.queue_gauges(), QueueGauges::default());
+    // Online, with a window of 2 it does not acknowledge: 2 inflight, the rest queued.
+    let slow = sim.connect_with(
+        Connect::new(V5, MqttString::new("slow").unwrap()),
+        mqtt_session::Config {
+            receive_maximum: 2,
+            manual_acks: true,
+            ..Default::default()
+        },
+    );
+    sim.subscribe(slow, "q", QoS::AtLeastOnce);
+    // Offline: everything queued.
+    let away = sim.connect(V3_1_1, "away", false);
+    sim.subscribe(away, "q", QoS::AtLeastOnce);
+    sim.disconnect(away, ReasonCode::Success);
+    let p = sim.connect(V5, "p", true);
+    for i in 0..5 {
+        sim.publish(p, "q", &format!("message-{i}"), QoS::AtLeastOnce, false);
+    }
+    assert_eq!(
+        sim.broker.queue_gauges(),
+        QueueGauges {
+            queued_messages: 3 + 5,
+            queued_bytes: (3 + 5) * 9,
+            inflight_messages: 2,
+            max_session_queued_messages: 5,
+        }
+    );
+    // The offline session's queue moves to its connection and drains.
+    let away = sim.connect(V3_1_1, "away", false);
+    assert_eq!(sim.payloads(away).len(), 5);
+    let g = sim.broker.queue_gauges();
+    assert_eq!((g.queued_messages, g.max_session_queued_messages), (3, 3));
+}

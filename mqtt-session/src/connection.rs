@@ -14,6 +14,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 
+/// Output buffer capacity kept between transmits; a larger buffer is let go once its
+/// bytes are handed out.
+const KEPT_OUTPUT_CAPACITY: usize = 4096;
+
 /// Which end of the connection this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -354,10 +358,21 @@ impl Connection {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         if self.out.is_empty() {
-            None
-        } else {
-            Some(self.out.split().freeze())
+            return None;
         }
+        let capacity = self.out.capacity();
+        let bytes = self.out.split().freeze();
+        if capacity > KEPT_OUTPUT_CAPACITY {
+            // After a burst, the large allocation leaves with the bytes handed out.
+            self.out = BytesMut::new();
+        }
+        Some(bytes)
+    }
+
+    /// Bytes of buffer capacity the connection holds for input and output (not counting
+    /// what it handed out): at most a few KiB once it is idle.
+    pub fn buffer_capacity(&self) -> usize {
+        self.read_buf.capacity() + self.out.capacity()
     }
 
     /// The next event.
@@ -381,6 +396,12 @@ impl Connection {
         }
         self.read_buf.extend_from_slice(bytes);
         self.process_input(now);
+        if self.read_buf.is_empty() {
+            // Decoded payloads are slices of this buffer: an empty one is let go, so an
+            // idle connection holds no input buffer, and no burst's allocation stays
+            // alive through it once its messages are gone.
+            self.read_buf = BytesMut::new();
+        }
     }
 
     fn process_input(&mut self, now: Instant) {

@@ -1451,3 +1451,36 @@ fn assigned_packet_ids_are_kept_on_resume() {
         ]
     );
 }
+
+#[test]
+fn buffers_shrink_back_after_a_burst() {
+    for v in ALL {
+        let mut p = Pair::new(v);
+        let big = "x".repeat(256 * 1024);
+        for _ in 0..4 {
+            p.client
+                .publish(p.now, msg("t", &big, QoS::AtLeastOnce))
+                .unwrap();
+        }
+        // The burst arrives in pieces, as a socket would hand it over.
+        let bytes = p.client.poll_transmit().unwrap();
+        assert!(bytes.len() > 4 * big.len());
+        for chunk in bytes.chunks(10_000) {
+            p.server.handle_input(p.now, chunk);
+        }
+        p.drive();
+        assert_eq!(p.server_messages().len(), 4, "{v}");
+        // Idle again: neither side keeps the burst's buffers.
+        p.drive();
+        assert!(
+            p.server.buffer_capacity() <= 4096,
+            "{v}: {}",
+            p.server.buffer_capacity()
+        );
+        assert!(
+            p.client.buffer_capacity() <= 4096,
+            "{v}: {}",
+            p.client.buffer_capacity()
+        );
+    }
+}
