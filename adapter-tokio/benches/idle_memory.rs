@@ -123,7 +123,8 @@ fn ours(n: usize) -> anyhow::Result<Row> {
     let text =
         "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n[log]\nlevel = \"warn\"\n";
     let running = rt.block_on(start(
-        Config::parse(text).map_err(anyhow::Error::msg)?,
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n"))
+            .map_err(anyhow::Error::msg)?,
         None,
     ))?;
     let addr = running.local_addrs[0];

@@ -33,6 +33,53 @@ pub struct Config {
     /// Prometheus metrics.
     #[serde(default)]
     pub metrics: Metrics,
+    /// Durable state.
+    #[serde(default)]
+    pub persistence: Persistence,
+}
+
+/// `[persistence]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Persistence {
+    /// Keep sessions, subscriptions, queued messages and retained messages across
+    /// restarts. Default true.
+    pub enabled: bool,
+    /// The data directory. Default `mqtt-data` (relative to the working directory).
+    pub dir: PathBuf,
+    /// `fsync` (default): a QoS 1/2 message is acknowledged, and delivered, only after
+    /// it is on disk; `interval`: written at once, on disk every `interval_ms` (a machine
+    /// crash can lose that window); `none`: written at once, left to the operating
+    /// system.
+    pub durability: String,
+    /// fsync interval of `durability = "interval"`, in milliseconds. Default 1000.
+    pub interval_ms: u64,
+    /// A damaged store at start: `refuse` (default) to start, or `move-aside`: rename the
+    /// directory to `<dir>.damaged-<time>`, log it, and start empty.
+    pub on_damage: String,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: "mqtt-data".into(),
+            durability: "fsync".into(),
+            interval_ms: 1000,
+            on_damage: "refuse".into(),
+        }
+    }
+}
+
+impl Persistence {
+    /// The durability mode.
+    pub fn durability(&self) -> mqtt_store::Durability {
+        match self.durability.as_str() {
+            "interval" => mqtt_store::Durability::Interval(Duration::from_millis(self.interval_ms)),
+            "none" => mqtt_store::Durability::None,
+            _ => mqtt_store::Durability::Fsync,
+        }
+    }
 }
 
 /// `[metrics]`
@@ -108,6 +155,9 @@ pub struct Limits {
     pub drop_policy: String,
     /// Topic Alias Maximum offered to 5.0 clients. Default 16.
     pub topic_alias_maximum: u16,
+    /// Use topic aliases toward 5.0 clients that accept them (their Topic Alias
+    /// Maximum), saving the topic name on repeated messages. Default false.
+    pub outgoing_topic_aliases: bool,
     /// Subscriptions per session. Default 1000.
     pub max_subscriptions: usize,
     /// Levels of a topic. Default 32.
@@ -143,6 +193,7 @@ impl Default for Limits {
             queue_qos0_offline: false,
             drop_policy: "drop-newest".into(),
             topic_alias_maximum: 16,
+            outgoing_topic_aliases: false,
             max_subscriptions: 1000,
             max_topic_levels: 32,
             max_topic_length: 1024,
@@ -329,6 +380,25 @@ impl Config {
         if l.receive_maximum == 0 || l.max_inflight == 0 {
             return Err("limits.receive_maximum and limits.max_inflight must be at least 1".into());
         }
+        let p = &self.persistence;
+        if !matches!(p.durability.as_str(), "fsync" | "interval" | "none") {
+            return Err(format!(
+                "persistence.durability: `{}` is not fsync, interval or none",
+                p.durability
+            ));
+        }
+        if p.durability == "interval" && p.interval_ms == 0 {
+            return Err("persistence.interval_ms must be at least 1".into());
+        }
+        if !matches!(p.on_damage.as_str(), "refuse" | "move-aside") {
+            return Err(format!(
+                "persistence.on_damage: `{}` is not refuse or move-aside",
+                p.on_damage
+            ));
+        }
+        if p.enabled && p.dir.as_os_str().is_empty() {
+            return Err("persistence.dir is empty".into());
+        }
         if !matches!(
             self.log.level.as_str(),
             "error" | "warn" | "info" | "debug" | "trace"
@@ -367,6 +437,7 @@ impl Config {
             sys_interval: (self.sys.interval_secs > 0)
                 .then(|| Duration::from_secs(self.sys.interval_secs)),
             maximum_qos: QoS::from_u8(l.maximum_qos).unwrap_or(QoS::ExactlyOnce),
+            persistence: self.persistence.enabled,
             version: concat!("mqtt-broker ", env!("CARGO_PKG_VERSION")).into(),
             ..BrokerConfig::default()
         };
@@ -377,6 +448,7 @@ impl Config {
         s.max_queued_messages = l.max_queued_messages;
         s.max_queued_bytes = l.max_queued_bytes;
         s.topic_alias_maximum = l.topic_alias_maximum;
+        s.outgoing_topic_aliases = l.outgoing_topic_aliases;
         s.connect_timeout = Duration::from_secs(l.connect_timeout_secs);
         s.maximum_qos = b.maximum_qos;
         // Credentials go to the adapter when there is a password file or a listener takes
@@ -405,6 +477,8 @@ mod tests {
         assert!(e.contains("limits.maximum_qos"), "{e}");
         let e = Config::parse("[limits]\nmax_packet_sise = 3").unwrap_err();
         assert!(e.contains("max_packet_sise"), "{e}");
+        let e = Config::parse("[persistence]\ndurability = \"sometimes\"").unwrap_err();
+        assert!(e.contains("persistence.durability"), "{e}");
         let e = Config::parse("[[listener]]\nbind = \"nowhere\"").unwrap_err();
         assert!(e.contains("bind"), "{e}");
         let e =

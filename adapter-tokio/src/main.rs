@@ -22,6 +22,13 @@ struct Cli {
     /// Address of the first listener (default 127.0.0.1).
     #[arg(long)]
     bind: Option<IpAddr>,
+    /// Keep no state across restarts (overrides `[persistence] enabled`).
+    #[arg(long)]
+    no_persistence: bool,
+    /// Data directory of the durable state (overrides `[persistence] dir`; default
+    /// `mqtt-data`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// More logs: -v debug, -vv trace.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -95,6 +102,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let ip = cli.bind.unwrap_or(l.bind.ip());
         l.bind = SocketAddr::new(ip, cli.port.unwrap_or(l.bind.port()));
     }
+    if cli.no_persistence {
+        config.persistence.enabled = false;
+    }
+    if let Some(d) = cli.data_dir {
+        config.persistence.dir = d;
+    }
     let level = match cli.verbose {
         0 => config.log.level.clone(),
         1 => "debug".into(),
@@ -110,10 +123,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let running = adapter_tokio::server::start(config, None).await?;
-        shutdown_signal().await;
-        running.shutdown().await;
-        Ok(())
+        let mut running = adapter_tokio::server::start(config, None).await?;
+        tokio::select! {
+            _ = shutdown_signal() => {
+                running.shutdown().await;
+                Ok(())
+            }
+            _ = running.stopped() => Err(anyhow::anyhow!("the broker stopped: see the log")),
+        }
     })
 }
 

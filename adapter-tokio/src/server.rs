@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::{http, Message};
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 enum ToCore {
     Open {
@@ -38,6 +38,7 @@ enum ToCore {
     Gauges(oneshot::Sender<mqtt_broker::Gauges>),
     Publish(Publish),
     Disconnect(String, ReasonCode),
+    Store(mqtt_store::Report),
 }
 
 enum ToConn {
@@ -111,6 +112,18 @@ impl Running {
             .map_err(|_| anyhow::anyhow!("broker stopped"))
     }
 
+    /// Resolves when the core stops on its own (the store failed), so the embedding
+    /// application can exit.
+    pub async fn stopped(&mut self) {
+        match self.done.as_mut() {
+            Some(d) => {
+                let _ = d.await;
+                self.done = None;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     /// Stops accepting, disconnects clients (5.0: 0x8B) and waits for the core to finish
     /// and the listening sockets to close (their ports can be bound again at once).
     pub async fn shutdown(mut self) {
@@ -160,6 +173,27 @@ pub async fn start_with(
         broker.set_hooks(h);
     }
     let (core_tx, core_rx) = mpsc::channel::<ToCore>(4096);
+    // The durable state comes back before any listener accepts.
+    let persister = if config.persistence.enabled {
+        let store = open_store(&config.persistence)?;
+        let (store, snapshot) = store;
+        info!(
+            dir = %config.persistence.dir.display(),
+            durability = %config.persistence.durability,
+            sessions = snapshot.sessions.len(),
+            retained = snapshot.retained.len(),
+            "store opened"
+        );
+        broker.restore(Instant::now(), snapshot);
+        let tx = core_tx.clone();
+        let durability = config.persistence.durability();
+        let committer = mqtt_store::Committer::spawn(store, durability, move |r| {
+            let _ = tx.blocking_send(ToCore::Store(r));
+        });
+        Some(mqtt_store::Persister::new(committer, durability))
+    } else {
+        None
+    };
     let core_tx_handle = core_tx.clone();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let next_id = Arc::new(AtomicUsize::new(1));
@@ -219,16 +253,16 @@ pub async fn start_with(
     let (done_tx, done_rx) = oneshot::channel();
     let max_pending = config.limits.max_pending_write_bytes;
     tokio::spawn(async move {
-        core_loop(
+        let core = Core {
             broker,
-            core_rx,
-            core_tx,
-            shutdown_rx,
+            conns: HashMap::new(),
+            tx: core_tx,
             passwords,
             max_pending,
             events,
-        )
-        .await;
+            persister,
+        };
+        core.run(core_rx, shutdown_rx).await;
         let _ = done_tx.send(());
     });
     Ok(Running {
@@ -618,103 +652,196 @@ where
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn core_loop(
-    mut broker: Broker,
-    mut rx: mpsc::Receiver<ToCore>,
+/// Opens the store, or, when configured, moves a damaged one aside and starts empty.
+fn open_store(
+    p: &crate::config::Persistence,
+) -> anyhow::Result<(mqtt_store::Store, mqtt_broker::Snapshot)> {
+    match mqtt_store::Store::open(&p.dir) {
+        Ok(s) => Ok(s),
+        Err(e) if p.on_damage == "move-aside" => {
+            let to = mqtt_store::move_aside(&p.dir)
+                .map_err(|io| anyhow::anyhow!("{e}; moving it aside failed: {io}"))?;
+            warn!(error = %e, moved_to = %to.display(), "store damaged; moved aside, starting empty");
+            Ok(mqtt_store::Store::open(&p.dir)?)
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "{e}; refusing to start (set persistence.on_damage = \"move-aside\" to move it \
+             aside and start empty)"
+        )),
+    }
+}
+
+/// The task that owns the broker core.
+struct Core {
+    broker: Broker,
+    conns: HashMap<ConnId, ConnHandle>,
     tx: mpsc::Sender<ToCore>,
-    mut shutdown: watch::Receiver<bool>,
     passwords: Option<Arc<Passwords>>,
     max_pending: usize,
     events: Option<mpsc::Sender<BrokerEvent>>,
-) {
-    let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
-    let mut stopping = false;
-    loop {
-        let deadline = broker.poll_timeout();
-        tokio::select! {
-            msg = rx.recv() => {
-                let Some(msg) = msg else { break };
-                let now = Instant::now();
-                handle(&mut broker, &mut conns, now, msg);
-                // Everything already waiting is handled before the outputs are drained.
-                for _ in 0..1024 {
-                    match rx.try_recv() {
-                        Ok(m) => handle(&mut broker, &mut conns, now, m),
-                        Err(_) => break,
-                    }
-                }
-            }
-            _ = sleep_until(deadline) => broker.handle_timeout(Instant::now()),
-            _ = shutdown.changed(), if !stopping => {
-                stopping = true;
-                info!("shutting down");
-                broker.shutdown(Instant::now());
-            }
-        }
-        while let Some(o) = broker.poll_output() {
-            match o {
-                Output::Transmit(id, bytes) => {
-                    if let Some(c) = conns.get(&id) {
-                        let p = c.pending.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
-                        if p > max_pending {
-                            warn!(conn = id, pending = p, "client too slow; closing");
-                            let _ = c.tx.send(ToConn::Close);
-                            conns.remove(&id);
-                            broker.handle_closed(Instant::now(), id);
-                        } else {
-                            let _ = c.tx.send(ToConn::Data(bytes));
+    /// With persistence: records go to the store, and bytes that depend on them wait.
+    persister: Option<mqtt_store::Persister>,
+}
+
+impl Core {
+    async fn run(mut self, mut rx: mpsc::Receiver<ToCore>, mut shutdown: watch::Receiver<bool>) {
+        let mut stopping = false;
+        loop {
+            let deadline = self.broker.poll_timeout();
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    let now = Instant::now();
+                    let mut alive = self.handle(now, msg);
+                    // Everything already waiting is handled before the outputs are drained.
+                    for _ in 0..1024 {
+                        if !alive {
+                            break;
+                        }
+                        match rx.try_recv() {
+                            Ok(m) => alive = self.handle(now, m),
+                            Err(_) => break,
                         }
                     }
-                }
-                Output::Close(id) => {
-                    if let Some(c) = conns.remove(&id) {
-                        let _ = c.tx.send(ToConn::Close);
+                    if !alive {
+                        break;
                     }
                 }
-                Output::Authenticate(req) => {
-                    let identity = conns
-                        .get(&req.conn)
-                        .filter(|c| c.identity_as_username)
-                        .and(req.tls_identity.clone());
-                    if let Some(username) = identity {
-                        // The verified certificate is the credential.
-                        broker.handle_auth(
-                            Instant::now(),
-                            req.conn,
-                            AuthResult::Allow {
-                                username: Some(username),
-                            },
-                        );
-                        continue;
-                    }
-                    let tx = tx.clone();
-                    let passwords = passwords.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let ok = match (&passwords, &req.username, &req.password) {
-                            (Some(p), Some(u), Some(pw)) => p.verify(u, pw),
-                            (None, _, _) => true,
-                            _ => false,
-                        };
-                        let result = if ok {
-                            AuthResult::Allow { username: None }
-                        } else {
-                            AuthResult::Deny(ReasonCode::BadUserNameOrPassword)
-                        };
-                        let _ = tx.blocking_send(ToCore::Auth(req.conn, result));
-                    });
+                _ = sleep_until(deadline) => self.broker.handle_timeout(Instant::now()),
+                _ = shutdown.changed(), if !stopping => {
+                    stopping = true;
+                    info!("shutting down");
+                    self.broker.shutdown(Instant::now());
                 }
-                Output::Event(e) => {
-                    log_event(&e);
-                    if let Some(tx) = &events {
-                        let _ = tx.try_send(e);
-                    }
-                }
-                Output::Store(_) => {}
-                _ => {}
+            }
+            self.drain();
+            if stopping && self.conns.is_empty() {
+                break;
             }
         }
-        if stopping && conns.is_empty() {
-            break;
+        if let Some(p) = self.persister.take() {
+            // What was written is made durable before the broker stops.
+            let _ = tokio::task::spawn_blocking(move || p.finish()).await;
+        }
+    }
+
+    /// Carries out the broker's outputs, through the persister if there is one, and
+    /// answers the acknowledgements that became due.
+    fn drain(&mut self) {
+        loop {
+            while let Some(o) = self.broker.poll_output() {
+                let o = match self.persister.as_mut() {
+                    Some(p) => match p.filter(o) {
+                        Some(o) => o,
+                        None => continue,
+                    },
+                    None => o,
+                };
+                self.output(o);
+            }
+            let Some(p) = self.persister.as_mut() else {
+                return;
+            };
+            p.end_of_outputs();
+            let acks = p.take_acks();
+            if acks.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            for seq in acks {
+                self.broker.handle_durable(now, seq);
+            }
+        }
+    }
+
+    fn output(&mut self, o: Output) {
+        match o {
+            Output::Transmit(id, bytes) => {
+                if let Some(c) = self.conns.get(&id) {
+                    let p = c.pending.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+                    if p > self.max_pending {
+                        warn!(conn = id, pending = p, "client too slow; closing");
+                        let _ = c.tx.send(ToConn::Close);
+                        self.conns.remove(&id);
+                        self.broker.handle_closed(Instant::now(), id);
+                    } else {
+                        let _ = c.tx.send(ToConn::Data(bytes));
+                    }
+                }
+            }
+            Output::Close(id) => {
+                if let Some(c) = self.conns.remove(&id) {
+                    let _ = c.tx.send(ToConn::Close);
+                }
+            }
+            Output::Authenticate(req) => {
+                let identity = self
+                    .conns
+                    .get(&req.conn)
+                    .filter(|c| c.identity_as_username)
+                    .and(req.tls_identity.clone());
+                if let Some(username) = identity {
+                    // The verified certificate is the credential.
+                    self.broker.handle_auth(
+                        Instant::now(),
+                        req.conn,
+                        AuthResult::Allow {
+                            username: Some(username),
+                        },
+                    );
+                    return;
+                }
+                let tx = self.tx.clone();
+                let passwords = self.passwords.clone();
+                tokio::task::spawn_blocking(move || {
+                    let ok = match (&passwords, &req.username, &req.password) {
+                        (Some(p), Some(u), Some(pw)) => p.verify(u, pw),
+                        (None, _, _) => true,
+                        _ => false,
+                    };
+                    let result = if ok {
+                        AuthResult::Allow { username: None }
+                    } else {
+                        AuthResult::Deny(ReasonCode::BadUserNameOrPassword)
+                    };
+                    let _ = tx.blocking_send(ToCore::Auth(req.conn, result));
+                });
+            }
+            Output::Event(e) => {
+                log_event(&e);
+                if let Some(tx) = &self.events {
+                    let _ = tx.try_send(e);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Handles one message; false if the broker must stop.
+    fn handle(&mut self, now: Instant, msg: ToCore) -> bool {
+        match msg {
+            ToCore::Store(mqtt_store::Report::Durable(n)) => {
+                if let Some(p) = self.persister.as_mut() {
+                    for o in p.durable(n) {
+                        self.output(o);
+                    }
+                }
+                true
+            }
+            ToCore::Store(mqtt_store::Report::Failed(e)) => {
+                // Nothing more can be made durable: stop without sending what waits for
+                // it, so no acknowledgement is given that the store does not back.
+                error!(error = %e, "store failed; stopping");
+                for (_, c) in self.conns.drain() {
+                    let _ = c.tx.send(ToConn::Close);
+                }
+                self.persister = None;
+                false
+            }
+            msg => {
+                handle(&mut self.broker, &mut self.conns, now, msg);
+                true
+            }
         }
     }
 }
@@ -753,6 +880,7 @@ fn handle(broker: &mut Broker, conns: &mut HashMap<ConnId, ConnHandle>, now: Ins
         ToCore::Gauges(reply) => {
             let _ = reply.send(broker.gauges());
         }
+        ToCore::Store(_) => {}
         ToCore::Metrics(reply) => {
             let _ = reply.send(crate::metrics::render(
                 broker.stats(),

@@ -14,23 +14,32 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-struct Broker(Child);
+struct Broker(Child, std::path::PathBuf);
 
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
+/// The binary with its defaults, but its durable state in a directory of its own.
 fn spawn(args: &[&str]) -> Broker {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let data = std::env::temp_dir().join(format!("mqtt-bin-data-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
     Broker(
         Command::new(BIN)
             .args(args)
+            .arg("--data-dir")
+            .arg(&data)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
+        data,
     )
 }
 

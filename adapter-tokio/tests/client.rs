@@ -10,7 +10,12 @@ use std::time::Duration;
 
 async fn broker(bind: &str) -> Running {
     let text = format!("[[listener]]\nbind = \"{bind}\"\n[sys]\ninterval_secs = 0\n");
-    start(Config::parse(&text).unwrap(), None).await.unwrap()
+    start(
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).unwrap(),
+        None,
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,12 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint() {
     let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[metrics]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n";
-    let running = start(Config::parse(text).unwrap(), None).await.unwrap();
+    let running = start(
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     let addr = running.local_addrs[0].to_string();
     let (c, _rx) = Client::connect(ClientOptions::new(&addr, "m"))
         .await
@@ -77,7 +82,12 @@ async fn metrics_endpoint() {
 async fn anonymous_can_be_refused_per_listener() {
     let text =
         "[[listener]]\nbind = \"127.0.0.1:0\"\nallow_anonymous = false\n[sys]\ninterval_secs = 0\n";
-    let running = start(Config::parse(text).unwrap(), None).await.unwrap();
+    let running = start(
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     let mut o = ClientOptions::new(&running.local_addrs[0].to_string(), "anon");
     o.reconnect = None;
     let err = Client::connect(o).await.err().expect("refused");
@@ -94,7 +104,12 @@ async fn anonymous_can_be_refused_per_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections() {
     let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[limits]\nmax_connections = 1\n[sys]\ninterval_secs = 0\n";
-    let running = start(Config::parse(text).unwrap(), None).await.unwrap();
+    let running = start(
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     let addr = running.local_addrs[0].to_string();
     let (first, _rx) = Client::connect(ClientOptions::new(&addr, "one"))
         .await
@@ -112,7 +127,12 @@ async fn max_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_tells_v5_clients() {
     let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n";
-    let running = start(Config::parse(text).unwrap(), None).await.unwrap();
+    let running = start(
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     let addr = running.local_addrs[0];
     // A raw 5.0 client: CONNECT, then read until the broker closes.
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -150,7 +170,7 @@ async fn embedding_hooks_events_and_server_publish() {
     let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n";
     let (tx, mut events) = tokio::sync::mpsc::channel(64);
     let running = adapter_tokio::server::start_with(
-        Config::parse(text).unwrap(),
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).unwrap(),
         Some(Box::new(Stamp)),
         Some(tx),
     )

@@ -224,7 +224,12 @@ interval_secs = 0
         c = cert.display(),
         k = key.display()
     );
-    let running = start(Config::parse(&text).unwrap(), None).await.unwrap();
+    let running = start(
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     let a = running.local_addrs.clone();
     let connector = tls_client(&pki.ca);
     let name = ServerName::try_from("localhost").unwrap();
@@ -278,9 +283,13 @@ interval_secs = 0
 "#
     );
     let (tx, mut events) = tokio::sync::mpsc::channel(16);
-    let running = adapter_tokio::server::start_with(Config::parse(&text).unwrap(), None, Some(tx))
-        .await
-        .unwrap();
+    let running = adapter_tokio::server::start_with(
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).unwrap(),
+        None,
+        Some(tx),
+    )
+    .await
+    .unwrap();
     let addr = running.local_addrs[0];
     let mut roots = RootCertStore::empty();
     roots.add(pki.ca.clone()).unwrap();
@@ -348,7 +357,12 @@ key = "{d}/key.pem"
 interval_secs = 0
 "#
     );
-    let running = start(Config::parse(&text).unwrap(), None).await.unwrap();
+    let running = start(
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     let a = &running.local_addrs;
     let mut roots = RootCertStore::empty();
     roots.add(pki.ca.clone()).unwrap();

@@ -40,7 +40,8 @@ fn wait(child: Child, limit: Duration) -> Output {
 
 async fn broker(extra: &str) -> (Running, u16) {
     let text = format!("[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 1\n{extra}");
-    let config = Config::parse(&text).expect("valid config");
+    let config =
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).expect("valid config");
     let running = start(config, None).await.expect("broker starts");
     let port = running.local_addrs[0].port();
     (running, port)
@@ -271,7 +272,12 @@ async fn tls_with_cafile() {
         "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"tls\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[sys]\ninterval_secs = 0\n",
         d = dir.display()
     );
-    let running = start(Config::parse(&text).unwrap(), None).await.unwrap();
+    let running = start(
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     let port = running.local_addrs[0].port();
     let cafile = dir.join("ca.pem").display().to_string();
     for version in ["mqttv311", "mqttv5"] {

@@ -27,7 +27,8 @@ const V5: &str = "5.0";
 
 async fn broker(extra: &str) -> (Running, u16) {
     let text = format!("[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n{extra}");
-    let config = Config::parse(&text).expect("valid config");
+    let config =
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).expect("valid config");
     let running = start(config, None).await.expect("broker starts");
     let port = running.local_addrs[0].port();
     (running, port)
@@ -758,9 +759,12 @@ async fn broker_for(transport: &str) -> (Running, u16) {
     }
     let text =
         "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\n[sys]\ninterval_secs = 0\n";
-    let running = start(Config::parse(text).expect("valid config"), None)
-        .await
-        .expect("broker starts");
+    let running = start(
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).expect("valid config"),
+        None,
+    )
+    .await
+    .expect("broker starts");
     let port = running.local_addrs[0].port();
     (running, port)
 }

@@ -7,7 +7,12 @@ use std::time::Duration;
 
 async fn broker() -> (Running, u16) {
     let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n";
-    let r = start(Config::parse(text).unwrap(), None).await.unwrap();
+    let r = start(
+        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     let port = r.local_addrs[0].port();
     (r, port)
 }

@@ -38,7 +38,12 @@ interval_secs = 1
             passwd = setup.passwd.display(),
             acl = setup.acl.display(),
         );
-        let running = start(Config::parse(&text).map_err(anyhow::Error::msg)?, None).await?;
+        let running = start(
+            Config::parse(&format!("{text}\n[persistence]\nenabled = false\n"))
+                .map_err(anyhow::Error::msg)?,
+            None,
+        )
+        .await?;
         let p: Vec<u16> = running.local_addrs.iter().map(|a| a.port()).collect();
         Ok((
             Endpoints::on_loopback(p[0], p[1], p[2], p[3]),
