@@ -33,7 +33,7 @@ struct Conn {
     session: Option<SessionKey>,
     client_id: Option<MqttString>,
     username: Option<String>,
-    will: Option<Will>,
+    will: Option<Box<Will>>,
     /// CONNECT waiting for the authentication answer.
     pending: Option<Box<Connect>>,
     /// The client sent an empty client id and got one assigned.
@@ -62,7 +62,7 @@ struct Session {
     expiry: Duration,
     expires_at: Option<Instant>,
     /// A will waiting for its delay.
-    will: Option<(Will, Instant)>,
+    will: Option<(Box<Will>, Instant)>,
     /// QoS 1 messages sent to this session through a shared subscription and not yet
     /// acknowledged: if its connection ends they go to another member.
     shared_inflight: HashMap<PacketId, TopicFilter>,
@@ -104,8 +104,10 @@ pub struct Broker {
     config: BrokerConfig,
     acl: Acl,
     hooks: Box<dyn Hooks>,
-    conns: HashMap<ConnId, Conn>,
-    sessions: HashMap<SessionKey, Session>,
+    // Boxed: a map's empty slots cost a pointer each, not a connection's or session's
+    // size (a connection with its protocol state is about a kilobyte).
+    conns: HashMap<ConnId, Box<Conn>>,
+    sessions: HashMap<SessionKey, Box<Session>>,
     by_client_id: HashMap<String, SessionKey>,
     next_key: SessionKey,
     next_assigned: u64,
@@ -229,7 +231,7 @@ impl Broker {
         let conn = Connection::server(self.config.session.clone(), now);
         self.conns.insert(
             id,
-            Conn {
+            Box::new(Conn {
                 conn,
                 info,
                 session: None,
@@ -239,7 +241,7 @@ impl Broker {
                 pending: None,
                 assigned: false,
                 deadline: None,
-            },
+            }),
         );
         self.touch(id);
         self.drain(now);
@@ -622,12 +624,17 @@ impl Broker {
             self.out.push_back(Output::Close(id));
             return;
         }
-        let t = c.conn.poll_timeout();
-        if t != c.deadline {
-            c.deadline = t;
-            if let Some(t) = t {
+        // A deadline that moves later (keep-alive, with every packet) is not registered
+        // again: the wake-up already registered finds nothing due and registers the new
+        // one then. Only an earlier deadline adds an entry, so the timer heap does not
+        // grow with the traffic.
+        match (c.conn.poll_timeout(), c.deadline) {
+            (Some(t), Some(d)) if d <= t => {}
+            (Some(t), _) => {
+                c.deadline = Some(t);
                 self.timers.push(Reverse((t, TimerKey::Conn(id))));
             }
+            (None, _) => c.deadline = None,
         }
     }
 
@@ -936,7 +943,7 @@ impl Broker {
         }
         let c = self.conns.get_mut(&id).expect("connection exists");
         c.session = Some(key);
-        c.will = connect.will.clone();
+        c.will = connect.will.clone().map(Box::new);
         c.client_id = Some(client_id.clone());
         let _ = c.conn.accept(now, connack, Some(state));
         // Acknowledgements that became durable while the session was offline.
@@ -962,7 +969,7 @@ impl Broker {
         self.next_key += 1;
         self.sessions.insert(
             key,
-            Session {
+            Box::new(Session {
                 client_id: client_id.clone(),
                 conn: None,
                 state: SessionState::default(),
@@ -977,7 +984,7 @@ impl Broker {
                 parked_at: self.started,
                 stored: false,
                 seqs: HashMap::new(),
-            },
+            }),
         );
         self.by_client_id.insert(client_id.to_string(), key);
         key
@@ -1008,7 +1015,7 @@ impl Broker {
             will,
             client_id,
             ..
-        } = c;
+        } = *c;
         // Its last bytes (a DISCONNECT or CONNACK refusal), then the close.
         if let Some(b) = conn.poll_transmit() {
             self.stats.bytes_sent += b.len() as u64;
@@ -1202,7 +1209,8 @@ impl Broker {
         }
     }
 
-    fn publish_will(&mut self, now: Instant, will: Will) {
+    fn publish_will(&mut self, now: Instant, will: Box<Will>) {
+        let will = *will;
         let mut p = Publish::new(will.topic, will.payload);
         p.qos = will.qos;
         p.retain = will.retain;
@@ -1825,7 +1833,7 @@ impl<'a> Body<'a> {
 }
 
 /// The session of a connection.
-fn key_of(conns: &HashMap<ConnId, Conn>, id: ConnId) -> Option<SessionKey> {
+fn key_of(conns: &HashMap<ConnId, Box<Conn>>, id: ConnId) -> Option<SessionKey> {
     conns.get(&id)?.session
 }
 

@@ -378,7 +378,12 @@ impl Connection {
     /// The next event.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() && self.events.capacity() > 0 {
+            // Events are large (a PUBLISH each): an idle connection holds no queue.
+            self.events = VecDeque::new();
+        }
+        e
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should be called next.
