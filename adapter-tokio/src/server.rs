@@ -27,8 +27,7 @@ enum ToCore {
     Open {
         id: ConnId,
         info: ConnInfo,
-        tx: mpsc::UnboundedSender<ToConn>,
-        pending: Arc<AtomicUsize>,
+        outbox: Arc<Outbox>,
         identity_as_username: bool,
     },
     Input(ConnId, Bytes),
@@ -41,14 +40,8 @@ enum ToCore {
     Store(mqtt_store::Report),
 }
 
-enum ToConn {
-    Data(Bytes),
-    Close,
-}
-
 struct ConnHandle {
-    tx: mpsc::UnboundedSender<ToConn>,
-    pending: Arc<AtomicUsize>,
+    outbox: Arc<Outbox>,
     identity_as_username: bool,
 }
 
@@ -360,18 +353,14 @@ async fn serve(
     // Each transport's future is boxed: a connection's task is as large as its own
     // transport needs, not as the largest (TLS and WebSocket state are kilobytes).
     match transport {
-        Transport::Tcp => {
-            let (rd, wr) = stream.into_split();
-            Box::pin(connection(id, TcpReader(rd), wr, info, core)).await;
-        }
+        Transport::Tcp => Box::pin(connection(id, TcpLink(stream), info, core)).await,
         Transport::Tls(tls, use_identity) => {
             Box::pin(async move {
                 let s = tokio::time::timeout(HANDSHAKE, tls.acceptor().accept(stream)).await??;
                 if use_identity {
                     info.tls_identity = Some(client_identity(s.get_ref().1)?);
                 }
-                let (rd, wr) = tokio::io::split(s);
-                connection(id, Buffered::new(rd), wr, info, core).await;
+                connection(id, StreamLink::new(s), info, core).await;
                 anyhow::Ok(())
             })
             .await?
@@ -379,7 +368,7 @@ async fn serve(
         Transport::Ws(path) => {
             Box::pin(async move {
                 let ws = tokio::time::timeout(HANDSHAKE, ws_accept(stream, &path)).await??;
-                ws_connection(id, ws, info, core).await;
+                connection(id, WsLink(ws), info, core).await;
                 anyhow::Ok(())
             })
             .await?
@@ -394,7 +383,7 @@ async fn serve(
                     ws_accept(s, &path).await
                 })
                 .await??;
-                ws_connection(id, ws, info, core).await;
+                connection(id, WsLink(ws), info, core).await;
                 anyhow::Ok(())
             })
             .await?
@@ -403,80 +392,105 @@ async fn serve(
     Ok(())
 }
 
-async fn next_batch(
-    rx: &mut mpsc::UnboundedReceiver<ToConn>,
-    buf: &mut BytesMut,
-    pending: &AtomicUsize,
-) -> Option<(Bytes, bool)> {
-    let mut close = false;
-    let mut first = match rx.recv().await? {
-        ToConn::Data(b) => Some(b),
-        ToConn::Close => return Some((Bytes::new(), true)),
-    };
-    while !close {
-        match rx.try_recv() {
-            Ok(ToConn::Data(b)) => {
-                if let Some(f) = first.take() {
-                    buf.extend_from_slice(&f);
-                }
-                buf.extend_from_slice(&b);
-            }
-            Ok(ToConn::Close) => close = true,
-            Err(_) => break,
-        }
-    }
-    let data = match first {
-        Some(b) => b,
-        None => {
-            let capacity = buf.capacity();
-            let data = buf.split().freeze();
-            if capacity > KEPT_CAPACITY {
-                // The batch takes a burst's allocation with it: idle connections keep
-                // little memory.
-                *buf = BytesMut::new();
-            }
-            data
-        }
-    };
-    pending.fetch_sub(data.len(), Ordering::Relaxed);
-    Some((data, close))
+/// What the core hands one connection: bytes to write and whether to close. A lock
+/// around a list and a wake-up, so an idle connection holds no channel buffer.
+struct Outbox {
+    queue: std::sync::Mutex<OutQueue>,
+    wake: tokio::sync::Notify,
+    /// Bytes handed over and not yet written.
+    pending: AtomicUsize,
 }
 
-async fn register(
-    id: ConnId,
-    info: ConnInfo,
-    core: &mpsc::Sender<ToCore>,
-) -> Option<(mpsc::UnboundedReceiver<ToConn>, Arc<AtomicUsize>)> {
-    let (tx, rx) = mpsc::unbounded_channel::<ToConn>();
-    let pending = Arc::new(AtomicUsize::new(0));
+#[derive(Default)]
+struct OutQueue {
+    data: Vec<Bytes>,
+    close: bool,
+}
+
+impl Outbox {
+    fn new() -> Self {
+        Self {
+            queue: std::sync::Mutex::new(OutQueue::default()),
+            wake: tokio::sync::Notify::new(),
+            pending: AtomicUsize::new(0),
+        }
+    }
+
+    /// Core side: queues bytes; returns the bytes now waiting.
+    fn push(&self, b: Bytes) -> usize {
+        let n = b.len();
+        // Counted before the connection can take it.
+        let waiting = self.pending.fetch_add(n, Ordering::Relaxed) + n;
+        self.queue.lock().expect("not poisoned").data.push(b);
+        self.wake.notify_one();
+        waiting
+    }
+
+    /// Core side: the connection closes after writing what is queued.
+    fn close(&self) {
+        self.queue.lock().expect("not poisoned").close = true;
+        self.wake.notify_one();
+    }
+
+    /// Connection side: everything queued, as one buffer for one write, and whether to
+    /// close after it.
+    fn take(&self) -> (Bytes, bool) {
+        let (data, close) = {
+            let mut q = self.queue.lock().expect("not poisoned");
+            (std::mem::take(&mut q.data), q.close)
+        };
+        let bytes = match data.len() {
+            0 => Bytes::new(),
+            1 => data.into_iter().next().expect("one"),
+            _ => {
+                let mut buf = BytesMut::with_capacity(data.iter().map(Bytes::len).sum());
+                for b in &data {
+                    buf.extend_from_slice(b);
+                }
+                buf.freeze()
+            }
+        };
+        self.pending.fetch_sub(bytes.len(), Ordering::Relaxed);
+        (bytes, close)
+    }
+}
+
+async fn register(id: ConnId, info: ConnInfo, core: &mpsc::Sender<ToCore>) -> Option<Arc<Outbox>> {
+    let outbox = Arc::new(Outbox::new());
     // A TLS identity reaches this point only from a listener that uses it as the user name.
     let identity_as_username = info.tls_identity.is_some();
     core.send(ToCore::Open {
         id,
         info,
-        tx,
-        pending: pending.clone(),
+        outbox: outbox.clone(),
         identity_as_username,
     })
     .await
     .ok()?;
-    Some((rx, pending))
+    Some(outbox)
 }
 
-/// Buffer capacity a connection keeps between reads or writes.
+/// Buffer capacity a TLS connection keeps between reads.
 const KEPT_CAPACITY: usize = 4096;
 
-/// How a byte-stream connection's reader gets what arrived.
-trait ReadChunk: Send + 'static {
+/// One transport, read and written by the connection's single task.
+trait Link: Send + 'static {
     /// The next bytes; empty when the peer closed. Cancel safe.
     fn read_chunk(&mut self) -> impl std::future::Future<Output = std::io::Result<Bytes>> + Send;
+    /// Writes one batch.
+    fn write(
+        &mut self,
+        data: Bytes,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+    /// Ends the transport.
+    fn shutdown(&mut self) -> impl std::future::Future<Output = ()> + Send;
 }
 
 /// TCP: waits for readability with no buffer, then reads into a fresh one, so an idle
 /// connection holds no read buffer at all.
-struct TcpReader(tokio::net::tcp::OwnedReadHalf);
+struct TcpLink(TcpStream);
 
-impl ReadChunk for TcpReader {
+impl Link for TcpLink {
     async fn read_chunk(&mut self) -> std::io::Result<Bytes> {
         loop {
             self.0.readable().await?;
@@ -488,29 +502,39 @@ impl ReadChunk for TcpReader {
             }
         }
     }
+
+    async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
+        self.0.write_all(&data).await
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.0.shutdown().await;
+    }
 }
 
-/// Any other stream (TLS): a read buffer kept between reads, shrunk back after a burst.
-struct Buffered<R> {
-    rd: R,
+/// Any other byte stream (TLS): a read buffer kept between reads, shrunk back after a
+/// burst.
+struct StreamLink<S> {
+    s: S,
     buf: BytesMut,
 }
 
-impl<R> Buffered<R> {
-    fn new(rd: R) -> Self {
+impl<S> StreamLink<S> {
+    fn new(s: S) -> Self {
         Self {
-            rd,
+            s,
             buf: BytesMut::new(),
         }
     }
 }
 
-impl<R: AsyncRead + Unpin + Send + 'static> ReadChunk for Buffered<R> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Link for StreamLink<S> {
     async fn read_chunk(&mut self) -> std::io::Result<Bytes> {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(KEPT_CAPACITY);
         }
-        self.rd.read_buf(&mut self.buf).await?;
+        // `read_buf` is cancel safe: nothing is lost when a write wakes the task first.
+        self.s.read_buf(&mut self.buf).await?;
         let capacity = self.buf.capacity();
         let chunk = self.buf.split().freeze();
         if capacity > 16 * KEPT_CAPACITY {
@@ -518,102 +542,81 @@ impl<R: AsyncRead + Unpin + Send + 'static> ReadChunk for Buffered<R> {
         }
         Ok(chunk)
     }
+
+    async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
+        self.s.write_all(&data).await?;
+        self.s.flush().await
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.s.shutdown().await;
+    }
 }
 
-/// A byte-stream connection (TCP or TLS): reads go to the core, the core's batches are
-/// written.
-async fn connection<R, W>(
-    id: ConnId,
-    mut rd: R,
-    mut wr: W,
-    info: ConnInfo,
-    core: mpsc::Sender<ToCore>,
-) where
-    R: ReadChunk,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    let Some((mut rx, pending)) = register(id, info, &core).await else {
-        return;
-    };
-    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
-    let writer = tokio::spawn(async move {
-        let mut buf = BytesMut::new();
-        while let Some((data, close)) = next_batch(&mut rx, &mut buf, &pending).await {
-            if !data.is_empty() && wr.write_all(&data).await.is_err() {
-                break;
-            }
-            if close {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-        let _ = stop_tx.send(());
-    });
-    loop {
-        let chunk = tokio::select! {
-            r = rd.read_chunk() => r,
-            _ = &mut stop_rx => break,
-        };
-        match chunk {
-            Ok(b) if b.is_empty() => break,
-            Err(_) => break,
-            Ok(b) => {
-                if core.send(ToCore::Input(id, b)).await.is_err() {
-                    break;
+/// WebSocket: binary frames carry the MQTT byte stream (packets may span frames); each
+/// batch leaves as one binary frame.
+struct WsLink<S>(WebSocketStream<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Link for WsLink<S> {
+    async fn read_chunk(&mut self) -> std::io::Result<Bytes> {
+        loop {
+            match self.0.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    if !b.is_empty() {
+                        return Ok(b);
+                    }
                 }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                // Text frames are not MQTT ([MQTT-6.0.0-1]); close frames and errors end
+                // it.
+                _ => return Ok(Bytes::new()),
             }
         }
     }
-    let _ = core.send(ToCore::Closed(id)).await;
-    let _ = writer.await;
+
+    async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
+        self.0
+            .send(Message::Binary(data))
+            .await
+            .map_err(std::io::Error::other)
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.0.close(None).await;
+    }
 }
 
-/// A WebSocket connection: binary frames carry the MQTT byte stream (packets may span
-/// frames); each batch leaves as one binary frame.
-async fn ws_connection<S>(
-    id: ConnId,
-    ws: WebSocketStream<S>,
-    info: ConnInfo,
-    core: mpsc::Sender<ToCore>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let Some((mut rx, pending)) = register(id, info, &core).await else {
+/// A connection: one task reads what arrives and sends it to the core, and writes what
+/// the core queued, one write per batch.
+async fn connection<L: Link>(id: ConnId, mut link: L, info: ConnInfo, core: mpsc::Sender<ToCore>) {
+    let Some(outbox) = register(id, info, &core).await else {
         return;
     };
-    let (mut sink, mut stream) = ws.split();
-    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
-    let writer = tokio::spawn(async move {
-        let mut buf = BytesMut::new();
-        while let Some((data, close)) = next_batch(&mut rx, &mut buf, &pending).await {
-            if !data.is_empty() && sink.send(Message::Binary(data)).await.is_err() {
-                break;
-            }
-            if close {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-        let _ = stop_tx.send(());
-    });
     loop {
-        let msg = tokio::select! {
-            m = stream.next() => m,
-            _ = &mut stop_rx => break,
-        };
-        match msg {
-            Some(Ok(Message::Binary(b))) => {
-                if core.send(ToCore::Input(id, b)).await.is_err() {
-                    break;
+        tokio::select! {
+            // Writing first: what the core queued leaves before more is read.
+            biased;
+            _ = outbox.wake.notified() => {}
+            chunk = link.read_chunk() => match chunk {
+                Ok(b) if !b.is_empty() => {
+                    if core.send(ToCore::Input(id, b)).await.is_err() {
+                        break;
+                    }
+                    continue;
                 }
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            // Text frames are not MQTT ([MQTT-6.0.0-1]); close frames and errors end it.
-            _ => break,
+                _ => break,
+            },
+        }
+        let (data, close) = outbox.take();
+        if !data.is_empty() && link.write(data).await.is_err() {
+            break;
+        }
+        if close {
+            break;
         }
     }
+    link.shutdown().await;
     let _ = core.send(ToCore::Closed(id)).await;
-    let _ = writer.await;
 }
 
 /// The WebSocket handshake: the path must match and the `mqtt` subprotocol is echoed.
@@ -651,7 +654,6 @@ where
     Ok(ws)
 }
 
-#[allow(clippy::too_many_arguments)]
 /// Opens the store, or, when configured, moves a damaged one aside and starts empty.
 fn open_store(
     p: &crate::config::Persistence,
@@ -758,20 +760,18 @@ impl Core {
         match o {
             Output::Transmit(id, bytes) => {
                 if let Some(c) = self.conns.get(&id) {
-                    let p = c.pending.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+                    let p = c.outbox.push(bytes);
                     if p > self.max_pending {
                         warn!(conn = id, pending = p, "client too slow; closing");
-                        let _ = c.tx.send(ToConn::Close);
+                        c.outbox.close();
                         self.conns.remove(&id);
                         self.broker.handle_closed(Instant::now(), id);
-                    } else {
-                        let _ = c.tx.send(ToConn::Data(bytes));
                     }
                 }
             }
             Output::Close(id) => {
                 if let Some(c) = self.conns.remove(&id) {
-                    let _ = c.tx.send(ToConn::Close);
+                    c.outbox.close();
                 }
             }
             Output::Authenticate(req) => {
@@ -833,7 +833,7 @@ impl Core {
                 // it, so no acknowledgement is given that the store does not back.
                 error!(error = %e, "store failed; stopping");
                 for (_, c) in self.conns.drain() {
-                    let _ = c.tx.send(ToConn::Close);
+                    c.outbox.close();
                 }
                 self.persister = None;
                 false
@@ -851,15 +851,13 @@ fn handle(broker: &mut Broker, conns: &mut HashMap<ConnId, ConnHandle>, now: Ins
         ToCore::Open {
             id,
             info,
-            tx,
-            pending,
+            outbox,
             identity_as_username,
         } => {
             conns.insert(
                 id,
                 ConnHandle {
-                    tx,
-                    pending,
+                    outbox,
                     identity_as_username,
                 },
             );
