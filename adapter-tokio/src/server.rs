@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use mqtt_broker::{AuthResult, Broker, BrokerEvent, ConnId, ConnInfo, Hooks, Output};
 use mqtt_proto::{Publish, ReasonCode};
+use mqtt_session::CloseReason;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -266,7 +267,7 @@ async fn accept_loop(
             }
         };
         if live.load(Ordering::Relaxed) >= max_connections {
-            warn!(%peer, "max_connections reached; closing");
+            warn!(listener = %name, %peer, max_connections, "limits.max_connections reached; closing");
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -279,9 +280,10 @@ async fn accept_loop(
         };
         live.fetch_add(1, Ordering::Relaxed);
         let (core_tx, live, transport) = (core_tx.clone(), live.clone(), transport.clone());
+        let listener = name.clone();
         tokio::spawn(async move {
             if let Err(e) = serve(id, stream, info, core_tx, transport).await {
-                debug!(conn = id, %peer, "handshake failed: {e}");
+                info!(conn = id, %listener, %peer, "handshake failed: {e}");
             }
             live.fetch_sub(1, Ordering::Relaxed);
         });
@@ -628,6 +630,8 @@ async fn core_loop(
     events: Option<mpsc::Sender<BrokerEvent>>,
 ) {
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    // Listener and peer address, for the log line that says why a connection closed.
+    let mut peers: HashMap<ConnId, Peer> = HashMap::new();
     let mut stopping = false;
     loop {
         let deadline = broker.poll_timeout();
@@ -635,11 +639,11 @@ async fn core_loop(
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
                 let now = Instant::now();
-                handle(&mut broker, &mut conns, now, msg);
+                handle(&mut broker, &mut conns, &mut peers, now, msg);
                 // Everything already waiting is handled before the outputs are drained.
                 for _ in 0..1024 {
                     match rx.try_recv() {
-                        Ok(m) => handle(&mut broker, &mut conns, now, m),
+                        Ok(m) => handle(&mut broker, &mut conns, &mut peers, now, m),
                         Err(_) => break,
                     }
                 }
@@ -657,7 +661,15 @@ async fn core_loop(
                     if let Some(c) = conns.get(&id) {
                         let p = c.pending.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
                         if p > max_pending {
-                            warn!(conn = id, pending = p, "client too slow; closing");
+                            let peer = peers.get(&id).cloned().unwrap_or_default();
+                            warn!(
+                                conn = id,
+                                listener = %peer.listener,
+                                peer = %peer.addr,
+                                pending = p,
+                                "client too slow: more than limits.max_pending_write_bytes \
+                                 waiting to be written; closing"
+                            );
                             let _ = c.tx.send(ToConn::Close);
                             conns.remove(&id);
                             broker.handle_closed(Instant::now(), id);
@@ -689,6 +701,8 @@ async fn core_loop(
                     }
                     let tx = tx.clone();
                     let passwords = passwords.clone();
+                    let peer = peers.get(&req.conn).cloned().unwrap_or_default();
+                    let (listener, peer) = (peer.listener, peer.addr);
                     tokio::task::spawn_blocking(move || {
                         let ok = match (&passwords, &req.username, &req.password) {
                             (Some(p), Some(u), Some(pw)) => p.verify(u, pw),
@@ -698,13 +712,22 @@ async fn core_loop(
                         let result = if ok {
                             AuthResult::Allow { username: None }
                         } else {
+                            // Who and from where; never the password.
+                            warn!(
+                                conn = req.conn,
+                                %listener,
+                                %peer,
+                                client_id = %req.client_id,
+                                username = req.username.as_deref().unwrap_or(""),
+                                "authentication failed: bad user name or password"
+                            );
                             AuthResult::Deny(ReasonCode::BadUserNameOrPassword)
                         };
                         let _ = tx.blocking_send(ToCore::Auth(req.conn, result));
                     });
                 }
                 Output::Event(e) => {
-                    log_event(&e);
+                    log_event(&e, &mut peers);
                     if let Some(tx) = &events {
                         let _ = tx.try_send(e);
                     }
@@ -719,7 +742,13 @@ async fn core_loop(
     }
 }
 
-fn handle(broker: &mut Broker, conns: &mut HashMap<ConnId, ConnHandle>, now: Instant, msg: ToCore) {
+fn handle(
+    broker: &mut Broker,
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    peers: &mut HashMap<ConnId, Peer>,
+    now: Instant,
+    msg: ToCore,
+) {
     match msg {
         ToCore::Open {
             id,
@@ -728,6 +757,13 @@ fn handle(broker: &mut Broker, conns: &mut HashMap<ConnId, ConnHandle>, now: Ins
             pending,
             identity_as_username,
         } => {
+            peers.insert(
+                id,
+                Peer {
+                    listener: info.listener.clone(),
+                    addr: info.peer.clone(),
+                },
+            );
             conns.insert(
                 id,
                 ConnHandle {
@@ -809,7 +845,31 @@ async fn metrics_loop(
     }
 }
 
-fn log_event(e: &BrokerEvent) {
+/// Why a connection closed, for its log line.
+fn describe(reason: &CloseReason) -> String {
+    match reason {
+        CloseReason::Disconnected { reason_code, .. } => {
+            format!("client sent DISCONNECT {reason_code}")
+        }
+        CloseReason::Local(code) => format!("closed by the broker: {code}"),
+        CloseReason::Violation(v) => format!("protocol violation: {v}: {}", v.reason_code()),
+        CloseReason::KeepAliveTimeout => "keep-alive timeout".into(),
+        CloseReason::ConnectTimeout => "no CONNECT within limits.connect_timeout_secs".into(),
+        CloseReason::TransportClosed => "connection closed without DISCONNECT".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Where a connection came from, for log lines.
+#[derive(Debug, Clone, Default)]
+struct Peer {
+    /// The listener's name.
+    listener: String,
+    /// The peer's address.
+    addr: String,
+}
+
+fn log_event(e: &BrokerEvent, peers: &mut HashMap<ConnId, Peer>) {
     match e {
         BrokerEvent::ClientConnected {
             conn,
@@ -818,18 +878,19 @@ fn log_event(e: &BrokerEvent) {
             version,
             session_present,
         } => {
-            info!(conn, %client_id, username = username.as_deref().unwrap_or(""), %version, session_present, "client connected")
+            let Peer { listener, addr } = peers.get(conn).cloned().unwrap_or_default();
+            info!(conn, %listener, peer = %addr, %client_id, username = username.as_deref().unwrap_or(""), %version, session_present, "client connected")
         }
         BrokerEvent::ClientDisconnected {
             conn,
             client_id,
             reason,
-        } => info!(
-            conn,
-            client_id = client_id.as_deref().unwrap_or(""),
-            ?reason,
-            "client disconnected"
-        ),
+        } => {
+            let Peer { listener, addr } = peers.remove(conn).unwrap_or_default();
+            let client_id = client_id.as_deref().unwrap_or("");
+            let reason = describe(reason);
+            info!(conn, %listener, peer = %addr, %client_id, %reason, "client disconnected")
+        }
         BrokerEvent::MessageDropped { client_id, reason } => {
             debug!(%client_id, ?reason, "message dropped")
         }
