@@ -12,13 +12,13 @@ use mqtt_proto::{Publish, ReasonCode};
 use mqtt_session::CloseReason;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::{http, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -29,7 +29,7 @@ enum ToCore {
         id: ConnId,
         info: ConnInfo,
         tx: mpsc::UnboundedSender<ToConn>,
-        pending: Arc<AtomicUsize>,
+        writer: Arc<WriterState>,
         identity_as_username: bool,
     },
     Input(ConnId, Bytes),
@@ -48,8 +48,59 @@ enum ToConn {
 
 struct ConnHandle {
     tx: mpsc::UnboundedSender<ToConn>,
-    pending: Arc<AtomicUsize>,
+    writer: Arc<WriterState>,
     identity_as_username: bool,
+}
+
+/// How long a closed connection's writer may still take to write what was sent before
+/// the close (a DISCONNECT, say) to a peer that does not read it; then the connection is
+/// dropped with whatever is left.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// What a connection's writer shares with the core and with its reader.
+#[derive(Default)]
+struct WriterState {
+    /// Bytes handed to the writer and not taken by it yet.
+    pending: AtomicUsize,
+    /// [`OPEN`], [`CLOSING`] or [`ABORT`].
+    state: AtomicU8,
+    wake: Notify,
+}
+
+/// The writer writes everything it is given.
+const OPEN: u8 = 0;
+/// The connection is closing: the writer gets [`CLOSE_LINGER`] to finish.
+const CLOSING: u8 = 1;
+/// The connection is dropped now, with what is still unwritten.
+const ABORT: u8 = 2;
+
+impl WriterState {
+    /// Moves to `CLOSING` or `ABORT` (never back).
+    fn close(&self, how: u8) {
+        self.state.fetch_max(how, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+
+    /// Completes when the writer should give up: at once after `ABORT`, [`CLOSE_LINGER`]
+    /// after the first time it saw `CLOSING` (kept in `deadline`). Never while open.
+    async fn give_up(&self, deadline: &mut Option<tokio::time::Instant>) {
+        loop {
+            let woken = self.wake.notified();
+            match self.state.load(Ordering::Acquire) {
+                OPEN => woken.await,
+                CLOSING => {
+                    let at =
+                        *deadline.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_LINGER);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => return,
+                        // ABORT cuts the linger short.
+                        _ = woken => {}
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
 }
 
 /// A running broker.
@@ -414,21 +465,21 @@ async fn register(
     id: ConnId,
     info: ConnInfo,
     core: &mpsc::Sender<ToCore>,
-) -> Option<(mpsc::UnboundedReceiver<ToConn>, Arc<AtomicUsize>)> {
+) -> Option<(mpsc::UnboundedReceiver<ToConn>, Arc<WriterState>)> {
     let (tx, rx) = mpsc::unbounded_channel::<ToConn>();
-    let pending = Arc::new(AtomicUsize::new(0));
+    let writer = Arc::new(WriterState::default());
     // A TLS identity reaches this point only from a listener that uses it as the user name.
     let identity_as_username = info.tls_identity.is_some();
     core.send(ToCore::Open {
         id,
         info,
         tx,
-        pending: pending.clone(),
+        writer: writer.clone(),
         identity_as_username,
     })
     .await
     .ok()?;
-    Some((rx, pending))
+    Some((rx, writer))
 }
 
 /// Buffer capacity a connection keeps between reads or writes.
@@ -500,21 +551,32 @@ async fn connection<R, W>(
     R: ReadChunk,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let Some((mut rx, pending)) = register(id, info, &core).await else {
+    let Some((mut rx, state)) = register(id, info, &core).await else {
         return;
     };
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let shared = state.clone();
     let writer = tokio::spawn(async move {
         let mut buf = BytesMut::new();
-        while let Some((data, close)) = next_batch(&mut rx, &mut buf, &pending).await {
-            if !data.is_empty() && wr.write_all(&data).await.is_err() {
-                break;
-            }
-            if close {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
+        let mut deadline = None;
+        // A peer that does not read blocks a write; the core's close (or the reader's)
+        // then ends it after the linger, and "too slow" at once.
+        tokio::select! {
+            _ = async {
+                while let Some((data, close)) =
+                    next_batch(&mut rx, &mut buf, &shared.pending).await
+                {
+                    if !data.is_empty() && wr.write_all(&data).await.is_err() {
+                        break;
+                    }
+                    if close {
+                        break;
+                    }
+                }
+                let _ = wr.shutdown().await;
+            } => {},
+            _ = shared.give_up(&mut deadline) => {},
+        };
         let _ = stop_tx.send(());
     });
     loop {
@@ -532,6 +594,7 @@ async fn connection<R, W>(
             }
         }
     }
+    state.close(CLOSING);
     let _ = core.send(ToCore::Closed(id)).await;
     let _ = writer.await;
 }
@@ -546,22 +609,31 @@ async fn ws_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some((mut rx, pending)) = register(id, info, &core).await else {
+    let Some((mut rx, state)) = register(id, info, &core).await else {
         return;
     };
     let (mut sink, mut stream) = ws.split();
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let shared = state.clone();
     let writer = tokio::spawn(async move {
         let mut buf = BytesMut::new();
-        while let Some((data, close)) = next_batch(&mut rx, &mut buf, &pending).await {
-            if !data.is_empty() && sink.send(Message::Binary(data)).await.is_err() {
-                break;
-            }
-            if close {
-                break;
-            }
-        }
-        let _ = sink.close().await;
+        let mut deadline = None;
+        tokio::select! {
+            _ = async {
+                while let Some((data, close)) =
+                    next_batch(&mut rx, &mut buf, &shared.pending).await
+                {
+                    if !data.is_empty() && sink.send(Message::Binary(data)).await.is_err() {
+                        break;
+                    }
+                    if close {
+                        break;
+                    }
+                }
+                let _ = sink.close().await;
+            } => {},
+            _ = shared.give_up(&mut deadline) => {},
+        };
         let _ = stop_tx.send(());
     });
     loop {
@@ -580,6 +652,7 @@ async fn ws_connection<S>(
             _ => break,
         }
     }
+    state.close(CLOSING);
     let _ = core.send(ToCore::Closed(id)).await;
     let _ = writer.await;
 }
@@ -659,7 +732,8 @@ async fn core_loop(
             match o {
                 Output::Transmit(id, bytes) => {
                     if let Some(c) = conns.get(&id) {
-                        let p = c.pending.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+                        let p = c.writer.pending.fetch_add(bytes.len(), Ordering::Relaxed)
+                            + bytes.len();
                         if p > max_pending {
                             let peer = peers.get(&id).cloned().unwrap_or_default();
                             warn!(
@@ -670,7 +744,8 @@ async fn core_loop(
                                 "client too slow: more than limits.max_pending_write_bytes \
                                  waiting to be written; closing"
                             );
-                            let _ = c.tx.send(ToConn::Close);
+                            // What waits is dropped with the connection.
+                            c.writer.close(ABORT);
                             conns.remove(&id);
                             broker.handle_closed(Instant::now(), id);
                         } else {
@@ -681,6 +756,7 @@ async fn core_loop(
                 Output::Close(id) => {
                     if let Some(c) = conns.remove(&id) {
                         let _ = c.tx.send(ToConn::Close);
+                        c.writer.close(CLOSING);
                     }
                 }
                 Output::Authenticate(req) => {
@@ -754,7 +830,7 @@ fn handle(
             id,
             info,
             tx,
-            pending,
+            writer,
             identity_as_username,
         } => {
             peers.insert(
@@ -768,7 +844,7 @@ fn handle(
                 id,
                 ConnHandle {
                     tx,
-                    pending,
+                    writer,
                     identity_as_username,
                 },
             );
@@ -776,7 +852,9 @@ fn handle(
         }
         ToCore::Input(id, b) => broker.handle_input(now, id, &b),
         ToCore::Closed(id) => {
-            conns.remove(&id);
+            if let Some(c) = conns.remove(&id) {
+                c.writer.close(CLOSING);
+            }
             broker.handle_closed(now, id);
         }
         ToCore::Auth(id, r) => broker.handle_auth(now, id, r),
