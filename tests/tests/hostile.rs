@@ -927,6 +927,29 @@ async fn topic_of_30000_levels() {
     bed.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_of_30000_levels_with_raised_limits() {
+    // With the limits raised, the deep topic is routed (the subscription tree walks it
+    // without recursion: a recursive walk overflowed the stack here).
+    let mut bed = Bed::start(
+        "deeper",
+        "max_topic_levels = 40000\nmax_topic_length = 65535",
+    )
+    .await;
+    let deep = deep_topic(30_000);
+    let v = ProtocolVersion::V5;
+    let mut raw = Raw::connected(bed.addr, v, "deeper").await;
+    raw.send(&subscribe_packet(v, 1, &[&deep])).await;
+    assert!(matches!(raw.next().await, Some(Packet::SubAck(_))));
+    raw.send(&publish_packet(v, &deep, b"deep")).await;
+    match raw.next().await {
+        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"deep"),
+        other => panic!("{other:?}"),
+    }
+    bed.assert_serves().await;
+    bed.stop().await;
+}
+
 // ----- Silence and slowness ---------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
