@@ -396,6 +396,13 @@ impl Connection {
         }
         self.read_buf.extend_from_slice(bytes);
         self.process_input(now);
+        // Input held while a CONNECT waits for its answer is bounded: one packet's worth.
+        if self.role == Role::Server
+            && self.phase == Phase::Connecting
+            && self.read_buf.len() > self.config.max_packet_size as usize
+        {
+            self.violation(now, Violation::InputBeforeConnAck(self.read_buf.len()));
+        }
         if self.read_buf.is_empty() {
             // Decoded payloads are slices of this buffer: an empty one is let go, so an
             // idle connection holds no input buffer, and no burst's allocation stays
