@@ -18,7 +18,7 @@ use std::time::Duration;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::{http, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -703,6 +703,10 @@ async fn core_loop(
     events: Option<mpsc::Sender<BrokerEvent>>,
 ) {
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    // Password checks run on blocking threads, as many at once as there are cores.
+    let verifications = Arc::new(Semaphore::new(
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    ));
     // Listener and peer address, for the log line that says why a connection closed.
     let mut peers: HashMap<ConnId, Peer> = HashMap::new();
     let mut stopping = false;
@@ -778,28 +782,26 @@ async fn core_loop(
                     let tx = tx.clone();
                     let passwords = passwords.clone();
                     let peer = peers.get(&req.conn).cloned().unwrap_or_default();
-                    let (listener, peer) = (peer.listener, peer.addr);
-                    tokio::task::spawn_blocking(move || {
-                        let ok = match (&passwords, &req.username, &req.password) {
-                            (Some(p), Some(u), Some(pw)) => p.verify(u, pw),
-                            (None, _, _) => true,
-                            _ => false,
+                    let Some(writer) = conns.get(&req.conn).map(|c| c.writer.clone()) else {
+                        continue;
+                    };
+                    let verifications = verifications.clone();
+                    tokio::spawn(async move {
+                        // One check per core at a time: each takes the argon2 hash's memory
+                        // (19 MiB with the defaults) and a core for a while.
+                        let Ok(_permit) = verifications.acquire_owned().await else {
+                            return;
                         };
-                        let result = if ok {
-                            AuthResult::Allow { username: None }
-                        } else {
-                            // Who and from where; never the password.
-                            warn!(
-                                conn = req.conn,
-                                %listener,
-                                %peer,
-                                client_id = %req.client_id,
-                                username = req.username.as_deref().unwrap_or(""),
-                                "authentication failed: bad user name or password"
-                            );
-                            AuthResult::Deny(ReasonCode::BadUserNameOrPassword)
-                        };
-                        let _ = tx.blocking_send(ToCore::Auth(req.conn, result));
+                        if writer.state.load(Ordering::Acquire) != OPEN {
+                            // Gone while it waited: no one to answer.
+                            return;
+                        }
+                        let checked =
+                            tokio::task::spawn_blocking(move || verify(&passwords, &req, &peer))
+                                .await;
+                        if let Ok((conn, result)) = checked {
+                            let _ = tx.send(ToCore::Auth(conn, result)).await;
+                        }
                     });
                 }
                 Output::Event(e) => {
@@ -816,6 +818,35 @@ async fn core_loop(
             break;
         }
     }
+}
+
+/// Checks a password (slow on purpose): the connection and the answer for the core.
+fn verify(
+    passwords: &Option<Arc<Passwords>>,
+    req: &mqtt_broker::AuthRequest,
+    peer: &Peer,
+) -> (ConnId, AuthResult) {
+    let ok = match (passwords, &req.username, &req.password) {
+        // argon2's verify compares the hashes in constant time.
+        (Some(p), Some(u), Some(pw)) => p.verify(u, pw),
+        (None, _, _) => true,
+        _ => false,
+    };
+    let result = if ok {
+        AuthResult::Allow { username: None }
+    } else {
+        // Who and from where; never the password.
+        warn!(
+            conn = req.conn,
+            listener = %peer.listener,
+            peer = %peer.addr,
+            client_id = %req.client_id,
+            username = %req.username.as_deref().unwrap_or(""),
+            "authentication failed: bad user name or password"
+        );
+        AuthResult::Deny(ReasonCode::BadUserNameOrPassword)
+    };
+    (req.conn, result)
 }
 
 fn handle(
@@ -957,7 +988,7 @@ fn log_event(e: &BrokerEvent, peers: &mut HashMap<ConnId, Peer>) {
             session_present,
         } => {
             let Peer { listener, addr } = peers.get(conn).cloned().unwrap_or_default();
-            info!(conn, %listener, peer = %addr, %client_id, username = username.as_deref().unwrap_or(""), %version, session_present, "client connected")
+            info!(conn, %listener, peer = %addr, %client_id, username = %username.as_deref().unwrap_or(""), %version, session_present, "client connected")
         }
         BrokerEvent::ClientDisconnected {
             conn,

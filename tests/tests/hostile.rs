@@ -90,12 +90,17 @@ struct Bed {
 
 impl Bed {
     async fn start(tag: &'static str, limits: &str) -> Bed {
+        Self::start_with(tag, limits, "").await
+    }
+
+    /// The same with more sections (`[auth]`, say).
+    async fn start_with(tag: &'static str, limits: &str, more: &str) -> Bed {
         logs();
         let text = format!(
             "[[listener]]\nbind = \"127.0.0.1:0\"\n\
              [limits]\nconnect_timeout_secs = {}\nmax_packet_size = {MAX_PACKET}\n{limits}\n\
              [sys]\ninterval_secs = 0\n\
-             [metrics]\nbind = \"127.0.0.1:0\"\n",
+             [metrics]\nbind = \"127.0.0.1:0\"\n{more}",
             CONNECT_TIMEOUT.as_secs()
         );
         let running = start(Config::parse(&text).unwrap(), None).await.unwrap();
@@ -217,6 +222,16 @@ fn connect_packet(name: &[u8], level: u8, client_id: &str, keep_alive: u16) -> V
         body.push(0); // no properties
     }
     body.extend_from_slice(&string(client_id.as_bytes()));
+    frame(0x10, &body)
+}
+
+/// 5.0 CONNECT with a user name and password.
+fn connect_with_credentials(client_id: &str, user: &str, password: &str) -> Vec<u8> {
+    let mut body = string(b"MQTT");
+    body.extend_from_slice(&[5, 0xc2, 0, 60, 0]);
+    body.extend_from_slice(&string(client_id.as_bytes()));
+    body.extend_from_slice(&string(user.as_bytes()));
+    body.extend_from_slice(&string(password.as_bytes()));
     frame(0x10, &body)
 }
 
@@ -1334,4 +1349,82 @@ async fn a_publish_flood_does_not_starve_others() {
         written / 1_000_000
     );
     bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_flood() {
+    let dir = std::env::temp_dir().join(format!("mqtt-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let passwd = dir.join("passwd");
+    let mut p = adapter_tokio::auth::Passwords::default();
+    p.set("alice", "the right one").unwrap();
+    std::fs::write(&passwd, p.to_text()).unwrap();
+    let mut bed = Bed::start_with(
+        "creds",
+        "",
+        &format!("[auth]\npassword_file = \"{}\"\n", passwd.display()),
+    )
+    .await;
+    // Wrong passwords from 12 connections at once: the checks (argon2, slow on purpose)
+    // run off the core, a few at a time; each gets CONNACK 0x86 Bad User Name or
+    // Password; the client alongside is served meanwhile.
+    let started = Instant::now();
+    let mut tries = vec![];
+    for i in 0..12 {
+        let mut raw = Raw::open(bed.addr).await;
+        raw.decoder = Decoder::client(ProtocolVersion::V5);
+        raw.send(&connect_with_credentials(
+            &format!("guess{i}"),
+            "alice",
+            &format!("guess-{i}-secret"),
+        ))
+        .await;
+        let who = raw.who.clone();
+        tries.push((who, tokio::spawn(raw.closed())));
+    }
+    bed.assert_serves().await;
+    let served_after = started.elapsed();
+    let mut last = Duration::ZERO;
+    for (who, t) in tries {
+        let closed = t.await.unwrap();
+        assert_eq!(
+            closed.reason(),
+            Some(ReasonCode::BadUserNameOrPassword),
+            "{closed:?}"
+        );
+        let [listener, peer] = who.needles();
+        let log = logs()
+            .line(&["authentication failed", &listener, &peer])
+            .await;
+        assert!(
+            log.contains("username=alice") && !log.contains("secret"),
+            "{log}"
+        );
+        last = last.max(started.elapsed());
+    }
+    let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    assert!(!text.contains("-secret"), "a password was logged");
+    println!(
+        "| 12 wrong passwords at once | CONNACK 0x86 each, the last after {last:?}; the other client served after {served_after:?}; password never logged | - | WARN authentication failed conn=.. listener=.. peer=.. client_id=guess0 username=alice |"
+    );
+    // A client that floods while its CONNECT waits for the password check: what it sends
+    // before CONNACK is held up to max_packet_size, then it is closed.
+    let mut raw = Raw::open(bed.addr).await;
+    let mut bytes = connect_with_credentials("eager", "alice", "wrong-secret");
+    while bytes.len() < 3 * MAX_PACKET {
+        bytes.extend(publish_packet(ProtocolVersion::V5, b"early", &[0; 4000]));
+    }
+    let who = raw.who.clone();
+    raw.s.write_all(&bytes).await.ok();
+    let (read, after) = raw.drained().await;
+    assert_eq!(read, 0, "nothing is sent before CONNACK");
+    let log = who.log_line().await;
+    assert!(log.contains("while CONNECT waited"), "{log}");
+    println!(
+        "| {} bytes sent right after CONNECT, before the password check ends | closed, nothing sent | {after:?} | {} |",
+        bytes.len(),
+        log.split_once("client disconnected").map_or(&log[..], |(_, l)| l).trim()
+    );
+    bed.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
