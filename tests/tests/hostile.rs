@@ -11,69 +11,19 @@
 use adapter_tokio::client::{Client, ClientOptions};
 use adapter_tokio::config::Config;
 use adapter_tokio::server::{start, Running};
-use bytes::BytesMut;
 use mqtt_proto::{Decoder, Packet, ProtocolVersion, Publish, QoS, ReasonCode};
+use mqtt_tests::raw::*;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::Receiver;
 
-/// The longest any single wait may take.
-const LIMIT: Duration = Duration::from_secs(10);
 /// `[limits] connect_timeout_secs` of every broker here.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// `[limits] max_packet_size` of every broker here (the default is 1 MiB).
 const MAX_PACKET: usize = 128 * 1024;
-
-// ----- Logs -------------------------------------------------------------------------------
-
-/// Everything the broker logs (at info and above), as the binary would print it.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static Logs {
-    static LOGS: OnceLock<Logs> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-            .with_writer(move || writer.clone())
-            .init();
-        logs
-    })
-}
-
-impl Logs {
-    /// The first line holding every one of `needles`, waiting for it up to [`LIMIT`].
-    async fn line(&self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-            if let Some(l) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
-                return l.to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needles:?} in:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
 
 // ----- The broker and the well-behaved client ---------------------------------------------
 
@@ -177,258 +127,7 @@ impl Bed {
     }
 }
 
-// ----- The hostile side -------------------------------------------------------------------
-
-/// `header`, the Remaining Length, `body`.
-fn frame(header: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![header];
-    let mut n = body.len();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-/// A length-prefixed string (or binary data).
-fn string(s: &[u8]) -> Vec<u8> {
-    let mut out = (s.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(s);
-    out
-}
-
-fn version_level(v: ProtocolVersion) -> u8 {
-    match v {
-        ProtocolVersion::V5 => 5,
-        _ => 4,
-    }
-}
-
-/// CONNECT with any protocol name and level, Clean Start, this keep-alive.
-fn connect_packet(name: &[u8], level: u8, client_id: &str, keep_alive: u16) -> Vec<u8> {
-    let mut body = string(name);
-    body.push(level);
-    body.push(0x02);
-    body.extend_from_slice(&keep_alive.to_be_bytes());
-    if level == 5 {
-        body.push(0); // no properties
-    }
-    body.extend_from_slice(&string(client_id.as_bytes()));
-    frame(0x10, &body)
-}
-
-/// 5.0 CONNECT with a user name and password.
-fn connect_with_credentials(client_id: &str, user: &str, password: &str) -> Vec<u8> {
-    let mut body = string(b"MQTT");
-    body.extend_from_slice(&[5, 0xc2, 0, 60, 0]);
-    body.extend_from_slice(&string(client_id.as_bytes()));
-    body.extend_from_slice(&string(user.as_bytes()));
-    body.extend_from_slice(&string(password.as_bytes()));
-    frame(0x10, &body)
-}
-
-/// PUBLISH QoS 0 with raw topic bytes.
-fn publish_packet(v: ProtocolVersion, topic: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut body = string(topic);
-    if v.is_v5() {
-        body.push(0);
-    }
-    body.extend_from_slice(payload);
-    frame(0x30, &body)
-}
-
-/// PUBLISH QoS 1, packet id `id`.
-fn publish_qos1_packet(v: ProtocolVersion, topic: &[u8], id: u16, payload: &[u8]) -> Vec<u8> {
-    let mut body = string(topic);
-    body.extend_from_slice(&id.to_be_bytes());
-    if v.is_v5() {
-        body.push(0);
-    }
-    body.extend_from_slice(payload);
-    frame(0x32, &body)
-}
-
-/// SUBSCRIBE (packet id `id`) to raw filters at QoS 0.
-fn subscribe_packet(v: ProtocolVersion, id: u16, filters: &[&[u8]]) -> Vec<u8> {
-    let mut body = id.to_be_bytes().to_vec();
-    if v.is_v5() {
-        body.push(0);
-    }
-    for f in filters {
-        body.extend_from_slice(&string(f));
-        body.push(0);
-    }
-    frame(0x82, &body)
-}
-
-/// How a hostile connection ended.
-#[derive(Debug)]
-struct Closed {
-    /// What the broker sent before closing.
-    packets: Vec<Packet>,
-    /// From the call to [`Raw::closed`] to the end of the stream.
-    after: Duration,
-    /// Every byte the broker sent on this connection.
-    bytes: Vec<u8>,
-}
-
-impl Closed {
-    /// The reason code of the DISCONNECT or CONNACK the broker sent last, if any.
-    fn reason(&self) -> Option<ReasonCode> {
-        self.packets.iter().rev().find_map(|p| match p {
-            Packet::Disconnect(d) => Some(d.reason_code),
-            Packet::ConnAck(c) => Some(c.reason_code),
-            _ => None,
-        })
-    }
-}
-
-/// A connection as the broker's log lines name it: listener and peer address.
-#[derive(Debug, Clone)]
-struct Who {
-    listener: String,
-    local: String,
-}
-
-impl Who {
-    /// What a log line about this connection holds.
-    fn needles(&self) -> [String; 2] {
-        [
-            format!("listener={} ", self.listener),
-            format!("peer={} ", self.local),
-        ]
-    }
-
-    /// The broker's log line about closing this connection.
-    async fn log_line(&self) -> String {
-        let [l, p] = self.needles();
-        logs().line(&["client disconnected", &l, &p]).await
-    }
-}
-
-/// A hostile client: a raw TCP connection.
-struct Raw {
-    s: TcpStream,
-    who: Who,
-    decoder: Decoder,
-    buf: BytesMut,
-    /// Every byte received.
-    seen: Vec<u8>,
-}
-
-impl Raw {
-    async fn open(addr: SocketAddr) -> Raw {
-        let s = TcpStream::connect(addr).await.unwrap();
-        s.set_nodelay(true).unwrap();
-        Raw {
-            who: Who {
-                listener: addr.to_string(),
-                local: s.local_addr().unwrap().to_string(),
-            },
-            s,
-            decoder: Decoder::client(ProtocolVersion::V3_1_1),
-            buf: BytesMut::new(),
-            seen: vec![],
-        }
-    }
-
-    /// Opens a connection and connects as `client_id`: CONNACK 0x00.
-    async fn connected(addr: SocketAddr, v: ProtocolVersion, client_id: &str) -> Raw {
-        Self::connected_with_keep_alive(addr, v, client_id, 60).await
-    }
-
-    async fn connected_with_keep_alive(
-        addr: SocketAddr,
-        v: ProtocolVersion,
-        client_id: &str,
-        keep_alive: u16,
-    ) -> Raw {
-        let mut r = Raw::open(addr).await;
-        r.decoder = Decoder::client(v);
-        r.send(&connect_packet(
-            b"MQTT",
-            version_level(v),
-            client_id,
-            keep_alive,
-        ))
-        .await;
-        match r.next().await {
-            Some(Packet::ConnAck(c)) => assert_eq!(c.reason_code, ReasonCode::Success),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-        r
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.s.write_all(bytes).await.unwrap();
-    }
-
-    /// The next packet from the broker; `None` when it closed the connection.
-    async fn next(&mut self) -> Option<Packet> {
-        loop {
-            if let Some(p) = self
-                .decoder
-                .decode(&mut self.buf)
-                .expect("broker sends valid packets")
-            {
-                return Some(p);
-            }
-            let before = self.buf.len();
-            let n = match tokio::time::timeout(LIMIT, self.s.read_buf(&mut self.buf)).await {
-                Ok(Ok(n)) => n,
-                Ok(Err(_)) => 0,
-                Err(_) => panic!("the broker neither sent nor closed within {LIMIT:?}"),
-            };
-            self.seen.extend_from_slice(&self.buf[before..]);
-            if n == 0 {
-                assert!(
-                    self.buf.is_empty(),
-                    "closed inside a packet: {:?}",
-                    self.buf
-                );
-                return None;
-            }
-        }
-    }
-
-    /// Reads until the broker closes the connection (within [`LIMIT`]).
-    async fn closed(mut self) -> Closed {
-        let started = Instant::now();
-        let mut packets = vec![];
-        while let Some(p) = self.next().await {
-            packets.push(p);
-        }
-        Closed {
-            packets,
-            after: started.elapsed(),
-            bytes: self.seen,
-        }
-    }
-
-    /// Reads and discards until the broker closes the connection (within [`LIMIT`]),
-    /// without decoding: a connection aborted by the broker may end inside a packet.
-    /// Returns the bytes read and how long it took.
-    async fn drained(mut self) -> (usize, Duration) {
-        let started = Instant::now();
-        let mut total = self.buf.len();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match tokio::time::timeout_at((started + LIMIT).into(), self.s.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return (total, started.elapsed()),
-                Ok(Ok(n)) => total += n,
-                Err(_) => panic!("not closed within {LIMIT:?}, {total} bytes read"),
-            }
-        }
-    }
-}
+// ----- Reporting -------------------------------------------------------------------------
 
 /// Prints one row of the outcome table (seen with `--nocapture`).
 fn report(case: &str, closed: &Closed, log: &str) {
@@ -1079,7 +778,7 @@ async fn flood_a_subscriber_that_does_not_read(
             .unwrap();
             sent += 1;
         }
-        let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+        let text = logs().text();
         if let Some(l) = text.lines().find(|l| {
             l.contains(&listener) && l.contains(&peer) && until.iter().all(|u| l.contains(u))
         }) {
@@ -1374,6 +1073,7 @@ async fn a_credential_flood() {
         let mut raw = Raw::open(bed.addr).await;
         raw.decoder = Decoder::client(ProtocolVersion::V5);
         raw.send(&connect_with_credentials(
+            ProtocolVersion::V5,
             &format!("guess{i}"),
             "alice",
             &format!("guess-{i}-secret"),
@@ -1402,7 +1102,7 @@ async fn a_credential_flood() {
         );
         last = last.max(started.elapsed());
     }
-    let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    let text = logs().text();
     assert!(!text.contains("-secret"), "a password was logged");
     println!(
         "| 12 wrong passwords at once | CONNACK 0x86 each, the last after {last:?}; the other client served after {served_after:?}; password never logged | - | WARN authentication failed conn=.. listener=.. peer=.. client_id=guess0 username=alice |"
@@ -1410,7 +1110,7 @@ async fn a_credential_flood() {
     // A client that floods while its CONNECT waits for the password check: what it sends
     // before CONNACK is held up to max_packet_size, then it is closed.
     let mut raw = Raw::open(bed.addr).await;
-    let mut bytes = connect_with_credentials("eager", "alice", "wrong-secret");
+    let mut bytes = connect_with_credentials(ProtocolVersion::V5, "eager", "alice", "wrong-secret");
     while bytes.len() < 3 * MAX_PACKET {
         bytes.extend(publish_packet(ProtocolVersion::V5, b"early", &[0; 4000]));
     }
