@@ -74,6 +74,15 @@ pub struct Listener {
     pub name: Option<String>,
 }
 
+impl Listener {
+    /// Whether clients without credentials may connect: `allow_anonymous` if set, else
+    /// only on a loopback address (a public listener must open itself explicitly).
+    pub fn allows_anonymous(&self) -> bool {
+        self.allow_anonymous
+            .unwrap_or_else(|| self.bind.ip().is_loopback())
+    }
+}
+
 /// `[auth]`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,7 +128,8 @@ pub struct Limits {
     pub max_keep_alive: Option<u16>,
     /// Maximum QoS (0, 1 or 2). Default 2.
     pub maximum_qos: u8,
-    /// Seconds to wait for CONNECT. Default 10.
+    /// Seconds to wait for CONNECT, and for the TLS or WebSocket handshake before it.
+    /// Default 10.
     pub connect_timeout_secs: u64,
     /// Concurrent connections; more are closed at once. Default 100000.
     pub max_connections: usize,
@@ -397,6 +407,30 @@ mod tests {
         assert_eq!(c.listeners.len(), 1);
         assert_eq!(c.listeners[0].bind.to_string(), "127.0.0.1:1883");
         assert_eq!(c.limits.max_packet_size, 1 << 20);
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        // No configuration: one listener, on loopback only.
+        let c = Config::parse("").unwrap();
+        assert!(c.listeners[0].bind.ip().is_loopback());
+        assert!(c.listeners[0].allows_anonymous());
+        assert!(c.auth.password_file.is_none() && c.auth.acl_file.is_none());
+        // Anonymous clients only on loopback unless the listener says otherwise.
+        let listener = |bind: &str, anonymous: &str| {
+            Config::parse(&format!("[[listener]]\nbind = \"{bind}\"\n{anonymous}"))
+                .unwrap()
+                .listeners
+                .remove(0)
+                .allows_anonymous()
+        };
+        assert!(listener("127.0.0.1:1883", ""));
+        assert!(listener("[::1]:1883", ""));
+        assert!(!listener("0.0.0.0:1883", ""));
+        assert!(!listener("[::]:1883", ""));
+        assert!(!listener("192.0.2.7:1883", ""));
+        assert!(listener("0.0.0.0:1883", "allow_anonymous = true"));
+        assert!(!listener("127.0.0.1:1883", "allow_anonymous = false"));
     }
 
     #[test]

@@ -224,7 +224,7 @@ pub async fn start_with(
             .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.bind))?;
         let addr = listener.local_addr()?;
         local_addrs.push(addr);
-        let anonymous = l.allow_anonymous.unwrap_or(l.bind.ip().is_loopback());
+        let anonymous = l.allows_anonymous();
         let name = l.name.clone().unwrap_or_else(|| addr.to_string());
         let tls = |l: &crate::config::Listener| {
             Reloading::start(TlsFiles {
@@ -250,6 +250,7 @@ pub async fn start_with(
             next_id.clone(),
             live.clone(),
             config.limits.max_connections,
+            Duration::from_secs(config.limits.connect_timeout_secs),
         )));
     }
     let metrics_addr = match config.metrics.bind {
@@ -304,6 +305,7 @@ async fn accept_loop(
     next_id: Arc<AtomicUsize>,
     live: Arc<AtomicUsize>,
     max_connections: usize,
+    handshake: Duration,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -333,7 +335,7 @@ async fn accept_loop(
         let (core_tx, live, transport) = (core_tx.clone(), live.clone(), transport.clone());
         let listener = name.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve(id, stream, info, core_tx, transport).await {
+            if let Err(e) = serve(id, stream, info, core_tx, transport, handshake).await {
                 info!(conn = id, %listener, %peer, "handshake failed: {e}");
             }
             live.fetch_sub(1, Ordering::Relaxed);
@@ -374,8 +376,10 @@ async fn serve(
     mut info: ConnInfo,
     core: mpsc::Sender<ToCore>,
     transport: Transport,
+    // The TLS and WebSocket handshakes get the connect timeout; CONNECT gets it again
+    // after them.
+    handshake: Duration,
 ) -> anyhow::Result<()> {
-    const HANDSHAKE: Duration = Duration::from_secs(10);
     // Each transport's future is boxed: a connection's task is as large as its own
     // transport needs, not as the largest (TLS and WebSocket state are kilobytes).
     match transport {
@@ -385,7 +389,7 @@ async fn serve(
         }
         Transport::Tls(tls, use_identity) => {
             Box::pin(async move {
-                let s = tokio::time::timeout(HANDSHAKE, tls.acceptor().accept(stream)).await??;
+                let s = tokio::time::timeout(handshake, tls.acceptor().accept(stream)).await??;
                 if use_identity {
                     info.tls_identity = Some(client_identity(s.get_ref().1)?);
                 }
@@ -397,7 +401,7 @@ async fn serve(
         }
         Transport::Ws(path) => {
             Box::pin(async move {
-                let ws = tokio::time::timeout(HANDSHAKE, ws_accept(stream, &path)).await??;
+                let ws = tokio::time::timeout(handshake, ws_accept(stream, &path)).await??;
                 ws_connection(id, ws, info, core).await;
                 anyhow::Ok(())
             })
@@ -405,7 +409,7 @@ async fn serve(
         }
         Transport::Wss(tls, path, use_identity) => {
             Box::pin(async move {
-                let ws = tokio::time::timeout(HANDSHAKE, async {
+                let ws = tokio::time::timeout(handshake, async {
                     let s = tls.acceptor().accept(stream).await?;
                     if use_identity {
                         info.tls_identity = Some(client_identity(s.get_ref().1)?);
