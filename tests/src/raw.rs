@@ -54,10 +54,20 @@ impl Logs {
 
     /// The first line holding every one of `needles`, waiting for it up to [`LIMIT`].
     pub async fn line(&self, needles: &[&str]) -> String {
+        self.line_after(0, needles).await
+    }
+
+    /// The same among the lines logged after the first `offset` bytes ([`Logs::text`]'s
+    /// length at some point).
+    pub async fn line_after(&self, offset: usize, needles: &[&str]) -> String {
         let deadline = Instant::now() + LIMIT;
         loop {
-            let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-            if let Some(l) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+            let text = self.text()[offset..].to_string();
+            // A space after each line: a needle `field=value ` matches at the end too.
+            if let Some(l) = text
+                .lines()
+                .find(|l| needles.iter().all(|n| format!("{l} ").contains(n)))
+            {
                 return l.to_string();
             }
             assert!(
