@@ -243,6 +243,10 @@ impl Default for Config {
     }
 }
 
+/// The longest duration an option may give, in seconds: the largest 5.0 Session Expiry
+/// Interval (about 136 years).
+pub const MAX_SECS: u64 = u32::MAX as u64;
+
 /// A configuration error, naming the file and what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -290,7 +294,23 @@ impl Config {
         }
         for (i, l) in self.listeners.iter().enumerate() {
             match l.protocol.as_str() {
-                "tcp" | "ws" => {}
+                "tcp" | "ws" => {
+                    // Most likely a forgotten `protocol = "tls"`: refused rather than
+                    // served in plaintext.
+                    if l.cert.is_some() || l.key.is_some() || l.client_ca.is_some() {
+                        return Err(format!(
+                            "listener[{i}]: cert, key and client_ca need protocol `tls` or \
+                             `wss`, not `{}`",
+                            l.protocol
+                        ));
+                    }
+                    if l.use_identity_as_username {
+                        return Err(format!(
+                            "listener[{i}]: use_identity_as_username needs protocol `tls` or \
+                             `wss` with client_ca"
+                        ));
+                    }
+                }
                 "tls" | "wss" => {
                     if l.use_identity_as_username && l.client_ca.is_none() {
                         return Err(format!(
@@ -309,6 +329,12 @@ impl Config {
                         "listener[{i}].protocol: `{other}` is not one of tcp, tls, ws, wss"
                     ))
                 }
+            }
+            if l.path != "*" && !l.path.starts_with('/') {
+                return Err(format!(
+                    "listener[{i}].path: `{}` does not start with `/` (or is `*`)",
+                    l.path
+                ));
             }
         }
         let l = &self.limits;
@@ -338,6 +364,26 @@ impl Config {
         }
         if l.receive_maximum == 0 || l.max_inflight == 0 {
             return Err("limits.receive_maximum and limits.max_inflight must be at least 1".into());
+        }
+        if l.connect_timeout_secs == 0 {
+            return Err("limits.connect_timeout_secs must be at least 1".into());
+        }
+        // Durations up to 136 years: a deadline that far ahead is still a valid instant.
+        for (key, secs) in [
+            ("limits.connect_timeout_secs", l.connect_timeout_secs),
+            (
+                "sessions.persistent_session_expiry_secs",
+                self.sessions.persistent_session_expiry_secs,
+            ),
+            (
+                "sessions.max_session_expiry_secs",
+                self.sessions.max_session_expiry_secs,
+            ),
+            ("sys.interval_secs", self.sys.interval_secs),
+        ] {
+            if secs > MAX_SECS {
+                return Err(format!("{key}: {secs} is above {MAX_SECS} seconds"));
+            }
         }
         if !matches!(
             self.log.level.as_str(),
@@ -444,5 +490,27 @@ mod tests {
         let e =
             Config::parse("[[listener]]\nbind = \"127.0.0.1:1\"\nprotocol = \"udp\"").unwrap_err();
         assert!(e.contains("listener[0].protocol"), "{e}");
+    }
+
+    #[test]
+    fn options_that_cannot_work_are_refused() {
+        let listener = |more: &str| {
+            Config::parse(&format!("[[listener]]\nbind = \"127.0.0.1:1\"\n{more}")).map(|_| ())
+        };
+        // TLS files on a plaintext listener: a forgotten `protocol = "tls"`.
+        let e = listener("cert = \"c.pem\"\nkey = \"k.pem\"").unwrap_err();
+        assert!(e.contains("listener[0]") && e.contains("tls"), "{e}");
+        assert!(listener("protocol = \"ws\"\nclient_ca = \"ca.pem\"").is_err());
+        assert!(listener("use_identity_as_username = true").is_err());
+        let e = listener("protocol = \"ws\"\npath = \"mqtt\"").unwrap_err();
+        assert!(e.contains("listener[0].path"), "{e}");
+        assert!(listener("protocol = \"ws\"\npath = \"*\"").is_ok());
+        let e = Config::parse("[limits]\nconnect_timeout_secs = 0").unwrap_err();
+        assert!(e.contains("limits.connect_timeout_secs"), "{e}");
+        let e = Config::parse("[sessions]\nmax_session_expiry_secs = 18446744073709551615")
+            .unwrap_err();
+        assert!(e.contains("sessions.max_session_expiry_secs"), "{e}");
+        assert!(Config::parse("[sessions]\nmax_session_expiry_secs = 4294967295").is_ok());
+        assert!(Config::parse("[sys]\ninterval_secs = 4294967296").is_err());
     }
 }
