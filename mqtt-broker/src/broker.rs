@@ -165,8 +165,9 @@ impl Broker {
         };
         // The broker acknowledges every QoS 1/2 message itself, after routing it.
         b.config.session.manual_acks = true;
-        if let Some(i) = b.config.sys_interval {
-            b.timers.push(Reverse((now + i, TimerKey::Sys)));
+        // Durations too long for an Instant (a deadline past its range) never come.
+        if let Some(at) = b.config.sys_interval.and_then(|i| now.checked_add(i)) {
+            b.timers.push(Reverse((at, TimerKey::Sys)));
         }
         b
     }
@@ -291,8 +292,8 @@ impl Broker {
                 }
                 TimerKey::Sys => {
                     self.publish_sys(now);
-                    if let Some(i) = self.config.sys_interval {
-                        self.timers.push(Reverse((now + i, TimerKey::Sys)));
+                    if let Some(at) = self.config.sys_interval.and_then(|i| now.checked_add(i)) {
+                        self.timers.push(Reverse((at, TimerKey::Sys)));
                     }
                 }
             }
@@ -417,10 +418,12 @@ impl Broker {
                     }
                 }
             }
-            let at = now + s.expiry;
-            s.expires_at = Some(at);
-            self.timers
-                .push(Reverse((at, TimerKey::SessionExpiry(key))));
+            // An expiry too long for an Instant: the session does not expire.
+            s.expires_at = now.checked_add(s.expiry);
+            if let Some(at) = s.expires_at {
+                self.timers
+                    .push(Reverse((at, TimerKey::SessionExpiry(key))));
+            }
         }
         self.drain(now);
     }
@@ -1076,10 +1079,12 @@ impl Broker {
         if s.expiry.is_zero() {
             self.end_session(now, key);
         } else {
-            let at = now + s.expiry;
-            s.expires_at = Some(at);
-            self.timers
-                .push(Reverse((at, TimerKey::SessionExpiry(key))));
+            // An expiry too long for an Instant: the session does not expire.
+            s.expires_at = now.checked_add(s.expiry);
+            if let Some(at) = s.expires_at {
+                self.timers
+                    .push(Reverse((at, TimerKey::SessionExpiry(key))));
+            }
         }
     }
 

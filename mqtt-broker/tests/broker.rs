@@ -221,6 +221,37 @@ fn persistent_session_queues_while_offline() {
 }
 
 #[test]
+fn durations_too_long_for_an_instant_never_come() {
+    // A 3.x session kept "forever", $SYS "never", no connect timeout: deadlines past the
+    // range of an Instant are not armed (adding them would overflow and panic).
+    let mut config = BrokerConfig {
+        persistent_session_expiry: Duration::MAX,
+        max_session_expiry: Duration::MAX,
+        sys_interval: Some(Duration::MAX),
+        ..BrokerConfig::default()
+    };
+    config.session.connect_timeout = Duration::MAX;
+    let mut sim = Sim::new(config);
+    let s = sim.connect(V3_1_1, "s3", false);
+    sim.subscribe(s, "t", QoS::AtLeastOnce);
+    sim.cut(s);
+    sim.advance(Duration::from_secs(1000 * 86_400));
+    let sessions = sim.broker.sessions();
+    assert_eq!(sessions.len(), 1);
+    assert!(!sessions[0].online);
+    let s = sim.connect(V3_1_1, "s3", false);
+    assert!(sim.connack(s).unwrap().session_present);
+    let conn = mqtt_session::Connection::server(
+        mqtt_session::Config {
+            connect_timeout: Duration::MAX,
+            ..Default::default()
+        },
+        sim.now,
+    );
+    assert_eq!(conn.poll_timeout(), None);
+}
+
+#[test]
 fn clean_session_discards_state() {
     // 3.1.1 [MQTT-3.1.2-6], 5.0 [MQTT-3.1.2-4]: Clean Session / Clean Start 1 discards the
     // previous session.

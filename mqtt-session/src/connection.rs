@@ -167,7 +167,9 @@ impl Connection {
     /// for `config.connect_timeout`.
     pub fn server(config: Config, now: Instant) -> Self {
         let mut c = Self::new(Role::Server, config, None);
-        c.timers.set(Timer::Connect, now + c.config.connect_timeout);
+        if let Some(at) = now.checked_add(c.config.connect_timeout) {
+            c.timers.set(Timer::Connect, at);
+        }
         c
     }
 
@@ -460,7 +462,7 @@ impl Connection {
                     if !self.ping_outstanding {
                         self.ping_outstanding = true;
                         self.send(now, &Packet::PingReq);
-                        self.set_timer(Timer::PingResp, now + self.config.ping_timeout);
+                        self.set_timer_after(Timer::PingResp, now, self.config.ping_timeout);
                     }
                 }
                 Timer::PingResp => {
@@ -502,7 +504,7 @@ impl Connection {
         self.sent(now);
         self.connect = Some(Box::new(connect));
         self.phase = Phase::Connecting;
-        self.set_timer(Timer::Connect, now + self.config.connect_timeout);
+        self.set_timer_after(Timer::Connect, now, self.config.connect_timeout);
         Ok(())
     }
 
@@ -563,7 +565,7 @@ impl Connection {
         self.client_open()?;
         self.ping_outstanding = true;
         self.send(now, &Packet::PingReq);
-        self.set_timer(Timer::PingResp, now + self.config.ping_timeout);
+        self.set_timer_after(Timer::PingResp, now, self.config.ping_timeout);
         Ok(())
     }
 
@@ -930,6 +932,14 @@ impl Connection {
     fn set_timer(&mut self, t: Timer, at: Instant) {
         if self.phase != Phase::Closed {
             self.timers.set(t, at);
+        }
+    }
+
+    /// A configured timeout: one too long for an Instant never fires.
+    fn set_timer_after(&mut self, t: Timer, now: Instant, timeout: Duration) {
+        match now.checked_add(timeout) {
+            Some(at) => self.set_timer(t, at),
+            None => self.timers.stop(t),
         }
     }
 
