@@ -743,6 +743,7 @@ impl Broker {
             Some(code)
         } else if connect.will.as_ref().is_some_and(|w| {
             !self.topic_ok(&w.topic)
+                || broker_only(&w.topic)
                 || !self
                     .acl
                     .can_publish(connect.username.as_deref(), &connect.client_id, &w.topic)
@@ -1244,7 +1245,8 @@ impl Broker {
         let packet_id = p.packet_id;
         let code = if !self.topic_ok(&p.topic) {
             ReasonCode::TopicNameInvalid
-        } else if !self.acl_publish(user.as_deref(), &client_id, &p.topic) {
+        } else if broker_only(&p.topic) || !self.acl_publish(user.as_deref(), &client_id, &p.topic)
+        {
             // Denied: dropped; 5.0 acknowledgements say 0x87, 3.x ones cannot say no.
             self.stats.publish_denied += 1;
             ReasonCode::NotAuthorized
@@ -1830,6 +1832,13 @@ impl<'a> Body<'a> {
 }
 
 /// The session of a connection.
+/// `$SYS` topics are the broker's own: clients may read them, never publish to them
+/// (section 4.7.2: the Server SHOULD prevent Clients from using `$` topics to exchange
+/// messages); otherwise any client could publish a retained `$SYS/broker/version`.
+fn broker_only(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
 fn key_of(conns: &HashMap<ConnId, Conn>, id: ConnId) -> Option<SessionKey> {
     conns.get(&id)?.session
 }

@@ -551,6 +551,58 @@ fn acl_denies_subscribe_and_publish() {
 }
 
 #[test]
+fn clients_cannot_publish_to_sys_topics() {
+    // Section 4.7.2: `$` topics are not for clients to exchange messages; `$SYS` is the
+    // broker's. A client's publish there is refused like an ACL denial, and so is a will.
+    let mut sim = Sim::default();
+    for v in [V3_1_1, V5] {
+        let s = sim.connect(v, &format!("s{v}"), true);
+        sim.subscribe(s, "$SYS/#", QoS::AtLeastOnce);
+        let p = sim.connect(v, &format!("p{v}"), true);
+        for t in ["$SYS/broker/version", "$SYS"] {
+            sim.publish(p, t, "fake", QoS::AtLeastOnce, true);
+        }
+        assert!(sim.payloads(s).is_empty(), "{v}");
+        let acked: Vec<ReasonCode> = sim.clients[&p]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Delivered { reason_code, .. } => Some(*reason_code),
+                _ => None,
+            })
+            .collect();
+        let expect = if v == V5 {
+            ReasonCode::NotAuthorized
+        } else {
+            ReasonCode::Success
+        };
+        assert_eq!(acked, [expect, expect], "{v}");
+        let mut c = Connect::new(v, MqttString::new(&format!("w{v}")).unwrap());
+        c.will = Some(Will {
+            topic: topic("$SYS/broker/uptime"),
+            payload: "fake".into(),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Default::default(),
+        });
+        let w = sim.connect_with(c, Default::default());
+        assert_eq!(
+            sim.closed(w),
+            Some(CloseReason::Refused(ReasonCode::NotAuthorized))
+        );
+    }
+    assert!(sim.broker.retained().is_empty());
+    assert_eq!(sim.broker.stats().publish_denied, 4);
+    // The broker itself still publishes there.
+    let s = sim.connect(V5, "reader", true);
+    sim.subscribe(s, "$SYS/#", QoS::AtMostOnce);
+    sim.broker
+        .publish(sim.now, Publish::new(topic("$SYS/x"), "from the broker"));
+    sim.run();
+    assert_eq!(sim.payloads(s), ["from the broker"]);
+}
+
+#[test]
 fn subscribe_denied_code_is_configurable() {
     let mut sim = Sim::new(BrokerConfig {
         subscribe_denied_code: ReasonCode::NotAuthorized,
