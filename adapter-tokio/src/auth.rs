@@ -8,6 +8,10 @@ use mqtt_broker::{Access, Acl, Rule, Who};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// What an unknown user's password is checked against: a hash with the parameters
+/// [`Passwords::set`] uses, so that the check costs the same.
+const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1QKb2K9Fh4E1xHn0Wb7qvqkmyEoqMSkVb3hq8dn5oN8";
+
 /// Users and their argon2id hashes, from a file of `user:hash` lines.
 #[derive(Debug, Clone, Default)]
 pub struct Passwords {
@@ -71,9 +75,9 @@ impl Passwords {
     }
 
     /// Whether `password` is the user's. Slow on purpose (argon2): call it off the core.
-    /// Unknown users cost a hash too, so timing does not tell which users exist.
+    /// Unknown users cost a hash too, so timing does not tell which users exist; argon2
+    /// compares the computed hash with the stored one in constant time.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
-        const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1QKb2K9Fh4E1xHn0Wb7qvqkmyEoqMSkVb3hq8dn5oN8";
         let (hash, known) = match self.users.get(user) {
             Some(h) => (h.as_str(), true),
             None => (DUMMY, false),
@@ -176,6 +180,20 @@ mod tests {
         assert!(p.to_text().starts_with("ann:$argon2id$"));
         assert!(Passwords::parse("ann").is_err());
         assert!(Passwords::parse("ann:nothash").is_err());
+    }
+
+    #[test]
+    fn unknown_users_cost_a_hash_too() {
+        let mut p = Passwords::default();
+        p.set("ann", "secret").unwrap();
+        let real = PasswordHash::new(&p.users["ann"]).unwrap();
+        let dummy = PasswordHash::new(DUMMY).unwrap();
+        assert_eq!(
+            (dummy.algorithm, dummy.version, &dummy.params),
+            (real.algorithm, real.version, &real.params)
+        );
+        assert!(!p.verify("bob", b"secret"));
+        assert!(!p.verify("", b""));
     }
 
     #[test]

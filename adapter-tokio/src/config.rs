@@ -121,6 +121,15 @@ pub struct Listener {
     pub name: Option<String>,
 }
 
+impl Listener {
+    /// Whether clients without credentials may connect: `allow_anonymous` if set, else
+    /// only on a loopback address (a public listener must open itself explicitly).
+    pub fn allows_anonymous(&self) -> bool {
+        self.allow_anonymous
+            .unwrap_or_else(|| self.bind.ip().is_loopback())
+    }
+}
+
 /// `[auth]`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,7 +178,8 @@ pub struct Limits {
     pub max_keep_alive: Option<u16>,
     /// Maximum QoS (0, 1 or 2). Default 2.
     pub maximum_qos: u8,
-    /// Seconds to wait for CONNECT. Default 10.
+    /// Seconds to wait for CONNECT, and for the TLS or WebSocket handshake before it.
+    /// Default 10.
     pub connect_timeout_secs: u64,
     /// Concurrent connections; more are closed at once. Default 100000.
     pub max_connections: usize,
@@ -284,6 +294,10 @@ impl Default for Config {
     }
 }
 
+/// The longest duration an option may give, in seconds: the largest 5.0 Session Expiry
+/// Interval (about 136 years).
+pub const MAX_SECS: u64 = u32::MAX as u64;
+
 /// A configuration error, naming the file and what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -331,7 +345,23 @@ impl Config {
         }
         for (i, l) in self.listeners.iter().enumerate() {
             match l.protocol.as_str() {
-                "tcp" | "ws" => {}
+                "tcp" | "ws" => {
+                    // Most likely a forgotten `protocol = "tls"`: refused rather than
+                    // served in plaintext.
+                    if l.cert.is_some() || l.key.is_some() || l.client_ca.is_some() {
+                        return Err(format!(
+                            "listener[{i}]: cert, key and client_ca need protocol `tls` or \
+                             `wss`, not `{}`",
+                            l.protocol
+                        ));
+                    }
+                    if l.use_identity_as_username {
+                        return Err(format!(
+                            "listener[{i}]: use_identity_as_username needs protocol `tls` or \
+                             `wss` with client_ca"
+                        ));
+                    }
+                }
                 "tls" | "wss" => {
                     if l.use_identity_as_username && l.client_ca.is_none() {
                         return Err(format!(
@@ -350,6 +380,12 @@ impl Config {
                         "listener[{i}].protocol: `{other}` is not one of tcp, tls, ws, wss"
                     ))
                 }
+            }
+            if l.path != "*" && !l.path.starts_with('/') {
+                return Err(format!(
+                    "listener[{i}].path: `{}` does not start with `/` (or is `*`)",
+                    l.path
+                ));
             }
         }
         let l = &self.limits;
@@ -398,6 +434,26 @@ impl Config {
         }
         if p.enabled && p.dir.as_os_str().is_empty() {
             return Err("persistence.dir is empty".into());
+        }
+        if l.connect_timeout_secs == 0 {
+            return Err("limits.connect_timeout_secs must be at least 1".into());
+        }
+        // Durations up to 136 years: a deadline that far ahead is still a valid instant.
+        for (key, secs) in [
+            ("limits.connect_timeout_secs", l.connect_timeout_secs),
+            (
+                "sessions.persistent_session_expiry_secs",
+                self.sessions.persistent_session_expiry_secs,
+            ),
+            (
+                "sessions.max_session_expiry_secs",
+                self.sessions.max_session_expiry_secs,
+            ),
+            ("sys.interval_secs", self.sys.interval_secs),
+        ] {
+            if secs > MAX_SECS {
+                return Err(format!("{key}: {secs} is above {MAX_SECS} seconds"));
+            }
         }
         if !matches!(
             self.log.level.as_str(),
@@ -472,6 +528,30 @@ mod tests {
     }
 
     #[test]
+    fn defaults_are_safe() {
+        // No configuration: one listener, on loopback only.
+        let c = Config::parse("").unwrap();
+        assert!(c.listeners[0].bind.ip().is_loopback());
+        assert!(c.listeners[0].allows_anonymous());
+        assert!(c.auth.password_file.is_none() && c.auth.acl_file.is_none());
+        // Anonymous clients only on loopback unless the listener says otherwise.
+        let listener = |bind: &str, anonymous: &str| {
+            Config::parse(&format!("[[listener]]\nbind = \"{bind}\"\n{anonymous}"))
+                .unwrap()
+                .listeners
+                .remove(0)
+                .allows_anonymous()
+        };
+        assert!(listener("127.0.0.1:1883", ""));
+        assert!(listener("[::1]:1883", ""));
+        assert!(!listener("0.0.0.0:1883", ""));
+        assert!(!listener("[::]:1883", ""));
+        assert!(!listener("192.0.2.7:1883", ""));
+        assert!(listener("0.0.0.0:1883", "allow_anonymous = true"));
+        assert!(!listener("127.0.0.1:1883", "allow_anonymous = false"));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = Config::parse("[limits]\nmaximum_qos = 3").unwrap_err();
         assert!(e.contains("limits.maximum_qos"), "{e}");
@@ -484,5 +564,27 @@ mod tests {
         let e =
             Config::parse("[[listener]]\nbind = \"127.0.0.1:1\"\nprotocol = \"udp\"").unwrap_err();
         assert!(e.contains("listener[0].protocol"), "{e}");
+    }
+
+    #[test]
+    fn options_that_cannot_work_are_refused() {
+        let listener = |more: &str| {
+            Config::parse(&format!("[[listener]]\nbind = \"127.0.0.1:1\"\n{more}")).map(|_| ())
+        };
+        // TLS files on a plaintext listener: a forgotten `protocol = "tls"`.
+        let e = listener("cert = \"c.pem\"\nkey = \"k.pem\"").unwrap_err();
+        assert!(e.contains("listener[0]") && e.contains("tls"), "{e}");
+        assert!(listener("protocol = \"ws\"\nclient_ca = \"ca.pem\"").is_err());
+        assert!(listener("use_identity_as_username = true").is_err());
+        let e = listener("protocol = \"ws\"\npath = \"mqtt\"").unwrap_err();
+        assert!(e.contains("listener[0].path"), "{e}");
+        assert!(listener("protocol = \"ws\"\npath = \"*\"").is_ok());
+        let e = Config::parse("[limits]\nconnect_timeout_secs = 0").unwrap_err();
+        assert!(e.contains("limits.connect_timeout_secs"), "{e}");
+        let e = Config::parse("[sessions]\nmax_session_expiry_secs = 18446744073709551615")
+            .unwrap_err();
+        assert!(e.contains("sessions.max_session_expiry_secs"), "{e}");
+        assert!(Config::parse("[sessions]\nmax_session_expiry_secs = 4294967295").is_ok());
+        assert!(Config::parse("[sys]\ninterval_secs = 4294967296").is_err());
     }
 }

@@ -9,15 +9,16 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use mqtt_broker::{AuthResult, Broker, BrokerEvent, ConnId, ConnInfo, Hooks, Output};
 use mqtt_proto::{Publish, ReasonCode};
+use mqtt_session::CloseReason;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::{http, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -225,6 +226,7 @@ pub async fn start_with(
             next_id.clone(),
             live.clone(),
             config.limits.max_connections,
+            Duration::from_secs(config.limits.connect_timeout_secs),
         )));
     }
     let metrics_addr = match config.metrics.bind {
@@ -254,6 +256,10 @@ pub async fn start_with(
             max_pending,
             events,
             persister,
+            verifications: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
+            peers: HashMap::new(),
         };
         core.run(core_rx, shutdown_rx).await;
         let _ = done_tx.send(());
@@ -279,6 +285,7 @@ async fn accept_loop(
     next_id: Arc<AtomicUsize>,
     live: Arc<AtomicUsize>,
     max_connections: usize,
+    handshake: Duration,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -293,7 +300,7 @@ async fn accept_loop(
             }
         };
         if live.load(Ordering::Relaxed) >= max_connections {
-            warn!(%peer, "max_connections reached; closing");
+            warn!(listener = %name, %peer, max_connections, "limits.max_connections reached; closing");
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -306,9 +313,10 @@ async fn accept_loop(
         };
         live.fetch_add(1, Ordering::Relaxed);
         let (core_tx, live, transport) = (core_tx.clone(), live.clone(), transport.clone());
+        let listener = name.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve(id, stream, info, core_tx, transport).await {
-                debug!(conn = id, %peer, "handshake failed: {e}");
+            if let Err(e) = serve(id, stream, info, core_tx, transport, handshake).await {
+                info!(conn = id, %listener, %peer, "handshake failed: {e}");
             }
             live.fetch_sub(1, Ordering::Relaxed);
         });
@@ -348,15 +356,17 @@ async fn serve(
     mut info: ConnInfo,
     core: mpsc::Sender<ToCore>,
     transport: Transport,
+    // The TLS and WebSocket handshakes get the connect timeout; CONNECT gets it again
+    // after them.
+    handshake: Duration,
 ) -> anyhow::Result<()> {
-    const HANDSHAKE: Duration = Duration::from_secs(10);
     // Each transport's future is boxed: a connection's task is as large as its own
     // transport needs, not as the largest (TLS and WebSocket state are kilobytes).
     match transport {
         Transport::Tcp => Box::pin(connection(id, TcpLink(stream), info, core)).await,
         Transport::Tls(tls, use_identity) => {
             Box::pin(async move {
-                let s = tokio::time::timeout(HANDSHAKE, tls.acceptor().accept(stream)).await??;
+                let s = tokio::time::timeout(handshake, tls.acceptor().accept(stream)).await??;
                 if use_identity {
                     info.tls_identity = Some(client_identity(s.get_ref().1)?);
                 }
@@ -367,7 +377,7 @@ async fn serve(
         }
         Transport::Ws(path) => {
             Box::pin(async move {
-                let ws = tokio::time::timeout(HANDSHAKE, ws_accept(stream, &path)).await??;
+                let ws = tokio::time::timeout(handshake, ws_accept(stream, &path)).await??;
                 connection(id, WsLink(ws), info, core).await;
                 anyhow::Ok(())
             })
@@ -375,7 +385,7 @@ async fn serve(
         }
         Transport::Wss(tls, path, use_identity) => {
             Box::pin(async move {
-                let ws = tokio::time::timeout(HANDSHAKE, async {
+                let ws = tokio::time::timeout(handshake, async {
                     let s = tls.acceptor().accept(stream).await?;
                     if use_identity {
                         info.tls_identity = Some(client_identity(s.get_ref().1)?);
@@ -392,6 +402,18 @@ async fn serve(
     Ok(())
 }
 
+/// How long a closed connection may still take to write what was queued before the
+/// close (a DISCONNECT, say) to a peer that does not read it; then it is dropped with
+/// whatever is left.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// The connection writes everything it is given.
+const OPEN: u8 = 0;
+/// The connection is closing: it gets [`CLOSE_LINGER`] to finish writing.
+const CLOSING: u8 = 1;
+/// The connection is dropped now, with what is still unwritten.
+const ABORT: u8 = 2;
+
 /// What the core hands one connection: bytes to write and whether to close. A lock
 /// around a list and a wake-up, so an idle connection holds no channel buffer.
 struct Outbox {
@@ -399,6 +421,8 @@ struct Outbox {
     wake: tokio::sync::Notify,
     /// Bytes handed over and not yet written.
     pending: AtomicUsize,
+    /// [`OPEN`], [`CLOSING`] or [`ABORT`].
+    state: AtomicU8,
 }
 
 #[derive(Default)]
@@ -413,6 +437,7 @@ impl Outbox {
             queue: std::sync::Mutex::new(OutQueue::default()),
             wake: tokio::sync::Notify::new(),
             pending: AtomicUsize::new(0),
+            state: AtomicU8::new(OPEN),
         }
     }
 
@@ -426,10 +451,44 @@ impl Outbox {
         waiting
     }
 
-    /// Core side: the connection closes after writing what is queued.
+    /// Core side: the connection closes after writing what is queued (within
+    /// [`CLOSE_LINGER`]).
     fn close(&self) {
         self.queue.lock().expect("not poisoned").close = true;
+        self.state.fetch_max(CLOSING, Ordering::AcqRel);
         self.wake.notify_one();
+    }
+
+    /// Core side: the connection is dropped at once, with what is unwritten.
+    fn abort(&self) {
+        self.state.fetch_max(ABORT, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+
+    fn aborted(&self) -> bool {
+        self.state.load(Ordering::Acquire) == ABORT
+    }
+
+    /// Completes when a write in progress should be given up: at once after
+    /// [`abort`](Self::abort), [`CLOSE_LINGER`] after the close was first seen (kept in
+    /// `deadline`); never while open.
+    async fn give_up(&self, deadline: &mut Option<tokio::time::Instant>) {
+        loop {
+            let woken = self.wake.notified();
+            match self.state.load(Ordering::Acquire) {
+                OPEN => woken.await,
+                CLOSING => {
+                    let at =
+                        *deadline.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_LINGER);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => return,
+                        // An abort cuts the linger short.
+                        _ = woken => {}
+                    }
+                }
+                _ => return,
+            }
+        }
     }
 
     /// Connection side: everything queued, as one buffer for one write, and whether to
@@ -592,30 +651,45 @@ async fn connection<L: Link>(id: ConnId, mut link: L, info: ConnInfo, core: mpsc
     let Some(outbox) = register(id, info, &core).await else {
         return;
     };
+    let mut deadline = None;
     loop {
+        // What the core queued leaves before more is read.
+        let (data, close) = outbox.take();
+        if outbox.aborted() {
+            break;
+        }
+        let wrote = !data.is_empty();
+        if wrote {
+            // A peer that does not read blocks the write: "too slow" (an abort) ends it
+            // at once, a close after the linger.
+            let written = tokio::select! {
+                r = link.write(data) => r.is_ok(),
+                _ = outbox.give_up(&mut deadline) => false,
+            };
+            if !written {
+                break;
+            }
+        }
+        if close {
+            break;
+        }
+        if wrote {
+            // More may have come while writing (its wake-up may have gone to the write).
+            continue;
+        }
         tokio::select! {
-            // Writing first: what the core queued leaves before more is read.
-            biased;
             _ = outbox.wake.notified() => {}
             chunk = link.read_chunk() => match chunk {
                 Ok(b) if !b.is_empty() => {
                     if core.send(ToCore::Input(id, b)).await.is_err() {
                         break;
                     }
-                    continue;
                 }
                 _ => break,
             },
         }
-        let (data, close) = outbox.take();
-        if !data.is_empty() && link.write(data).await.is_err() {
-            break;
-        }
-        if close {
-            break;
-        }
     }
-    link.shutdown().await;
+    let _ = tokio::time::timeout(CLOSE_LINGER, link.shutdown()).await;
     let _ = core.send(ToCore::Closed(id)).await;
 }
 
@@ -683,6 +757,10 @@ struct Core {
     events: Option<mpsc::Sender<BrokerEvent>>,
     /// With persistence: records go to the store, and bytes that depend on them wait.
     persister: Option<mqtt_store::Persister>,
+    /// Password checks run on blocking threads, as many at once as there are cores.
+    verifications: Arc<Semaphore>,
+    /// Listener and peer address, for the log line that says why a connection closed.
+    peers: HashMap<ConnId, Peer>,
 }
 
 impl Core {
@@ -762,8 +840,17 @@ impl Core {
                 if let Some(c) = self.conns.get(&id) {
                     let p = c.outbox.push(bytes);
                     if p > self.max_pending {
-                        warn!(conn = id, pending = p, "client too slow; closing");
-                        c.outbox.close();
+                        let peer = self.peers.get(&id).cloned().unwrap_or_default();
+                        warn!(
+                            conn = id,
+                            listener = %peer.listener,
+                            peer = %peer.addr,
+                            pending = p,
+                            "client too slow: more than limits.max_pending_write_bytes \
+                             waiting to be written; closing"
+                        );
+                        // What waits is dropped with the connection.
+                        c.outbox.abort();
                         self.conns.remove(&id);
                         self.broker.handle_closed(Instant::now(), id);
                     }
@@ -793,22 +880,30 @@ impl Core {
                 }
                 let tx = self.tx.clone();
                 let passwords = self.passwords.clone();
-                tokio::task::spawn_blocking(move || {
-                    let ok = match (&passwords, &req.username, &req.password) {
-                        (Some(p), Some(u), Some(pw)) => p.verify(u, pw),
-                        (None, _, _) => true,
-                        _ => false,
+                let peer = self.peers.get(&req.conn).cloned().unwrap_or_default();
+                let Some(outbox) = self.conns.get(&req.conn).map(|c| c.outbox.clone()) else {
+                    return;
+                };
+                let verifications = self.verifications.clone();
+                tokio::spawn(async move {
+                    // One check per core at a time: each takes the argon2 hash's memory
+                    // (19 MiB with the defaults) and a core for a while.
+                    let Ok(_permit) = verifications.acquire_owned().await else {
+                        return;
                     };
-                    let result = if ok {
-                        AuthResult::Allow { username: None }
-                    } else {
-                        AuthResult::Deny(ReasonCode::BadUserNameOrPassword)
-                    };
-                    let _ = tx.blocking_send(ToCore::Auth(req.conn, result));
+                    if outbox.state.load(Ordering::Acquire) != OPEN {
+                        // Gone while it waited: no one to answer.
+                        return;
+                    }
+                    let checked =
+                        tokio::task::spawn_blocking(move || verify(&passwords, &req, &peer)).await;
+                    if let Ok((conn, result)) = checked {
+                        let _ = tx.send(ToCore::Auth(conn, result)).await;
+                    }
                 });
             }
             Output::Event(e) => {
-                log_event(&e);
+                log_event(&e, &mut self.peers);
                 if let Some(tx) = &self.events {
                     let _ = tx.try_send(e);
                 }
@@ -839,14 +934,49 @@ impl Core {
                 false
             }
             msg => {
-                handle(&mut self.broker, &mut self.conns, now, msg);
+                handle(&mut self.broker, &mut self.conns, &mut self.peers, now, msg);
                 true
             }
         }
     }
 }
 
-fn handle(broker: &mut Broker, conns: &mut HashMap<ConnId, ConnHandle>, now: Instant, msg: ToCore) {
+/// Checks a password (slow on purpose): the connection and the answer for the core.
+fn verify(
+    passwords: &Option<Arc<Passwords>>,
+    req: &mqtt_broker::AuthRequest,
+    peer: &Peer,
+) -> (ConnId, AuthResult) {
+    let ok = match (passwords, &req.username, &req.password) {
+        // argon2's verify compares the hashes in constant time.
+        (Some(p), Some(u), Some(pw)) => p.verify(u, pw),
+        (None, _, _) => true,
+        _ => false,
+    };
+    let result = if ok {
+        AuthResult::Allow { username: None }
+    } else {
+        // Who and from where; never the password.
+        warn!(
+            conn = req.conn,
+            listener = %peer.listener,
+            peer = %peer.addr,
+            client_id = %req.client_id,
+            username = %req.username.as_deref().unwrap_or(""),
+            "authentication failed: bad user name or password"
+        );
+        AuthResult::Deny(ReasonCode::BadUserNameOrPassword)
+    };
+    (req.conn, result)
+}
+
+fn handle(
+    broker: &mut Broker,
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    peers: &mut HashMap<ConnId, Peer>,
+    now: Instant,
+    msg: ToCore,
+) {
     match msg {
         ToCore::Open {
             id,
@@ -854,6 +984,13 @@ fn handle(broker: &mut Broker, conns: &mut HashMap<ConnId, ConnHandle>, now: Ins
             outbox,
             identity_as_username,
         } => {
+            peers.insert(
+                id,
+                Peer {
+                    listener: info.listener.clone(),
+                    addr: info.peer.clone(),
+                },
+            );
             conns.insert(
                 id,
                 ConnHandle {
@@ -865,7 +1002,9 @@ fn handle(broker: &mut Broker, conns: &mut HashMap<ConnId, ConnHandle>, now: Ins
         }
         ToCore::Input(id, b) => broker.handle_input(now, id, &b),
         ToCore::Closed(id) => {
-            conns.remove(&id);
+            if let Some(c) = conns.remove(&id) {
+                c.outbox.close();
+            }
             broker.handle_closed(now, id);
         }
         ToCore::Auth(id, r) => broker.handle_auth(now, id, r),
@@ -935,7 +1074,7 @@ async fn metrics_loop(
     }
 }
 
-fn log_event(e: &BrokerEvent) {
+fn log_event(e: &BrokerEvent, peers: &mut HashMap<ConnId, Peer>) {
     match e {
         BrokerEvent::ClientConnected {
             conn,
@@ -944,21 +1083,46 @@ fn log_event(e: &BrokerEvent) {
             version,
             session_present,
         } => {
-            info!(conn, %client_id, username = username.as_deref().unwrap_or(""), %version, session_present, "client connected")
+            let Peer { listener, addr } = peers.get(conn).cloned().unwrap_or_default();
+            info!(conn, %listener, peer = %addr, %client_id, username = %username.as_deref().unwrap_or(""), %version, session_present, "client connected")
         }
         BrokerEvent::ClientDisconnected {
             conn,
             client_id,
             reason,
-        } => info!(
-            conn,
-            client_id = client_id.as_deref().unwrap_or(""),
-            ?reason,
-            "client disconnected"
-        ),
+        } => {
+            let Peer { listener, addr } = peers.remove(conn).unwrap_or_default();
+            let client_id = client_id.as_deref().unwrap_or("");
+            let reason = describe(reason);
+            info!(conn, %listener, peer = %addr, %client_id, %reason, "client disconnected")
+        }
         BrokerEvent::MessageDropped { client_id, reason } => {
             debug!(%client_id, ?reason, "message dropped")
         }
         other => tracing::trace!(?other),
     }
+}
+
+/// Why a connection closed, for its log line.
+fn describe(reason: &CloseReason) -> String {
+    match reason {
+        CloseReason::Disconnected { reason_code, .. } => {
+            format!("client sent DISCONNECT {reason_code}")
+        }
+        CloseReason::Local(code) => format!("closed by the broker: {code}"),
+        CloseReason::Violation(v) => format!("protocol violation: {v}: {}", v.reason_code()),
+        CloseReason::KeepAliveTimeout => "keep-alive timeout".into(),
+        CloseReason::ConnectTimeout => "no CONNECT within limits.connect_timeout_secs".into(),
+        CloseReason::TransportClosed => "connection closed without DISCONNECT".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Where a connection came from, for log lines.
+#[derive(Debug, Clone, Default)]
+struct Peer {
+    /// The listener's name.
+    listener: String,
+    /// The peer's address.
+    addr: String,
 }

@@ -1,6 +1,7 @@
 //! The `mqtt-broker` binary itself: it starts with no configuration, serves clients,
 //! checks configuration files (naming the file and key of an error), manages password
-//! files, and stops on SIGTERM.
+//! files, stops on SIGTERM, and reloads its TLS certificate on SIGHUP without dropping
+//! connections.
 
 use adapter_tokio::client::{Client, ClientOptions};
 use mqtt_proto::QoS;
@@ -197,5 +198,114 @@ bind = "127.0.0.1:9100"
     assert!(adapter_tokio::auth::Passwords::load(&passwd)
         .unwrap()
         .is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_reload_keeps_connections() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let dir = std::env::temp_dir().join(format!("mqtt-bin-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(vec![]).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    // Writes a new server certificate and key; the files are replaced, not rewritten.
+    let issue = |n: u32| -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("server {n}"));
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        for (name, pem) in [("key.pem", key.serialize_pem()), ("cert.pem", cert.pem())] {
+            let tmp = dir.join(format!("{name}.new"));
+            std::fs::write(&tmp, pem).unwrap();
+            std::fs::rename(&tmp, dir.join(name)).unwrap();
+        }
+        cert.der().clone()
+    };
+    let first = issue(1);
+    let port = free_port();
+    let config = dir.join("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nbind = \"127.0.0.1:{port}\"\nprotocol = \"tls\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let b = spawn(&["-c", config.to_str().unwrap()]);
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let tls = Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    // The certificate a new connection is shown.
+    let shown = || {
+        let tls = tls.clone();
+        async move {
+            let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()?;
+            let s = tokio_rustls::TlsConnector::from(tls)
+                .connect(ServerName::try_from("localhost").unwrap(), s)
+                .await
+                .ok()?;
+            s.get_ref().1.peer_certificates()?.first().cloned()
+        }
+    };
+    // A client connected before the reload.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (c, mut rx) = loop {
+        let mut o = ClientOptions::new(&format!("mqtts://localhost:{port}"), "before");
+        o.reconnect = None;
+        o.tls = Some((tls.clone(), "localhost".into()));
+        match Client::connect(o).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "broker did not come up: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    c.subscribe("r", QoS::AtLeastOnce).await.unwrap();
+    assert_eq!(shown().await, Some(first.clone()));
+    // New files, and SIGHUP to reload them now (without it, within 5 s).
+    let second = issue(2);
+    assert!(Command::new("kill")
+        .args(["-HUP", &b.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shown().await != Some(second.clone()) {
+        assert!(Instant::now() < deadline, "the new certificate is not used");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The connection made before goes on.
+    for n in 0..3 {
+        c.publish("r", format!("after {n}"), QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.payload, format!("after {n}").as_bytes());
+    }
+    c.disconnect().await;
+    drop(b);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,7 +1,7 @@
 //! Authorization: ordered allow/deny rules per user, client id and topic filter, checked
 //! synchronously inside the core.
 
-use mqtt_proto::matches;
+use std::borrow::Cow;
 
 /// What a rule is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,11 @@ pub enum Who {
 /// One rule: `allow` or deny `access` to topics matching `filter` for `who`. In the
 /// filter, `%u` stands for the user name and `%c` for the client id; a rule with `%u`
 /// does not apply to a client without a user name.
+///
+/// A level holding `%u` or `%c` is matched literally, as one level: a user name or client
+/// id with `+` or `#` is not a wildcard, and one with `/` matches no level. (Otherwise a
+/// client calling itself `#` would turn `allow both any clients/%c/#` into access to every
+/// client's topics, and one calling itself `alice/x` would reach into `clients/alice/`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// Allow or deny.
@@ -63,7 +68,9 @@ impl Default for Acl {
 impl Acl {
     /// May this client publish to `topic`?
     pub fn can_publish(&self, user: Option<&str>, client_id: &str, topic: &str) -> bool {
-        self.decide(user, client_id, Access::Publish, |f| matches(f, topic))
+        self.decide(user, client_id, Access::Publish, |p| {
+            pattern_matches(p, topic)
+        })
     }
 
     /// May this client subscribe to `filter` (every topic it can match must be allowed)?
@@ -72,7 +79,9 @@ impl Acl {
             Some(rest) => rest.split_once('/').map_or(rest, |(_, f)| f),
             None => filter,
         };
-        self.decide(user, client_id, Access::Subscribe, |f| covers(f, filter))
+        self.decide(user, client_id, Access::Subscribe, |p| {
+            pattern_covers(p, filter)
+        })
     }
 
     fn decide(
@@ -80,7 +89,7 @@ impl Acl {
         user: Option<&str>,
         client_id: &str,
         access: Access,
-        applies: impl Fn(&str) -> bool,
+        applies: impl Fn(&[Level]) -> bool,
     ) -> bool {
         for r in &self.rules {
             if r.access != Access::Both && r.access != access {
@@ -98,11 +107,7 @@ impl Acl {
             if r.filter.contains("%u") && user.is_none() {
                 continue;
             }
-            let f = r
-                .filter
-                .replace("%u", user.unwrap_or(""))
-                .replace("%c", client_id);
-            if applies(&f) {
+            if applies(&levels(&r.filter, user.unwrap_or(""), client_id)) {
                 return r.allow;
             }
         }
@@ -110,22 +115,74 @@ impl Acl {
     }
 }
 
-/// Whether every topic matched by `filter` is matched by `pattern`.
-pub fn covers(pattern: &str, filter: &str) -> bool {
-    if filter.starts_with('$') && (pattern.starts_with('+') || pattern.starts_with('#')) {
+/// One level of a rule's filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Level<'a> {
+    /// `+`.
+    Plus,
+    /// `#`.
+    Hash,
+    /// Anything else, with `%u` and `%c` replaced: matched literally.
+    Literal(Cow<'a, str>),
+}
+
+/// The levels of `filter`, with `%u` and `%c` replaced inside their level.
+fn levels<'a>(filter: &'a str, user: &str, client_id: &str) -> Vec<Level<'a>> {
+    filter
+        .split('/')
+        .map(|l| match l {
+            "+" => Level::Plus,
+            "#" => Level::Hash,
+            l if l.contains('%') => {
+                Level::Literal(l.replace("%u", user).replace("%c", client_id).into())
+            }
+            l => Level::Literal(l.into()),
+        })
+        .collect()
+}
+
+/// A leading wildcard does not match a topic starting with `$` ([MQTT-4.7.2-1]).
+fn dollar_excluded(pattern: &[Level], topic: &str) -> bool {
+    topic.starts_with('$') && matches!(pattern.first(), Some(Level::Plus | Level::Hash))
+}
+
+/// Whether `pattern` matches the topic name `topic`.
+fn pattern_matches(pattern: &[Level], topic: &str) -> bool {
+    if dollar_excluded(pattern, topic) {
         return false;
     }
-    let mut p = pattern.split('/');
-    let mut f = filter.split('/');
-    loop {
-        match (p.next(), f.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(l)) if l != "#" => {}
-            (Some(a), Some(b)) if a == b && b != "+" && b != "#" => {}
-            (None, None) => return true,
+    let mut t = topic.split('/');
+    for level in pattern {
+        match (level, t.next()) {
+            (Level::Hash, _) => return true,
+            (Level::Plus, Some(_)) => {}
+            (Level::Literal(l), Some(x)) if l == x => {}
             _ => return false,
         }
     }
+    t.next().is_none()
+}
+
+/// Whether every topic matched by the filter `filter` is matched by `pattern`.
+fn pattern_covers(pattern: &[Level], filter: &str) -> bool {
+    if dollar_excluded(pattern, filter) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    for level in pattern {
+        match (level, f.next()) {
+            (Level::Hash, _) => return true,
+            (Level::Plus, Some(x)) if x != "#" => {}
+            (Level::Literal(l), Some(x)) if l == x && x != "+" && x != "#" => {}
+            _ => return false,
+        }
+    }
+    f.next().is_none()
+}
+
+/// Whether every topic matched by `filter` is matched by `pattern`.
+pub fn covers(pattern: &str, filter: &str) -> bool {
+    pattern_covers(&levels(pattern, "%u", "%c"), filter)
 }
 
 #[cfg(test)]
@@ -178,5 +235,54 @@ mod tests {
         assert!(!acl.can_subscribe(Some("ann"), "c", "users/+/x"));
         assert!(!acl.can_subscribe(Some("ann"), "c", "$share/g/users/#"));
         assert!(acl.can_publish(Some("ann"), "c", "other"));
+    }
+
+    #[test]
+    fn substituted_names_are_one_literal_level() {
+        let acl = Acl {
+            rules: vec![
+                Rule {
+                    allow: true,
+                    who: Who::Any,
+                    access: Access::Both,
+                    filter: "clients/%c/#".into(),
+                },
+                Rule {
+                    allow: true,
+                    who: Who::Any,
+                    access: Access::Both,
+                    filter: "users/%u".into(),
+                },
+                Rule {
+                    allow: true,
+                    who: Who::Any,
+                    access: Access::Both,
+                    filter: "in/pre-%c-post/x".into(),
+                },
+            ],
+            default_allow: false,
+        };
+        // As meant.
+        assert!(acl.can_publish(None, "dev1", "clients/dev1"));
+        assert!(acl.can_publish(None, "dev1", "clients/dev1/a/b"));
+        assert!(acl.can_subscribe(None, "dev1", "clients/dev1/+"));
+        assert!(acl.can_publish(Some("ann"), "c", "users/ann"));
+        assert!(acl.can_publish(None, "dev1", "in/pre-dev1-post/x"));
+        assert!(!acl.can_publish(None, "dev1", "clients/dev2/a"));
+        // Wildcards in a client id or user name are not wildcards.
+        for id in ["#", "+", "dev+", "x#"] {
+            assert!(!acl.can_publish(None, id, "clients/dev2/a"), "{id}");
+            assert!(!acl.can_subscribe(None, id, "clients/+/a"), "{id}");
+            assert!(!acl.can_subscribe(None, id, "clients/#"), "{id}");
+            assert!(!acl.can_subscribe(None, id, "clients/+"), "{id}");
+        }
+        assert!(!acl.can_publish(Some("+"), "c", "users/ann"));
+        assert!(!acl.can_subscribe(Some("+"), "c", "users/+"));
+        assert!(!acl.can_subscribe(Some("#"), "c", "users/#"));
+        // A `/` does not reach into another client's levels.
+        assert!(!acl.can_publish(None, "dev1/x", "clients/dev1/x/a"));
+        assert!(!acl.can_subscribe(None, "dev1/x", "clients/dev1/x/#"));
+        assert!(!acl.can_publish(Some("ann/x"), "c", "users/ann/x"));
+        assert!(!acl.can_publish(None, "a/in/b", "in/pre-a/in/b-post/x"));
     }
 }

@@ -167,8 +167,9 @@ impl Broker {
         };
         // The broker acknowledges every QoS 1/2 message itself, after routing it.
         b.config.session.manual_acks = true;
-        if let Some(i) = b.config.sys_interval {
-            b.timers.push(Reverse((now + i, TimerKey::Sys)));
+        // Durations too long for an Instant (a deadline past its range) never come.
+        if let Some(at) = b.config.sys_interval.and_then(|i| now.checked_add(i)) {
+            b.timers.push(Reverse((at, TimerKey::Sys)));
         }
         b
     }
@@ -293,8 +294,8 @@ impl Broker {
                 }
                 TimerKey::Sys => {
                     self.publish_sys(now);
-                    if let Some(i) = self.config.sys_interval {
-                        self.timers.push(Reverse((now + i, TimerKey::Sys)));
+                    if let Some(at) = self.config.sys_interval.and_then(|i| now.checked_add(i)) {
+                        self.timers.push(Reverse((at, TimerKey::Sys)));
                     }
                 }
             }
@@ -419,10 +420,12 @@ impl Broker {
                     }
                 }
             }
-            let at = now + s.expiry;
-            s.expires_at = Some(at);
-            self.timers
-                .push(Reverse((at, TimerKey::SessionExpiry(key))));
+            // An expiry too long for an Instant: the session does not expire.
+            s.expires_at = now.checked_add(s.expiry);
+            if let Some(at) = s.expires_at {
+                self.timers
+                    .push(Reverse((at, TimerKey::SessionExpiry(key))));
+            }
         }
         self.drain(now);
     }
@@ -747,6 +750,7 @@ impl Broker {
             Some(code)
         } else if connect.will.as_ref().is_some_and(|w| {
             !self.topic_ok(&w.topic)
+                || broker_only(&w.topic)
                 || !self
                     .acl
                     .can_publish(connect.username.as_deref(), &connect.client_id, &w.topic)
@@ -1083,10 +1087,12 @@ impl Broker {
         if s.expiry.is_zero() {
             self.end_session(now, key);
         } else {
-            let at = now + s.expiry;
-            s.expires_at = Some(at);
-            self.timers
-                .push(Reverse((at, TimerKey::SessionExpiry(key))));
+            // An expiry too long for an Instant: the session does not expire.
+            s.expires_at = now.checked_add(s.expiry);
+            if let Some(at) = s.expires_at {
+                self.timers
+                    .push(Reverse((at, TimerKey::SessionExpiry(key))));
+            }
         }
     }
 
@@ -1247,7 +1253,8 @@ impl Broker {
         let packet_id = p.packet_id;
         let code = if !self.topic_ok(&p.topic) {
             ReasonCode::TopicNameInvalid
-        } else if !self.acl_publish(user.as_deref(), &client_id, &p.topic) {
+        } else if broker_only(&p.topic) || !self.acl_publish(user.as_deref(), &client_id, &p.topic)
+        {
             // Denied: dropped; 5.0 acknowledgements say 0x87, 3.x ones cannot say no.
             self.stats.publish_denied += 1;
             ReasonCode::NotAuthorized
@@ -1833,6 +1840,13 @@ impl<'a> Body<'a> {
 }
 
 /// The session of a connection.
+/// `$SYS` topics are the broker's own: clients may read them, never publish to them
+/// (section 4.7.2: the Server SHOULD prevent Clients from using `$` topics to exchange
+/// messages); otherwise any client could publish a retained `$SYS/broker/version`.
+fn broker_only(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
 fn key_of(conns: &HashMap<ConnId, Box<Conn>>, id: ConnId) -> Option<SessionKey> {
     conns.get(&id)?.session
 }

@@ -15,7 +15,8 @@ pub enum DropPolicy {
 }
 
 /// Configuration of the broker core. Build with struct update syntax from
-/// [`BrokerConfig::default`].
+/// [`BrokerConfig::default`]. A duration too long to be added to an `Instant`
+/// (`Duration::MAX`, say) means "never": no deadline is armed for it.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// Limits of each client connection (max packet size, receive maximum, max inflight,

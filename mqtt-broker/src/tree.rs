@@ -26,9 +26,15 @@ struct SharedGroup {
     last: Option<SessionKey>,
 }
 
+/// A node's index in [`SubscriptionTree::nodes`].
+type NodeId = usize;
+
+/// The root node's index.
+const ROOT: NodeId = 0;
+
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: HashMap<Box<str>, NodeId>,
     subs: BTreeMap<SessionKey, SubEntry>,
     shared: BTreeMap<Box<str>, SharedGroup>,
 }
@@ -55,10 +61,26 @@ pub struct Match {
 /// Shared subscriptions (`$share/{group}/{filter}`) are stored at their filter's node,
 /// per group; each message matching a group goes to one member, chosen round robin among
 /// the members for which `is_online` says true (any member if none is online).
-#[derive(Debug, Default)]
+///
+/// The nodes live in one vector and refer to their children by index, and every walk
+/// is a loop: a filter or topic of any depth (tens of thousands of levels fit in a
+/// packet) costs no stack, neither to route nor to drop.
+#[derive(Debug)]
 pub struct SubscriptionTree {
-    root: Node,
+    /// The nodes; `nodes[ROOT]` is the root. Removed nodes are reset and listed in `free`.
+    nodes: Vec<Node>,
+    free: Vec<NodeId>,
     count: usize,
+}
+
+impl Default for SubscriptionTree {
+    fn default() -> Self {
+        Self {
+            nodes: vec![Node::default()],
+            free: vec![],
+            count: 0,
+        }
+    }
 }
 
 impl SubscriptionTree {
@@ -75,10 +97,18 @@ impl SubscriptionTree {
     /// Adds or replaces a session's subscription. Returns true if it is new.
     pub fn insert(&mut self, filter: &TopicFilter, key: SessionKey, entry: SubEntry) -> bool {
         let (group, inner) = split(filter);
-        let mut node = &mut self.root;
+        let mut node = ROOT;
         for level in inner.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = match self.nodes[node].children.get(level) {
+                Some(&child) => child,
+                None => {
+                    let child = self.alloc();
+                    self.nodes[node].children.insert(level.into(), child);
+                    child
+                }
+            };
         }
+        let node = &mut self.nodes[node];
         let old = match group {
             Some(g) => node
                 .shared
@@ -102,7 +132,40 @@ impl SubscriptionTree {
     pub fn remove(&mut self, filter: &TopicFilter, key: SessionKey) -> bool {
         let (group, inner) = split(filter);
         let levels: Vec<&str> = inner.split('/').collect();
-        let removed = remove_at(&mut self.root, &levels, group, key);
+        // The path from the root: path[i] is the node of levels[..i].
+        let mut path = Vec::with_capacity(levels.len() + 1);
+        path.push(ROOT);
+        for level in &levels {
+            let Some(&child) = self.nodes[*path.last().expect("not empty")]
+                .children
+                .get(*level)
+            else {
+                return false;
+            };
+            path.push(child);
+        }
+        let node = &mut self.nodes[*path.last().expect("not empty")];
+        let removed = match group {
+            Some(g) => match node.shared.get_mut(g) {
+                Some(sg) => {
+                    let removed = sg.members.remove(&key).is_some();
+                    if sg.members.is_empty() {
+                        node.shared.remove(g);
+                    }
+                    removed
+                }
+                None => false,
+            },
+            None => node.subs.remove(&key).is_some(),
+        };
+        // Prune the nodes left empty, from the leaf up.
+        for i in (1..path.len()).rev() {
+            if !self.nodes[path[i]].is_empty() {
+                break;
+            }
+            self.nodes[path[i - 1]].children.remove(levels[i - 1]);
+            self.free.push(path[i]);
+        }
         if removed {
             self.count -= 1;
         }
@@ -117,11 +180,11 @@ impl SubscriptionTree {
         is_online: impl Fn(SessionKey) -> bool,
     ) -> Option<Match> {
         let (group, inner) = split(filter);
-        let mut node = &mut self.root;
+        let mut node = ROOT;
         for level in inner.split('/') {
-            node = node.children.get_mut(level)?;
+            node = *self.nodes[node].children.get(level)?;
         }
-        let g = node.shared.get_mut(group?)?;
+        let g = self.nodes[node].shared.get_mut(group?)?;
         let (key, entry) = pick(g, &is_online)?;
         Some(Match {
             key,
@@ -140,7 +203,47 @@ impl SubscriptionTree {
         let levels: Vec<&str> = topic.split('/').collect();
         // [MQTT-4.7.2-1]: a leading wildcard does not match a topic starting with '$'.
         let dollar = topic.starts_with('$');
-        walk(&mut self.root, &levels, 0, dollar, &is_online, out);
+        // Depth first, in the order a recursive walk would take: at each node `#`, then
+        // (at the end of the topic) the node itself, then the `+` subtree, then the
+        // literal one.
+        let mut stack = vec![(ROOT, 0usize)];
+        while let Some((node, i)) = stack.pop() {
+            let wild = !(i == 0 && dollar);
+            let children = &self.nodes[node].children;
+            let hash = children.get("#").copied().filter(|_| wild);
+            let plus = children.get("+").copied().filter(|_| wild);
+            let literal = levels
+                .get(i)
+                .filter(|l| **l != "+" && **l != "#")
+                .and_then(|l| children.get(*l).copied());
+            // '#' matches this level and everything below, and the parent level itself.
+            if let Some(h) = hash {
+                collect(&mut self.nodes[h], &is_online, out);
+            }
+            if i == levels.len() {
+                collect(&mut self.nodes[node], &is_online, out);
+                continue;
+            }
+            if let Some(c) = literal {
+                stack.push((c, i + 1));
+            }
+            if let Some(p) = plus {
+                stack.push((p, i + 1));
+            }
+        }
+    }
+
+    fn alloc(&mut self) -> NodeId {
+        match self.free.pop() {
+            Some(id) => {
+                self.nodes[id] = Node::default();
+                id
+            }
+            None => {
+                self.nodes.push(Node::default());
+                self.nodes.len() - 1
+            }
+        }
     }
 }
 
@@ -149,32 +252,6 @@ fn split(filter: &TopicFilter) -> (Option<&str>, &str) {
         Some((g, f)) => (Some(g), f),
         None => (None, filter.as_str()),
     }
-}
-
-fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, key: SessionKey) -> bool {
-    let Some((first, rest)) = levels.split_first() else {
-        return match group {
-            Some(g) => {
-                let Some(sg) = node.shared.get_mut(g) else {
-                    return false;
-                };
-                let removed = sg.members.remove(&key).is_some();
-                if sg.members.is_empty() {
-                    node.shared.remove(g);
-                }
-                removed
-            }
-            None => node.subs.remove(&key).is_some(),
-        };
-    };
-    let Some(child) = node.children.get_mut(*first) else {
-        return false;
-    };
-    let removed = remove_at(child, rest, group, key);
-    if child.is_empty() {
-        node.children.remove(*first);
-    }
-    removed
 }
 
 fn collect(node: &mut Node, is_online: &impl Fn(SessionKey) -> bool, out: &mut Vec<Match>) {
@@ -222,37 +299,6 @@ fn pick(
     let chosen = chosen.or(first)?;
     g.last = Some(chosen.0);
     Some(chosen)
-}
-
-fn walk(
-    node: &mut Node,
-    levels: &[&str],
-    i: usize,
-    dollar: bool,
-    is_online: &impl Fn(SessionKey) -> bool,
-    out: &mut Vec<Match>,
-) {
-    let wild = !(i == 0 && dollar);
-    if wild {
-        // '#' matches this level and everything below, and the parent level itself.
-        if let Some(h) = node.children.get_mut("#") {
-            collect(h, is_online, out);
-        }
-    }
-    if i == levels.len() {
-        collect(node, is_online, out);
-        return;
-    }
-    if wild {
-        if let Some(p) = node.children.get_mut("+") {
-            walk(p, levels, i + 1, dollar, is_online, out);
-        }
-    }
-    if levels[i] != "+" && levels[i] != "#" {
-        if let Some(c) = node.children.get_mut(levels[i]) {
-            walk(c, levels, i + 1, dollar, is_online, out);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -311,8 +357,33 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert!(t.remove(&f("a/b/c"), 1));
         assert!(!t.remove(&f("a/b/c"), 1));
-        assert!(t.root.is_empty());
+        assert!(t.nodes[ROOT].is_empty());
+        assert_eq!(t.free.len(), 3);
         assert!(t.is_empty());
+        // Freed nodes are used again.
+        assert!(t.insert(&f("x/y"), 1, entry()));
+        assert_eq!((t.nodes.len(), t.free.len()), (4, 1));
+        // A node that still holds something stays.
+        assert!(t.insert(&f("x"), 2, entry()));
+        assert!(t.remove(&f("x/y"), 1));
+        assert_eq!(keys(&mut t, "x"), [2]);
+        assert_eq!(t.free.len(), 2);
+    }
+
+    #[test]
+    fn any_depth_costs_no_stack() {
+        // 30,000 levels (what fits in a topic): more than a recursive walk survives on a
+        // 2 MiB stack.
+        let deep = vec!["a"; 30_000].join("/");
+        let wild = format!("{}/#", vec!["+"; 29_999].join("/"));
+        let mut t = SubscriptionTree::default();
+        assert!(t.insert(&f(&deep), 1, entry()));
+        assert!(t.insert(&f(&wild), 2, entry()));
+        assert_eq!(keys(&mut t, &deep), [1, 2]);
+        assert!(t.remove(&f(&deep), 1));
+        assert_eq!(keys(&mut t, &deep), [2]);
+        // Dropped with a subscription still in it.
+        drop(t);
     }
 
     #[test]

@@ -221,6 +221,37 @@ fn persistent_session_queues_while_offline() {
 }
 
 #[test]
+fn durations_too_long_for_an_instant_never_come() {
+    // A 3.x session kept "forever", $SYS "never", no connect timeout: deadlines past the
+    // range of an Instant are not armed (adding them would overflow and panic).
+    let mut config = BrokerConfig {
+        persistent_session_expiry: Duration::MAX,
+        max_session_expiry: Duration::MAX,
+        sys_interval: Some(Duration::MAX),
+        ..BrokerConfig::default()
+    };
+    config.session.connect_timeout = Duration::MAX;
+    let mut sim = Sim::new(config);
+    let s = sim.connect(V3_1_1, "s3", false);
+    sim.subscribe(s, "t", QoS::AtLeastOnce);
+    sim.cut(s);
+    sim.advance(Duration::from_secs(1000 * 86_400));
+    let sessions = sim.broker.sessions();
+    assert_eq!(sessions.len(), 1);
+    assert!(!sessions[0].online);
+    let s = sim.connect(V3_1_1, "s3", false);
+    assert!(sim.connack(s).unwrap().session_present);
+    let conn = mqtt_session::Connection::server(
+        mqtt_session::Config {
+            connect_timeout: Duration::MAX,
+            ..Default::default()
+        },
+        sim.now,
+    );
+    assert_eq!(conn.poll_timeout(), None);
+}
+
+#[test]
 fn clean_session_discards_state() {
     // 3.1.1 [MQTT-3.1.2-6], 5.0 [MQTT-3.1.2-4]: Clean Session / Clean Start 1 discards the
     // previous session.
@@ -517,6 +548,58 @@ fn acl_denies_subscribe_and_publish() {
         assert_eq!(acked, Some(expect), "{v}");
     }
     assert_eq!(sim.broker.stats().publish_denied, 2);
+}
+
+#[test]
+fn clients_cannot_publish_to_sys_topics() {
+    // Section 4.7.2: `$` topics are not for clients to exchange messages; `$SYS` is the
+    // broker's. A client's publish there is refused like an ACL denial, and so is a will.
+    let mut sim = Sim::default();
+    for v in [V3_1_1, V5] {
+        let s = sim.connect(v, &format!("s{v}"), true);
+        sim.subscribe(s, "$SYS/#", QoS::AtLeastOnce);
+        let p = sim.connect(v, &format!("p{v}"), true);
+        for t in ["$SYS/broker/version", "$SYS"] {
+            sim.publish(p, t, "fake", QoS::AtLeastOnce, true);
+        }
+        assert!(sim.payloads(s).is_empty(), "{v}");
+        let acked: Vec<ReasonCode> = sim.clients[&p]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Delivered { reason_code, .. } => Some(*reason_code),
+                _ => None,
+            })
+            .collect();
+        let expect = if v == V5 {
+            ReasonCode::NotAuthorized
+        } else {
+            ReasonCode::Success
+        };
+        assert_eq!(acked, [expect, expect], "{v}");
+        let mut c = Connect::new(v, MqttString::new(&format!("w{v}")).unwrap());
+        c.will = Some(Will {
+            topic: topic("$SYS/broker/uptime"),
+            payload: "fake".into(),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Default::default(),
+        });
+        let w = sim.connect_with(c, Default::default());
+        assert_eq!(
+            sim.closed(w),
+            Some(CloseReason::Refused(ReasonCode::NotAuthorized))
+        );
+    }
+    assert!(sim.broker.retained().is_empty());
+    assert_eq!(sim.broker.stats().publish_denied, 4);
+    // The broker itself still publishes there.
+    let s = sim.connect(V5, "reader", true);
+    sim.subscribe(s, "$SYS/#", QoS::AtMostOnce);
+    sim.broker
+        .publish(sim.now, Publish::new(topic("$SYS/x"), "from the broker"));
+    sim.run();
+    assert_eq!(sim.payloads(s), ["from the broker"]);
 }
 
 #[test]

@@ -170,6 +170,9 @@ impl DecodeError {
             | NoLocalOnSharedSubscription
             | EmptyTopicWithoutAlias
             | AuthDataWithoutMethod
+            // [MQTT-3.8.3-2], [MQTT-3.10.3-2]: "a SUBSCRIBE (UNSUBSCRIBE) packet with no
+            // Payload is a Protocol Error".
+            | NoTopicFilters(_)
             | SessionPresentOnRefusal
             | VersionUnknown(_) => ReasonCode::ProtocolError,
             ReservedPacketType(_)
@@ -182,7 +185,6 @@ impl DecodeError {
             | DupOnQoS0
             | ZeroPacketId
             | InvalidString(_)
-            | NoTopicFilters(_)
             | NoReasonCodes(_)
             | SubscriptionOptionsReserved
             | UnknownProperty(_)

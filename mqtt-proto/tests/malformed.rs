@@ -433,30 +433,31 @@ fn shared_subscription_syntax() {
 
 #[test]
 fn subscribe_and_unsubscribe_need_a_filter() {
-    // 3.1.1 [MQTT-3.8.3-3], 5.0 [MQTT-3.8.3-2], [MQTT-3.10.3-2]
+    // 3.1.1 [MQTT-3.8.3-3], 5.0 [MQTT-3.8.3-2], [MQTT-3.10.3-2]: a SUBSCRIBE or
+    // UNSUBSCRIBE with no payload is a Protocol Error (0x82), not a Malformed Packet.
     reject(
         V3_1_1,
         b"\x82\x02\x00\x01",
         DecodeError::NoTopicFilters(PacketType::Subscribe),
-        MALFORMED,
+        ReasonCode::ProtocolError,
     );
     reject(
         V5,
         b"\x82\x03\x00\x01\x00",
         DecodeError::NoTopicFilters(PacketType::Subscribe),
-        MALFORMED,
+        ReasonCode::ProtocolError,
     );
     reject(
         V3_1_1,
         b"\xa2\x02\x00\x01",
         DecodeError::NoTopicFilters(PacketType::Unsubscribe),
-        MALFORMED,
+        ReasonCode::ProtocolError,
     );
     reject(
         V5,
         b"\xa2\x03\x00\x01\x00",
         DecodeError::NoTopicFilters(PacketType::Unsubscribe),
-        MALFORMED,
+        ReasonCode::ProtocolError,
     );
 }
 

@@ -167,7 +167,9 @@ impl Connection {
     /// for `config.connect_timeout`.
     pub fn server(config: Config, now: Instant) -> Self {
         let mut c = Self::new(Role::Server, config, None);
-        c.timers.set(Timer::Connect, now + c.config.connect_timeout);
+        if let Some(at) = now.checked_add(c.config.connect_timeout) {
+            c.timers.set(Timer::Connect, at);
+        }
         c
     }
 
@@ -401,6 +403,13 @@ impl Connection {
         }
         self.read_buf.extend_from_slice(bytes);
         self.process_input(now);
+        // Input held while a CONNECT waits for its answer is bounded: one packet's worth.
+        if self.role == Role::Server
+            && self.phase == Phase::Connecting
+            && self.read_buf.len() > self.config.max_packet_size as usize
+        {
+            self.violation(now, Violation::InputBeforeConnAck(self.read_buf.len()));
+        }
         if self.read_buf.is_empty() {
             // Decoded payloads are slices of this buffer: an empty one is let go, so an
             // idle connection holds no input buffer, and no burst's allocation stays
@@ -458,7 +467,7 @@ impl Connection {
                     if !self.ping_outstanding {
                         self.ping_outstanding = true;
                         self.send(now, &Packet::PingReq);
-                        self.set_timer(Timer::PingResp, now + self.config.ping_timeout);
+                        self.set_timer_after(Timer::PingResp, now, self.config.ping_timeout);
                     }
                 }
                 Timer::PingResp => {
@@ -500,7 +509,7 @@ impl Connection {
         self.sent(now);
         self.connect = Some(Box::new(connect));
         self.phase = Phase::Connecting;
-        self.set_timer(Timer::Connect, now + self.config.connect_timeout);
+        self.set_timer_after(Timer::Connect, now, self.config.connect_timeout);
         Ok(())
     }
 
@@ -561,7 +570,7 @@ impl Connection {
         self.client_open()?;
         self.ping_outstanding = true;
         self.send(now, &Packet::PingReq);
-        self.set_timer(Timer::PingResp, now + self.config.ping_timeout);
+        self.set_timer_after(Timer::PingResp, now, self.config.ping_timeout);
         Ok(())
     }
 
@@ -928,6 +937,14 @@ impl Connection {
     fn set_timer(&mut self, t: Timer, at: Instant) {
         if self.phase != Phase::Closed {
             self.timers.set(t, at);
+        }
+    }
+
+    /// A configured timeout: one too long for an Instant never fires.
+    fn set_timer_after(&mut self, t: Timer, now: Instant, timeout: Duration) {
+        match now.checked_add(timeout) {
+            Some(at) => self.set_timer(t, at),
+            None => self.timers.stop(t),
         }
     }
 

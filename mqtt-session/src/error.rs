@@ -45,6 +45,11 @@ pub enum Violation {
     /// SUBACK / UNSUBACK with a different number of codes than filters.
     #[error("{0} has the wrong number of reason codes")]
     ReasonCodeCount(PacketType),
+    /// Server: more than `max_packet_size` bytes arrived after a CONNECT while it waited
+    /// for the application's answer (a slow authentication): the client floods before it
+    /// is let in. Nothing is sent back (CONNACK would have to come first).
+    #[error("{0} bytes sent while CONNECT waited for its answer")]
+    InputBeforeConnAck(usize),
 }
 
 impl Violation {
@@ -55,6 +60,7 @@ impl Violation {
             Violation::ReceiveMaximumExceeded => ReasonCode::ReceiveMaximumExceeded,
             Violation::TopicAliasTooLarge(_) => ReasonCode::TopicAliasInvalid,
             Violation::QoSNotSupported(_) => ReasonCode::QoSNotSupported,
+            Violation::InputBeforeConnAck(_) => ReasonCode::QuotaExceeded,
             Violation::RetainNotSupported => ReasonCode::RetainNotSupported,
             Violation::UnexpectedPacket(_)
             | Violation::SecondConnect

@@ -932,6 +932,56 @@ fn packets_after_connect_wait_for_accept() {
 }
 
 #[test]
+fn input_held_before_accept_is_bounded() {
+    // What waits for accept is held, up to one packet's worth (max_packet_size); a client
+    // that sends more before it is let in is closed, with nothing sent (no CONNACK yet).
+    let t = Pair::new(V5).now;
+    let config = Config {
+        max_packet_size: 1024,
+        ..Config::default()
+    };
+    let publish = encode(
+        V5,
+        Packet::Publish(msg("t", &"x".repeat(200), QoS::AtMostOnce)),
+    );
+    let connect = encode(V5, Packet::Connect(Box::new(Connect::new(V5, s("c")))));
+    // Up to the limit: held, then handled after accept.
+    let mut server = Connection::server(config.clone(), t);
+    server.handle_input(t, &connect);
+    assert!(matches!(
+        server.poll_event(),
+        Some(Event::ConnectReceived(_))
+    ));
+    let fit = 1024 / publish.len();
+    for _ in 0..fit {
+        server.handle_input(t, &publish);
+    }
+    assert_eq!(server.poll_event(), None);
+    server.accept(t, ConnAck::default(), None).unwrap();
+    for _ in 0..fit {
+        assert!(matches!(server.poll_event(), Some(Event::Message(_))));
+    }
+    // Beyond it: closed.
+    let mut server = Connection::server(config, t);
+    server.handle_input(t, &connect);
+    assert!(matches!(
+        server.poll_event(),
+        Some(Event::ConnectReceived(_))
+    ));
+    for _ in 0..=fit {
+        server.handle_input(t, &publish);
+    }
+    assert_eq!(
+        server.poll_event(),
+        Some(Event::Closed(CloseReason::Violation(
+            Violation::InputBeforeConnAck((fit + 1) * publish.len())
+        )))
+    );
+    assert_eq!(server.poll_transmit(), None);
+    assert!(server.accept(t, ConnAck::default(), None).is_err());
+}
+
+#[test]
 fn usage_errors() {
     let t = Pair::new(V5).now;
     let mut client = Connection::client(Config::default());
