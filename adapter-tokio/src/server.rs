@@ -801,6 +801,15 @@ impl Core {
                     c.outbox.close();
                 }
             }
+            Output::Authenticate(req) if req.method.is_some() => {
+                // Passwords and certificates only: no 5.0 enhanced authentication method
+                // is supported ([MQTT-4.12.0-1]).
+                self.broker.handle_auth(
+                    Instant::now(),
+                    req.conn,
+                    AuthResult::Deny(ReasonCode::BadAuthenticationMethod),
+                );
+            }
             Output::Authenticate(req) => {
                 let identity = self
                     .conns

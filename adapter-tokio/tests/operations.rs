@@ -1,6 +1,6 @@
 //! Operations: the metrics endpoint, anonymous access per listener, max connections,
-//! graceful shutdown telling 5.0 clients why, and a connection the broker closes letting
-//! the client read its last packets.
+//! graceful shutdown telling 5.0 clients why, a connection the broker closes letting the
+//! client read its last packets, and enhanced authentication refused.
 
 use adapter_tokio::client::{Client, ClientOptions};
 use adapter_tokio::config::Config;
@@ -204,6 +204,46 @@ async fn a_closed_connection_still_delivers_its_disconnect() {
     };
     assert_eq!(reason, ReasonCode::ReceiveMaximumExceeded);
     running.shutdown().await;
+}
+
+/// 5.0 [MQTT-4.12.0-1]: the broker checks passwords and certificates and implements no
+/// enhanced authentication method, so a client asking for one is refused with 0x8C Bad
+/// authentication method and the connection closed, even with a right password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enhanced_authentication_method_is_refused() {
+    use bytes::BytesMut;
+    use mqtt_proto::{Connect, MqttString, Packet, ProtocolVersion, MAX_PACKET_SIZE};
+    let dir = std::env::temp_dir().join(format!("mqtt-ops-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut passwords = adapter_tokio::auth::Passwords::parse("").unwrap();
+    passwords.set("alice", "secret").unwrap();
+    let file = dir.join("passwd");
+    std::fs::write(&file, passwords.to_text()).unwrap();
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[auth]\npassword_file = \"{}\"\n\
+         [sys]\ninterval_secs = 0\n[persistence]\nenabled = false\n",
+        file.display()
+    );
+    let running = start(Config::parse(&text).unwrap(), None).await.unwrap();
+    let mut c = Connect::new(ProtocolVersion::V5, MqttString::new("sasl").unwrap());
+    c.username = Some(MqttString::new("alice").unwrap());
+    c.password = Some(bytes::Bytes::from_static(b"secret"));
+    c.properties.authentication_method = Some(MqttString::new("SCRAM-SHA-256").unwrap());
+    let mut out = BytesMut::new();
+    Packet::Connect(Box::new(c))
+        .encode(&mut out, ProtocolVersion::V5, MAX_PACKET_SIZE)
+        .unwrap();
+    let mut s = TcpStream::connect(running.local_addrs[0]).await.unwrap();
+    s.write_all(&out).await.unwrap();
+    let mut rest = vec![];
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    // CONNACK: no session present, 0x8C, then the connection ends.
+    assert_eq!(&rest[..4], b"\x20\x03\x00\x8c", "{rest:?}");
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 struct Stamp;

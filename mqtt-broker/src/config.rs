@@ -31,7 +31,9 @@ pub struct BrokerConfig {
     pub allow_anonymous: bool,
     /// Send credentials to the adapter for checking ([`Output::Authenticate`]
     /// (crate::Output::Authenticate)); when false every client with a user name is
-    /// accepted. Default false.
+    /// accepted, and a 5.0 client asking for enhanced authentication (an Authentication
+    /// Method) is refused with 0x8C Bad authentication method, since no one could carry
+    /// it out. Default false.
     pub authenticate: bool,
     /// Messages an offline persistent session may queue. Default 1,000.
     pub max_offline_messages: usize,

@@ -579,6 +579,22 @@ fn authentication_requests() {
 }
 
 #[test]
+fn an_authentication_method_nobody_handles_is_refused() {
+    // 5.0 [MQTT-4.12.0-1]: a server that does not support the client's Authentication
+    // Method refuses the connection (0x8C Bad authentication method) and closes it, even
+    // when it lets clients in without credentials.
+    let mut sim = Sim::default();
+    let mut c = Connect::new(V5, MqttString::new("sasl").unwrap());
+    c.properties.authentication_method = Some(MqttString::new("SCRAM-SHA-256").unwrap());
+    let id = sim.connect_with(c, Default::default());
+    assert_eq!(
+        sim.closed(id),
+        Some(CloseReason::Refused(ReasonCode::BadAuthenticationMethod))
+    );
+    assert!(sim.connack(id).is_none());
+}
+
+#[test]
 fn sys_topics() {
     let mut sim = Sim::new(BrokerConfig {
         sys_interval: Some(Duration::from_secs(10)),
