@@ -165,7 +165,7 @@ pub struct Limits {
     /// Topic Alias Maximum offered to 5.0 clients. Default 16.
     pub topic_alias_maximum: u16,
     /// Use topic aliases toward 5.0 clients that accept them (their Topic Alias
-    /// Maximum), saving the topic name on repeated messages. Default false.
+    /// Maximum), saving the topic name on repeated messages. Default true.
     pub outgoing_topic_aliases: bool,
     /// Subscriptions per session. Default 1000.
     pub max_subscriptions: usize,
@@ -203,7 +203,7 @@ impl Default for Limits {
             queue_qos0_offline: false,
             drop_policy: "drop-newest".into(),
             topic_alias_maximum: 16,
-            outgoing_topic_aliases: false,
+            outgoing_topic_aliases: true,
             max_subscriptions: 1000,
             max_topic_levels: 32,
             max_topic_length: 1024,

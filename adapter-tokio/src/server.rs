@@ -652,6 +652,7 @@ async fn connection<L: Link>(id: ConnId, mut link: L, info: ConnInfo, core: mpsc
         return;
     };
     let mut deadline = None;
+    let mut closed_by_broker = false;
     loop {
         // What the core queued leaves before more is read.
         let (data, close) = outbox.take();
@@ -671,6 +672,7 @@ async fn connection<L: Link>(id: ConnId, mut link: L, info: ConnInfo, core: mpsc
             }
         }
         if close {
+            closed_by_broker = true;
             break;
         }
         if wrote {
@@ -691,6 +693,31 @@ async fn connection<L: Link>(id: ConnId, mut link: L, info: ConnInfo, core: mpsc
     }
     let _ = tokio::time::timeout(CLOSE_LINGER, link.shutdown()).await;
     let _ = core.send(ToCore::Closed(id)).await;
+    if closed_by_broker {
+        linger(&mut link).await;
+    }
+}
+
+/// How long a connection the broker closed keeps reading, at most.
+const LINGER: Duration = Duration::from_secs(2);
+/// How many bytes it reads and discards meanwhile, at most.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// After the broker closed a connection (our side is shut down, the last packets, often
+/// a DISCONNECT with its reason code, are written), reads and discards what the peer
+/// still sends until it closes too, for [`LINGER`] and [`LINGER_BYTES`] at most. Closing
+/// a socket with input still arriving resets the connection, and a reset makes the peer
+/// discard what it had not read yet: a client busy sending (PUBRELs, pings) would never
+/// see why it was disconnected.
+async fn linger<L: Link>(link: &mut L) {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut left = LINGER_BYTES;
+    while let Ok(Ok(b)) = tokio::time::timeout_at(deadline, link.read_chunk()).await {
+        if b.is_empty() || b.len() >= left {
+            break;
+        }
+        left -= b.len();
+    }
 }
 
 /// The WebSocket handshake: the path must match and the `mqtt` subprotocol is echoed.
@@ -860,6 +887,15 @@ impl Core {
                 if let Some(c) = self.conns.remove(&id) {
                     c.outbox.close();
                 }
+            }
+            Output::Authenticate(req) if req.method.is_some() => {
+                // Passwords and certificates only: no 5.0 enhanced authentication method
+                // is supported ([MQTT-4.12.0-1]).
+                self.broker.handle_auth(
+                    Instant::now(),
+                    req.conn,
+                    AuthResult::Deny(ReasonCode::BadAuthenticationMethod),
+                );
             }
             Output::Authenticate(req) => {
                 let identity = self

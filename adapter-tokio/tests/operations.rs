@@ -1,5 +1,6 @@
-//! Operations: the metrics endpoint, anonymous access per listener, max connections, and
-//! graceful shutdown telling 5.0 clients why.
+//! Operations: the metrics endpoint, anonymous access per listener, max connections,
+//! graceful shutdown telling 5.0 clients why, a connection the broker closes letting the
+//! client read its last packets, and enhanced authentication refused.
 
 use adapter_tokio::client::{Client, ClientOptions};
 use adapter_tokio::config::Config;
@@ -150,6 +151,99 @@ async fn shutdown_tells_v5_clients() {
         .unwrap();
     // DISCONNECT with 0x8B Server shutting down.
     assert_eq!(&rest[..3], b"\xe0\x01\x8b", "{rest:?}");
+}
+
+/// A 5.0 client that sends more QoS 2 messages than the broker's Receive Maximum is
+/// disconnected with 0x93 (it breaks [MQTT-3.3.4-7]). Such a client typically goes on sending
+/// (PUBRELs for the PUBRECs it is about to read, pings) before it reads the DISCONNECT. The
+/// broker keeps reading and discarding for a while after closing its side, so what the
+/// client still sends does not reset the connection, and the client reads the DISCONNECT
+/// that says why (a reset would discard it unread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_still_delivers_its_disconnect() {
+    use bytes::BytesMut;
+    use mqtt_proto::{Decoder, Packet, ProtocolVersion, ReasonCode};
+    let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[limits]\nreceive_maximum = 3\n\
+                [sys]\ninterval_secs = 0\n[persistence]\nenabled = false\n";
+    let running = start(Config::parse(text).unwrap(), None).await.unwrap();
+    let mut s = TcpStream::connect(running.local_addrs[0]).await.unwrap();
+    s.write_all(b"\x10\x10\x00\x04MQTT\x05\x02\x00\x00\x00\x00\x03raw")
+        .await
+        .unwrap();
+    // Four QoS 2 PUBLISHes to "t", ids 1 to 4: one more than Receive Maximum.
+    let mut burst = vec![];
+    for id in 1..=4u8 {
+        burst.extend_from_slice(&[0x34, 7, 0, 1, b't', 0, id, 0, b'x']);
+    }
+    s.write_all(&burst).await.unwrap();
+    // The broker has answered and closed its side; the client, not knowing yet, sends
+    // more, each packet reaching the broker before the next leaves.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        s.write_all(b"\xc0\x00")
+            .await
+            .expect("the broker still reads after closing its side");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut decoder = Decoder::client(ProtocolVersion::V5);
+    let mut buf = BytesMut::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let reason = 'read: loop {
+        while let Some(p) = decoder.decode(&mut buf).unwrap() {
+            match p {
+                Packet::ConnAck(_) | Packet::PubRec(_) => {}
+                Packet::Disconnect(d) => break 'read d.reason_code,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let n = tokio::time::timeout_at(deadline, s.read_buf(&mut buf))
+            .await
+            .expect("the DISCONNECT in time")
+            .expect("no reset: the broker drains what the client still sends");
+        assert!(n > 0, "closed before the DISCONNECT");
+    };
+    assert_eq!(reason, ReasonCode::ReceiveMaximumExceeded);
+    running.shutdown().await;
+}
+
+/// 5.0 [MQTT-4.12.0-1]: the broker checks passwords and certificates and implements no
+/// enhanced authentication method, so a client asking for one is refused with 0x8C Bad
+/// authentication method and the connection closed, even with a right password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enhanced_authentication_method_is_refused() {
+    use bytes::BytesMut;
+    use mqtt_proto::{Connect, MqttString, Packet, ProtocolVersion, MAX_PACKET_SIZE};
+    let dir = std::env::temp_dir().join(format!("mqtt-ops-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut passwords = adapter_tokio::auth::Passwords::parse("").unwrap();
+    passwords.set("alice", "secret").unwrap();
+    let file = dir.join("passwd");
+    std::fs::write(&file, passwords.to_text()).unwrap();
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[auth]\npassword_file = \"{}\"\n\
+         [sys]\ninterval_secs = 0\n[persistence]\nenabled = false\n",
+        file.display()
+    );
+    let running = start(Config::parse(&text).unwrap(), None).await.unwrap();
+    let mut c = Connect::new(ProtocolVersion::V5, MqttString::new("sasl").unwrap());
+    c.username = Some(MqttString::new("alice").unwrap());
+    c.password = Some(bytes::Bytes::from_static(b"secret"));
+    c.properties.authentication_method = Some(MqttString::new("SCRAM-SHA-256").unwrap());
+    let mut out = BytesMut::new();
+    Packet::Connect(Box::new(c))
+        .encode(&mut out, ProtocolVersion::V5, MAX_PACKET_SIZE)
+        .unwrap();
+    let mut s = TcpStream::connect(running.local_addrs[0]).await.unwrap();
+    s.write_all(&out).await.unwrap();
+    let mut rest = vec![];
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    // CONNACK: no session present, 0x8C, then the connection ends.
+    assert_eq!(&rest[..4], b"\x20\x03\x00\x8c", "{rest:?}");
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 struct Stamp;

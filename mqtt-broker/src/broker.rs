@@ -748,6 +748,11 @@ impl Broker {
             connect.username.is_none() && connect.properties.authentication_method.is_none();
         let refuse = if let Err(code) = self.hooks.validate_connection(&info, &connect) {
             Some(code)
+        } else if connect.properties.authentication_method.is_some() && !self.config.authenticate {
+            // 5.0 enhanced authentication needs an authenticator that knows the method;
+            // without one the method is unsupported: refuse and close ([MQTT-4.12.0-1]).
+            self.stats.auth_failures += 1;
+            Some(ReasonCode::BadAuthenticationMethod)
         } else if connect.will.as_ref().is_some_and(|w| {
             !self.topic_ok(&w.topic)
                 || broker_only(&w.topic)

@@ -22,14 +22,19 @@ pub struct BrokerConfig {
     /// Limits of each client connection (max packet size, receive maximum, max inflight,
     /// topic alias maximum, connect timeout, server keep alive, maximum QoS, retain
     /// available). `max_queued_messages` / `max_queued_bytes` bound each online session's
-    /// queue; `manual_acks` is managed by the broker.
+    /// queue; `manual_acks` is managed by the broker. Unlike the session's own default,
+    /// `outgoing_topic_aliases` is on: a 5.0 client that announces a Topic Alias Maximum
+    /// gets aliases for repeated topics, as it asked (such copies are encoded for that
+    /// connection instead of sharing the common encoding).
     pub session: SessionConfig,
     /// Accept clients without a user name. Default true (the adapter restricts anonymous
     /// access to loopback unless configured otherwise).
     pub allow_anonymous: bool,
     /// Send credentials to the adapter for checking ([`Output::Authenticate`]
     /// (crate::Output::Authenticate)); when false every client with a user name is
-    /// accepted. Default false.
+    /// accepted, and a 5.0 client asking for enhanced authentication (an Authentication
+    /// Method) is refused with 0x8C Bad authentication method, since no one could carry
+    /// it out. Default false.
     pub authenticate: bool,
     /// Messages an offline persistent session may queue. Default 1,000.
     pub max_offline_messages: usize,
@@ -78,7 +83,10 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
-            session: SessionConfig::default(),
+            session: SessionConfig {
+                outgoing_topic_aliases: true,
+                ..SessionConfig::default()
+            },
             allow_anonymous: true,
             authenticate: false,
             max_offline_messages: 1000,

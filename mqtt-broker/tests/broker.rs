@@ -662,6 +662,22 @@ fn authentication_requests() {
 }
 
 #[test]
+fn an_authentication_method_nobody_handles_is_refused() {
+    // 5.0 [MQTT-4.12.0-1]: a server that does not support the client's Authentication
+    // Method refuses the connection (0x8C Bad authentication method) and closes it, even
+    // when it lets clients in without credentials.
+    let mut sim = Sim::default();
+    let mut c = Connect::new(V5, MqttString::new("sasl").unwrap());
+    c.properties.authentication_method = Some(MqttString::new("SCRAM-SHA-256").unwrap());
+    let id = sim.connect_with(c, Default::default());
+    assert_eq!(
+        sim.closed(id),
+        Some(CloseReason::Refused(ReasonCode::BadAuthenticationMethod))
+    );
+    assert!(sim.connack(id).is_none());
+}
+
+#[test]
 fn sys_topics() {
     let mut sim = Sim::new(BrokerConfig {
         sys_interval: Some(Duration::from_secs(10)),
@@ -1029,21 +1045,22 @@ fn durable_ack_follows_the_session_to_its_next_connection() {
 }
 
 #[test]
-fn outgoing_topic_aliases_when_the_client_allows_them() {
-    // 5.0 [MQTT-3.3.2-7]-style: the broker may use aliases up to the client's Topic
-    // Alias Maximum; a later PUBLISH on the same topic carries the alias and an empty
-    // topic name, and the client still sees the topic.
+fn outgoing_topic_aliases_by_default_when_the_client_allows_them() {
+    // 5.0: with the default configuration the broker uses aliases up to the client's
+    // Topic Alias Maximum, never above it ([MQTT-3.3.2-11]); a later PUBLISH on the same
+    // topic carries the alias and an empty topic name, and the client still sees the
+    // topic. Conformance suites expect this of a server whose client allows aliases.
     let mut sim = Sim::new(BrokerConfig {
         sys_interval: None,
-        session: mqtt_session::Config {
-            outgoing_topic_aliases: true,
-            ..Default::default()
-        },
         ..Default::default()
     });
-    let mut c = Connect::new(V5, MqttString::new("s").unwrap());
-    c.properties.topic_alias_maximum = Some(4);
-    let s = sim.connect_with(c, Default::default());
+    let s = sim.connect_with(
+        Connect::new(V5, MqttString::new("s").unwrap()),
+        mqtt_session::Config {
+            topic_alias_maximum: 4,
+            ..Default::default()
+        },
+    );
     sim.subscribe(s, "long/topic/name", QoS::AtMostOnce);
     let no_alias = sim.connect_with(
         Connect::new(V5, MqttString::new("n").unwrap()),
@@ -1091,6 +1108,41 @@ fn outgoing_topic_aliases_when_the_client_allows_them() {
     assert!(wire(&sim, no_alias)
         .iter()
         .all(|p| p.properties.topic_alias.is_none() && p.topic.as_str() == "long/topic/name"));
+    // Mappings belong to one connection ([MQTT-3.3.2-7]): after reconnecting, the first
+    // copy names its topic again. With a Topic Alias Maximum of 1, a second topic gets no
+    // alias ([MQTT-3.3.2-11]).
+    sim.disconnect(s, ReasonCode::Success);
+    let s = sim.connect_with(
+        Connect::new(V5, MqttString::new("s").unwrap()),
+        mqtt_session::Config {
+            topic_alias_maximum: 1,
+            ..Default::default()
+        },
+    );
+    sim.subscribe(s, "long/#", QoS::AtMostOnce);
+    sim.clear();
+    for t in [
+        "long/topic/name",
+        "long/other",
+        "long/topic/name",
+        "long/other",
+    ] {
+        sim.publish(p, t, "x", QoS::AtMostOnce, false);
+    }
+    let sent = wire(&sim, s);
+    let seen: Vec<(&str, Option<u16>)> = sent
+        .iter()
+        .map(|p| (p.topic.as_str(), p.properties.topic_alias.map(|a| a.get())))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("long/topic/name", Some(1)),
+            ("long/other", None),
+            ("", Some(1)),
+            ("long/other", None)
+        ]
+    );
 }
 
 #[test]

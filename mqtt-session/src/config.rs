@@ -31,8 +31,8 @@ pub struct Config {
     /// Highest Topic Alias the peer may use toward us (5.0). Default 16.
     pub topic_alias_maximum: u16,
     /// Use topic aliases for what we send, up to the peer's Topic Alias Maximum (5.0).
-    /// Default off: a server that encodes a message once for many subscribers wants the
-    /// full topic in every copy.
+    /// Default off here; the broker turns it on (`mqtt_broker::BrokerConfig::default`), so
+    /// its 5.0 subscribers that announce a Topic Alias Maximum get aliases.
     pub outgoing_topic_aliases: bool,
     /// Server: how long to wait for CONNECT after the transport opened. Client: how long
     /// to wait for CONNACK after sending CONNECT. Default 10 s.

@@ -1182,11 +1182,36 @@ impl Connection {
                 }));
                 let _ = c.encode(&mut self.out, v, MAX_PACKET_SIZE);
                 self.sent(now);
+            } else if self.peek_connect_level() == Some(5)
+                && e.reason_code().is_valid_for(PacketType::ConnAck)
+            {
+                // A 5.0 CONNECT that is malformed or breaks the protocol: a CONNACK with
+                // the reason (0x81, 0x82, ...) tells the client why before the connection
+                // closes ([MQTT-4.13.1-1]; no DISCONNECT may precede CONNACK).
+                let c = Packet::ConnAck(Box::new(ConnAck {
+                    session_present: false,
+                    reason_code: e.reason_code(),
+                    properties: Default::default(),
+                }));
+                let _ = c.encode(&mut self.out, ProtocolVersion::V5, MAX_PACKET_SIZE);
+                self.sent(now);
             }
             self.close(CloseReason::Violation(Violation::Decode(e)));
             return;
         }
         self.violation(now, Violation::Decode(e));
+    }
+
+    /// The protocol level of the CONNECT at the front of the read buffer, if it is one
+    /// and that much of it arrived.
+    fn peek_connect_level(&self) -> Option<u8> {
+        let b = &self.read_buf;
+        if b.first() != Some(&0x10) {
+            return None;
+        }
+        let name_at = 1 + (1..5).find(|&i| b.get(i).is_some_and(|x| x & 0x80 == 0))?;
+        let name_len = usize::from(u16::from_be_bytes([*b.get(name_at)?, *b.get(name_at + 1)?]));
+        b.get(name_at + 2 + name_len).copied()
     }
 
     /// The version of the CONNECT at the front of the read buffer (for a refusal).

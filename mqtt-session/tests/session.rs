@@ -908,6 +908,55 @@ fn unsupported_protocol_level_gets_connack() {
 }
 
 #[test]
+fn a_bad_v5_connect_gets_a_connack_with_the_reason() {
+    // 5.0 [MQTT-4.13.1-1]: a CONNECT that is malformed or a protocol error closes the
+    // connection, and a CONNACK carrying the reason may say why first (nothing else may
+    // come before CONNACK). 3.1.1 has no code for these: the connection just closes.
+    let t = Pair::new(V5).now;
+    for (bytes, code) in [
+        // Receive Maximum 0.
+        (
+            &b"\x10\x13\x00\x04MQTT\x05\x02\x00\x00\x03\x21\x00\x00\x00\x03rm0"[..],
+            ReasonCode::ProtocolError,
+        ),
+        // Session Expiry Interval twice.
+        (
+            b"\x10\x1a\x00\x04MQTT\x05\x02\x00\x00\x0a\x11\x00\x00\x00\x05\x11\x00\x00\x00\x05\x00\x03dup",
+            ReasonCode::ProtocolError,
+        ),
+        // Will topic with a wildcard.
+        (
+            b"\x10\x17\x00\x04MQTT\x05\x06\x00\x00\x00\x00\x01w\x00\x00\x03a/+\x00\x01x",
+            ReasonCode::TopicNameInvalid,
+        ),
+        // Reserved connect flag set.
+        (
+            b"\x10\x0e\x00\x04MQTT\x05\x03\x00\x00\x00\x00\x01r",
+            ReasonCode::MalformedPacket,
+        ),
+    ] {
+        let mut server = Connection::server(Config::default(), t);
+        server.handle_input(t, bytes);
+        let out = server.poll_transmit().expect("a CONNACK");
+        let mut d = Decoder::client(V5);
+        let got = d.decode(&mut bytes::BytesMut::from(&out[..])).unwrap();
+        assert!(
+            matches!(&got, Some(Packet::ConnAck(c)) if c.reason_code == code && !c.session_present),
+            "{bytes:?}: {got:?}"
+        );
+        assert!(server.is_closed());
+    }
+    let mut server = Connection::server(Config::default(), t);
+    server.handle_input(t, b"\x10\x0d\x00\x04MQTT\x04\x03\x00\x00\x00\x01r");
+    assert_eq!(
+        server.poll_transmit(),
+        None,
+        "3.1.1: closed without CONNACK"
+    );
+    assert!(server.is_closed());
+}
+
+#[test]
 fn packets_after_connect_wait_for_accept() {
     // A client may send packets right after CONNECT; they are handled after accept.
     let t = Pair::new(V3_1_1).now;

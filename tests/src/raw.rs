@@ -287,6 +287,22 @@ impl Raw {
 
     /// Writes all of `bytes`.
     pub async fn send(&mut self, bytes: &[u8]) {
+        // A CONNECT sets the version the broker answers in (a 5.0 CONNECT that it refuses
+        // still gets a 5.0 CONNACK).
+        if let [0x10, ..] = bytes {
+            if let Some(level) = connect_level(bytes) {
+                let v = [
+                    ProtocolVersion::V3_1,
+                    ProtocolVersion::V3_1_1,
+                    ProtocolVersion::V5,
+                ]
+                .into_iter()
+                .find(|v| v.level() == level);
+                if let Some(v) = v {
+                    self.decoder = Decoder::client(v);
+                }
+            }
+        }
         self.s.write_all(bytes).await.unwrap();
     }
 
@@ -347,4 +363,15 @@ impl Raw {
             }
         }
     }
+}
+
+/// The protocol level of a CONNECT packet's bytes, if they reach that far.
+fn connect_level(bytes: &[u8]) -> Option<u8> {
+    // Fixed header: type byte and a remaining length of 1 to 4 bytes.
+    let mut i = 1;
+    while *bytes.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    let name_len = u16::from_be_bytes([*bytes.get(i + 1)?, *bytes.get(i + 2)?]) as usize;
+    bytes.get(i + 3 + name_len).copied()
 }
