@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{http, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
@@ -218,6 +219,11 @@ pub async fn start_with(
     let live = Arc::new(AtomicUsize::new(0));
     let mut local_addrs = vec![];
     let mut listeners = vec![];
+    // A WebSocket message may hold a packet of the largest size and then some (packets
+    // batched in one message), up to twice the maximum packet size.
+    let ws_limit = (config.limits.max_packet_size as usize)
+        .saturating_mul(2)
+        .max(64 * 1024);
     for l in &config.listeners {
         let listener = TcpListener::bind(l.bind)
             .await
@@ -235,8 +241,13 @@ pub async fn start_with(
         };
         let transport = match l.protocol.as_str() {
             "tls" => Transport::Tls(tls(l)?, l.use_identity_as_username),
-            "ws" => Transport::Ws(l.path.clone()),
-            "wss" => Transport::Wss(tls(l)?, l.path.clone(), l.use_identity_as_username),
+            "ws" => Transport::Ws(l.path.clone(), ws_limit),
+            "wss" => Transport::Wss(
+                tls(l)?,
+                l.path.clone(),
+                l.use_identity_as_username,
+                ws_limit,
+            ),
             _ => Transport::Tcp,
         };
         info!(listener = %name, %addr, protocol = %l.protocol, anonymous, "listening");
@@ -349,8 +360,9 @@ enum Transport {
     Tcp,
     /// TLS, and whether the client certificate's Common Name is the user name.
     Tls(Reloading, bool),
-    Ws(String),
-    Wss(Reloading, String, bool),
+    /// WebSocket: the path, and the largest message (and frame) read.
+    Ws(String, usize),
+    Wss(Reloading, String, bool, usize),
 }
 
 /// The Common Name of the verified client certificate.
@@ -399,22 +411,22 @@ async fn serve(
             })
             .await?
         }
-        Transport::Ws(path) => {
+        Transport::Ws(path, limit) => {
             Box::pin(async move {
-                let ws = tokio::time::timeout(handshake, ws_accept(stream, &path)).await??;
+                let ws = tokio::time::timeout(handshake, ws_accept(stream, &path, limit)).await??;
                 ws_connection(id, ws, info, core).await;
                 anyhow::Ok(())
             })
             .await?
         }
-        Transport::Wss(tls, path, use_identity) => {
+        Transport::Wss(tls, path, use_identity, limit) => {
             Box::pin(async move {
                 let ws = tokio::time::timeout(handshake, async {
                     let s = tls.acceptor().accept(stream).await?;
                     if use_identity {
                         info.tls_identity = Some(client_identity(s.get_ref().1)?);
                     }
-                    ws_accept(s, &path).await
+                    ws_accept(s, &path, limit).await
                 })
                 .await??;
                 ws_connection(id, ws, info, core).await;
@@ -613,6 +625,7 @@ async fn ws_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (listener, peer) = (info.listener.clone(), info.peer.clone());
     let Some((mut rx, state)) = register(id, info, &core).await else {
         return;
     };
@@ -652,7 +665,12 @@ async fn ws_connection<S>(
                 }
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            // Text frames are not MQTT ([MQTT-6.0.0-1]); close frames and errors end it.
+            // A message over the limit, a broken frame, ...
+            Some(Err(e)) => {
+                info!(conn = id, %listener, %peer, "WebSocket: {e}; closing");
+                break;
+            }
+            // Text frames are not MQTT ([MQTT-6.0.0-1]); close frames end it.
             _ => break,
         }
     }
@@ -662,15 +680,21 @@ async fn ws_connection<S>(
 }
 
 /// The WebSocket handshake: the path must match and the `mqtt` subprotocol is echoed.
+/// Messages and frames larger than `limit` close the connection: they are read whole
+/// before MQTT sees them, so the maximum packet size alone would not bound them.
 // The callback's error type is tungstenite's.
 #[allow(clippy::result_large_err)]
-async fn ws_accept<S>(stream: S, path: &str) -> anyhow::Result<WebSocketStream<S>>
+async fn ws_accept<S>(stream: S, path: &str, limit: usize) -> anyhow::Result<WebSocketStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let path = path.to_string();
-    let ws =
-        tokio_tungstenite::accept_hdr_async(stream, move |req: &Request, mut resp: Response| {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        move |req: &Request, mut resp: Response| {
             if path != "*" && req.uri().path() != path {
                 let mut r =
                     ErrorResponse::new(Some(format!("no MQTT endpoint at {}", req.uri().path())));
@@ -691,8 +715,10 @@ where
                 );
             }
             Ok(resp)
-        })
-        .await?;
+        },
+        Some(config),
+    )
+    .await?;
     Ok(ws)
 }
 
