@@ -647,14 +647,23 @@ impl Transport {
         }
     }
 
-    /// Writes one batch: on a WebSocket, one binary frame.
+    /// Writes one batch: on a WebSocket, in binary messages of at most 64 KiB (MQTT
+    /// packets may span messages, and a server may bound a message's size).
     async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
+        const WS_MESSAGE: usize = 64 * 1024;
         match self {
             Transport::Stream(s) => s.write_all(&data).await,
-            Transport::Ws(ws) => ws
-                .send(Message::Binary(data))
-                .await
-                .map_err(std::io::Error::other),
+            Transport::Ws(ws) => {
+                let mut at = 0;
+                while at < data.len() {
+                    let end = (at + WS_MESSAGE).min(data.len());
+                    ws.feed(Message::Binary(data.slice(at..end)))
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    at = end;
+                }
+                ws.flush().await.map_err(std::io::Error::other)
+            }
         }
     }
 

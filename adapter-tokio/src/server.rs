@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{http, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, error, info, warn};
@@ -194,6 +195,11 @@ pub async fn start_with(
     let live = Arc::new(AtomicUsize::new(0));
     let mut local_addrs = vec![];
     let mut listeners = vec![];
+    // A WebSocket message may hold a packet of the largest size and then some (packets
+    // batched in one message), up to twice the maximum packet size.
+    let ws_limit = (config.limits.max_packet_size as usize)
+        .saturating_mul(2)
+        .max(64 * 1024);
     for l in &config.listeners {
         let listener = TcpListener::bind(l.bind)
             .await
@@ -211,8 +217,13 @@ pub async fn start_with(
         };
         let transport = match l.protocol.as_str() {
             "tls" => Transport::Tls(tls(l)?, l.use_identity_as_username),
-            "ws" => Transport::Ws(l.path.clone()),
-            "wss" => Transport::Wss(tls(l)?, l.path.clone(), l.use_identity_as_username),
+            "ws" => Transport::Ws(l.path.clone(), ws_limit),
+            "wss" => Transport::Wss(
+                tls(l)?,
+                l.path.clone(),
+                l.use_identity_as_username,
+                ws_limit,
+            ),
             _ => Transport::Tcp,
         };
         info!(listener = %name, %addr, protocol = %l.protocol, anonymous, "listening");
@@ -329,8 +340,9 @@ enum Transport {
     Tcp,
     /// TLS, and whether the client certificate's Common Name is the user name.
     Tls(Reloading, bool),
-    Ws(String),
-    Wss(Reloading, String, bool),
+    /// WebSocket: the path, and the largest message (and frame) read.
+    Ws(String, usize),
+    Wss(Reloading, String, bool, usize),
 }
 
 /// The Common Name of the verified client certificate.
@@ -375,25 +387,27 @@ async fn serve(
             })
             .await?
         }
-        Transport::Ws(path) => {
+        Transport::Ws(path, limit) => {
             Box::pin(async move {
-                let ws = tokio::time::timeout(handshake, ws_accept(stream, &path)).await??;
-                connection(id, WsLink(ws), info, core).await;
+                let ws = tokio::time::timeout(handshake, ws_accept(stream, &path, limit)).await??;
+                let who = format!("{} {}", info.listener, info.peer);
+                connection(id, WsLink(ws, who), info, core).await;
                 anyhow::Ok(())
             })
             .await?
         }
-        Transport::Wss(tls, path, use_identity) => {
+        Transport::Wss(tls, path, use_identity, limit) => {
             Box::pin(async move {
                 let ws = tokio::time::timeout(handshake, async {
                     let s = tls.acceptor().accept(stream).await?;
                     if use_identity {
                         info.tls_identity = Some(client_identity(s.get_ref().1)?);
                     }
-                    ws_accept(s, &path).await
+                    ws_accept(s, &path, limit).await
                 })
                 .await??;
-                connection(id, WsLink(ws), info, core).await;
+                let who = format!("{} {}", info.listener, info.peer);
+                connection(id, WsLink(ws, who), info, core).await;
                 anyhow::Ok(())
             })
             .await?
@@ -614,7 +628,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Link for StreamLink<S> 
 
 /// WebSocket: binary frames carry the MQTT byte stream (packets may span frames); each
 /// batch leaves as one binary frame.
-struct WsLink<S>(WebSocketStream<S>);
+/// The stream, and its listener and peer for log lines.
+struct WsLink<S>(WebSocketStream<S>, String);
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Link for WsLink<S> {
     async fn read_chunk(&mut self) -> std::io::Result<Bytes> {
@@ -626,8 +641,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Link for WsLink<S> {
                     }
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                // Text frames are not MQTT ([MQTT-6.0.0-1]); close frames and errors end
-                // it.
+                // A message over the limit, a broken frame, ...
+                Some(Err(e)) => {
+                    info!(connection = %self.1, "WebSocket: {e}; closing");
+                    return Ok(Bytes::new());
+                }
+                // Text frames are not MQTT ([MQTT-6.0.0-1]); close frames end it.
                 _ => return Ok(Bytes::new()),
             }
         }
@@ -721,15 +740,21 @@ async fn linger<L: Link>(link: &mut L) {
 }
 
 /// The WebSocket handshake: the path must match and the `mqtt` subprotocol is echoed.
+/// Messages and frames larger than `limit` close the connection: they are read whole
+/// before MQTT sees them, so the maximum packet size alone would not bound them.
 // The callback's error type is tungstenite's.
 #[allow(clippy::result_large_err)]
-async fn ws_accept<S>(stream: S, path: &str) -> anyhow::Result<WebSocketStream<S>>
+async fn ws_accept<S>(stream: S, path: &str, limit: usize) -> anyhow::Result<WebSocketStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let path = path.to_string();
-    let ws =
-        tokio_tungstenite::accept_hdr_async(stream, move |req: &Request, mut resp: Response| {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        move |req: &Request, mut resp: Response| {
             if path != "*" && req.uri().path() != path {
                 let mut r =
                     ErrorResponse::new(Some(format!("no MQTT endpoint at {}", req.uri().path())));
@@ -750,8 +775,10 @@ where
                 );
             }
             Ok(resp)
-        })
-        .await?;
+        },
+        Some(config),
+    )
+    .await?;
     Ok(ws)
 }
 

@@ -411,3 +411,97 @@ interval_secs = 0
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(pki.dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_are_bounded() {
+    use adapter_tokio::client::{Client, ClientOptions};
+    // A WebSocket message is read whole before MQTT sees it: messages (and frames) are
+    // bounded by twice max_packet_size, here 128 KiB.
+    let text = "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\n[limits]\nmax_packet_size = 65536\n[sys]\ninterval_secs = 0\n";
+    let running = start(Config::parse(text).unwrap(), None).await.unwrap();
+    let addr = running.local_addrs[0];
+    let url = format!("ws://{addr}/mqtt");
+    let mut o = ClientOptions::new(&url, "good");
+    o.reconnect = None;
+    let (good, mut rx) = Client::connect(o).await.unwrap();
+    good.subscribe("big/#", QoS::AtMostOnce).await.unwrap();
+    // A hostile client sends 1 MB of valid small packets in one message: closed.
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(req, TcpStream::connect(addr).await.unwrap())
+        .await
+        .unwrap();
+    ws.send(Message::Binary(connect_v5("flooder")))
+        .await
+        .unwrap();
+    let connack = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    assert!(matches!(connack, Some(Ok(Message::Binary(b))) if b[0] == 0x20));
+    let one = {
+        let mut p = bytes::BytesMut::new();
+        Packet::Publish(Publish::new(
+            TopicName::new("big/x").unwrap(),
+            vec![1u8; 1000],
+        ))
+        .encode(&mut p, ProtocolVersion::V5, MAX_PACKET_SIZE)
+        .unwrap();
+        p
+    };
+    let mut flood = Vec::new();
+    while flood.len() < 1_000_000 {
+        flood.extend_from_slice(&one);
+    }
+    let _ = ws.send(Message::Binary(flood.into())).await;
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the oversized message was taken");
+    // None of it was routed, and the client alongside goes on; a burst of messages
+    // larger than the bound together leaves it in several WebSocket messages.
+    let burst: Vec<_> = (0..5)
+        .map(|i| {
+            let good = good.clone();
+            tokio::spawn(async move {
+                good.publish(
+                    &format!("big/{i}"),
+                    vec![7u8; 60_000],
+                    QoS::AtMostOnce,
+                    false,
+                )
+                .await
+            })
+        })
+        .collect();
+    for b in burst {
+        b.await.unwrap().unwrap();
+    }
+    for _ in 0..5 {
+        let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.payload.len(), 60_000, "{:?}", m.topic);
+    }
+    good.disconnect().await;
+    running.shutdown().await;
+}
+
+/// A 5.0 CONNECT, encoded.
+fn connect_v5(client_id: &str) -> bytes::Bytes {
+    let mut b = bytes::BytesMut::new();
+    Packet::Connect(Box::new(Connect::new(
+        ProtocolVersion::V5,
+        MqttString::new(client_id).unwrap(),
+    )))
+    .encode(&mut b, ProtocolVersion::V5, MAX_PACKET_SIZE)
+    .unwrap();
+    b.freeze()
+}

@@ -1,6 +1,7 @@
 //! The checks behind the `decode` fuzz target, shared with `make-seeds`, which writes
 //! seeds in the input format read here and runs every seed through [`run`]. The `session`
-//! target's are in [`session`], the `broker` target's in [`broker`].
+//! target's are in [`session`], the `broker` target's in [`broker`], the `config` target's
+//! in [`config`].
 //!
 //! # Input format
 //!
@@ -18,6 +19,7 @@ use bytes::BytesMut;
 use mqtt_proto::{DecodeError, Decoder, EncodeError, Packet, ProtocolVersion, MAX_PACKET_SIZE};
 
 pub mod broker;
+pub mod config;
 pub mod session;
 
 /// Selector bits 0-1: a server-side decoder, which learns the version from CONNECT.

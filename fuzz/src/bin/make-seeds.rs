@@ -1,6 +1,7 @@
 //! Writes the seed corpora of the fuzz targets: `decode` into `corpus/decode/`, `session`
 //! into `corpus/session/` (see `session_seeds`), `broker` into `corpus/broker/` (see
-//! `broker_seeds` at the end).
+//! `broker_seeds` at the end). The `config` seeds are TOML files written by hand; they are
+//! checked here (`check_config_seeds`).
 //!
 //! `decode`: one valid frame per packet type per protocol version (AUTH only in 5.0), named
 //! `seed-<version>-<packet>`, plus a few streams of several packets. Every file starts with
@@ -346,9 +347,34 @@ fn seeds(v: ProtocolVersion) -> Vec<(&'static str, u8, Vec<Packet>)> {
 }
 
 fn main() {
+    check_config_seeds();
     write_decode_seeds();
     write_session_seeds();
     write_broker_seeds();
+}
+
+/// The `config` seeds are TOML written by hand (see the fuzz README): each passes every
+/// check of the target, and those meant to be accepted are.
+fn check_config_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/config");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("corpus/config")
+        .map(|e| e.expect("entry").file_name().into_string().expect("name"))
+        .filter(|n| n.starts_with("seed-"))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "no config seeds");
+    for name in &names {
+        let text = std::fs::read_to_string(dir.join(name)).expect("read seed");
+        mqtt_proto_fuzz::config::run(&text);
+        let accepted = adapter_tokio::config::Config::parse(&text);
+        assert_eq!(
+            accepted.is_ok(),
+            name != "seed-mistakes",
+            "{name}: {accepted:?}"
+        );
+    }
+    println!("checked {} config seeds in {}", names.len(), dir.display());
 }
 
 fn write_decode_seeds() {
