@@ -13,7 +13,8 @@
 //! - [`core`]: the owner of the broker core for adapters that bring their own channels
 //!   and tasks: inputs in, outputs to connections, password checks handed off, durable
 //!   acknowledgements. It waits for nothing itself; the adapter's drive loop does.
-//! - [`endpoint`]: client addresses (`mqtt://`, `mqtts://`, `ws://`, `wss://`).
+//! - [`endpoint`] and [`client`]: client addresses (`mqtt://`, `mqtts://`, `ws://`,
+//!   `wss://`) and client options.
 //! - [`cli`]: the broker binaries' command line, logging and signals.
 //!
 //! No protocol decision is made here: that is the pure crates' (`mqtt-proto`,
@@ -21,6 +22,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod endpoint;

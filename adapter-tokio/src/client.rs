@@ -53,108 +53,20 @@
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
+pub use mqtt_adapter_common::client::ClientOptions;
 use mqtt_adapter_common::endpoint::{Endpoint, Scheme};
 use mqtt_proto::{
-    Connect, MqttString, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, Subscription,
-    SubscriptionOptions, TopicFilter, TopicName, Will,
+    PacketId, Publish, QoS, ReasonCode, Subscription, SubscriptionOptions, TopicFilter, TopicName,
 };
-use mqtt_session::{CloseReason, Config, Connection, DropReason, Event};
+use mqtt_session::{CloseReason, Connection, DropReason, Event};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{http, Message};
 use tokio_tungstenite::WebSocketStream;
-
-/// How to connect.
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    /// Where, and over which transport: `mqtt://host:port`, `mqtts://host:port`,
-    /// `ws://host:port/path`, `wss://host:port/path`, or a bare `host:port` (see the
-    /// [module docs](self)).
-    pub address: String,
-    /// Protocol version: 3.1.1 or 5.0. Default 5.0.
-    pub version: ProtocolVersion,
-    /// Client identifier.
-    pub client_id: String,
-    /// Keep-alive in seconds. Default 30.
-    pub keep_alive: u16,
-    /// Start a new session on the first connection: Clean Start (5.0) / Clean Session
-    /// (3.1.1). Default false: the server keeps the session across reconnects (5.0: for
-    /// [`session_expiry`](Self::session_expiry); 3.1.1: as long as the server keeps
-    /// persistent sessions). Reconnects always ask to resume.
-    pub clean_start: bool,
-    /// 5.0 Session Expiry Interval in seconds. Default 3600.
-    pub session_expiry: u32,
-    /// User name and password.
-    pub credentials: Option<(String, Vec<u8>)>,
-    /// The will: published by the server when the connection ends without DISCONNECT
-    /// (or, 5.0, with DISCONNECT 0x04). See [`set_will`](Self::set_will).
-    pub will: Option<Will>,
-    /// Reconnect after a lost connection, waiting this long between tries. Default 1 s;
-    /// `None` turns reconnecting off.
-    pub reconnect: Option<Duration>,
-    /// Protocol limits of the session.
-    pub session: Config,
-    /// TLS for `mqtts://` and `wss://` (and a bare `host:port`): the rustls client
-    /// configuration and the server name to verify.
-    pub tls: Option<(std::sync::Arc<tokio_rustls::rustls::ClientConfig>, String)>,
-}
-
-impl ClientOptions {
-    /// Options with the defaults.
-    pub fn new(address: &str, client_id: &str) -> Self {
-        Self {
-            address: address.into(),
-            version: ProtocolVersion::V5,
-            client_id: client_id.into(),
-            keep_alive: 30,
-            clean_start: false,
-            session_expiry: 3600,
-            credentials: None,
-            will: None,
-            reconnect: Some(Duration::from_secs(1)),
-            session: Config::default(),
-            tls: None,
-        }
-    }
-
-    /// Sets the will message (5.0 properties left at their defaults; set them on
-    /// [`will`](Self::will) if needed).
-    pub fn set_will(
-        &mut self,
-        topic: &str,
-        payload: impl Into<Bytes>,
-        qos: QoS,
-        retain: bool,
-    ) -> Result<(), mqtt_proto::TopicError> {
-        self.will = Some(Will {
-            topic: TopicName::new(topic)?,
-            payload: payload.into(),
-            qos,
-            retain,
-            properties: Default::default(),
-        });
-        Ok(())
-    }
-
-    fn connect_packet(&self, clean_start: bool) -> anyhow::Result<Connect> {
-        let mut c = Connect::new(self.version, MqttString::new(&self.client_id)?);
-        c.clean_start = clean_start;
-        c.keep_alive = self.keep_alive;
-        if self.version.is_v5() {
-            c.properties.session_expiry_interval = Some(self.session_expiry);
-        }
-        if let Some((u, p)) = &self.credentials {
-            c.username = Some(MqttString::new(u)?);
-            c.password = Some(Bytes::copy_from_slice(p));
-        }
-        c.will = self.will.clone();
-        Ok(c)
-    }
-}
 
 /// Errors of client calls.
 #[derive(Debug, thiserror::Error)]
