@@ -71,7 +71,8 @@ impl Conn for SmolConn {
     }
 }
 
-/// A running broker.
+/// A running broker. Dropping it shuts it down without waiting; call
+/// [`shutdown`](Self::shutdown) to wait.
 pub struct Running {
     /// The addresses the listeners are bound to (useful with port 0).
     pub local_addrs: Vec<SocketAddr>,
@@ -159,6 +160,14 @@ impl Running {
         let _ = self.listeners_done.recv().await;
         let _ = self.core.send(Input::Shutdown).await;
         let _ = self.done.recv().await;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // The accept loops end as the channel closes; the core disconnects the clients.
+        self.stop.take();
+        let _ = self.core.try_send(Input::Shutdown);
     }
 }
 

@@ -4,8 +4,8 @@
 //!
 //! Threads: one runs the session (it owns the `mqtt_session::Connection` and writes to
 //! the socket), one reads the socket. Calls on [`Client`] are messages to the session
-//! thread and wait for its answer; messages arrive on [`Messages`], an iterator. The
-//! client does not reconnect: when the connection ends, calls fail with
+//! thread and wait for its answer; messages arrive on [`Messages`], an iterator.
+//! Dropping the last [`Client`] disconnects. The client does not reconnect: when the connection ends, calls fail with
 //! [`ClientError::Closed`] and the iterator ends. WebSocket addresses are refused (the
 //! tokio and smol clients speak it).
 //!
@@ -78,11 +78,22 @@ enum Msg {
     Disconnect(Sender<()>),
 }
 
-/// A connected client; cheap to clone, usable from any thread.
+/// A connected client; cheap to clone, usable from any thread. When the last clone is
+/// dropped, the client disconnects.
 #[derive(Clone)]
 pub struct Client {
-    tx: Sender<Msg>,
+    tx: Arc<Handle>,
     session_present: bool,
+}
+
+/// The session thread's queue; disconnects when dropped.
+struct Handle(Sender<Msg>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let (tx, _) = mpsc::channel();
+        let _ = self.0.send(Msg::Disconnect(tx));
+    }
 }
 
 /// The messages the subscriptions bring, in order; ends with the connection.
@@ -124,7 +135,7 @@ impl Client {
             .map_err(|_| anyhow::anyhow!("no CONNACK within {CONNECT_LIMIT:?}"))??;
         Ok((
             Client {
-                tx,
+                tx: Arc::new(Handle(tx)),
                 session_present,
             },
             Messages { rx: msg_rx },
@@ -138,7 +149,7 @@ impl Client {
 
     fn call<T>(&self, msg: impl FnOnce(Answer<T>) -> Msg) -> Result<T, ClientError> {
         let (tx, rx) = mpsc::channel();
-        self.tx.send(msg(tx)).map_err(|_| ClientError::Closed)?;
+        self.tx.0.send(msg(tx)).map_err(|_| ClientError::Closed)?;
         rx.recv().map_err(|_| ClientError::Closed)?
     }
 
@@ -178,7 +189,7 @@ impl Client {
     /// Sends DISCONNECT and closes the connection.
     pub fn disconnect(&self) {
         let (tx, rx) = mpsc::channel();
-        if self.tx.send(Msg::Disconnect(tx)).is_ok() {
+        if self.tx.0.send(Msg::Disconnect(tx)).is_ok() {
             let _ = rx.recv();
         }
     }

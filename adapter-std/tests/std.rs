@@ -221,3 +221,26 @@ fn the_binary_serves_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn dropping_the_client_disconnects() {
+    let b = broker("");
+    let (c, _messages) = Client::connect(options(
+        &b.local_addrs[0].to_string(),
+        "dropped",
+        ProtocolVersion::V5,
+    ))
+    .unwrap();
+    let again = c.clone();
+    drop(c);
+    again
+        .publish("still", "here", QoS::AtLeastOnce, false)
+        .unwrap();
+    drop(again);
+    let deadline = Instant::now() + WAIT;
+    while b.gauges().unwrap().connections > 0 {
+        assert!(Instant::now() < deadline, "still connected");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    b.shutdown();
+}
