@@ -184,3 +184,57 @@ pub fn client_identity(tls: &rustls::ServerConnection) -> anyhow::Result<String>
         .ok_or_else(|| anyhow::anyhow!("client certificate without a Common Name"))?;
     Ok(cn.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn write_certificate(dir: &Path) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    }
+
+    fn swapped(r: &Reloading, old: &Arc<ServerConfig>, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if !Arc::ptr_eq(old, &r.current()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn reloads_on_sighup_and_when_the_files_change() {
+        let dir = std::env::temp_dir().join(format!("mqtt-tls-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_certificate(&dir);
+        let r = Reloading::start(TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            client_ca: None,
+        })
+        .unwrap();
+        let first = r.current();
+        #[cfg(unix)]
+        {
+            signal_hook::low_level::raise(signal_hook::consts::SIGHUP).unwrap();
+            assert!(swapped(&r, &first, Duration::from_secs(5)), "SIGHUP");
+        }
+        let second = r.current();
+        write_certificate(&dir);
+        assert!(swapped(&r, &second, Duration::from_secs(10)), "new files");
+        // A broken file keeps the configuration there is.
+        std::fs::write(dir.join("cert.pem"), "not a certificate").unwrap();
+        let third = r.current();
+        assert!(!swapped(&r, &third, Duration::from_secs(6)));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
