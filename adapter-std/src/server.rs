@@ -14,7 +14,7 @@
 //! other client (a publisher never waits on a slow subscriber). The writer blocks
 //! alone; the driver counts what waits for it and cuts the connection past
 //! `limits.max_pending_write_bytes`. TLS needs it too: records must leave in the order
-//! they were encrypted, so one thread writes them (see [`crate::io`]).
+//! they were encrypted, so one thread writes them (see `io.rs`).
 //!
 //! Password checks run on a thread each; the durable store's group commit on its own
 //! (`mqtt_store::Committer`). No protocol decision is made here.
