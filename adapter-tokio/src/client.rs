@@ -53,184 +53,20 @@
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
+pub use mqtt_adapter_common::client::ClientOptions;
+use mqtt_adapter_common::endpoint::{Endpoint, Scheme};
 use mqtt_proto::{
-    Connect, MqttString, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, Subscription,
-    SubscriptionOptions, TopicFilter, TopicName, Will,
+    PacketId, Publish, QoS, ReasonCode, Subscription, SubscriptionOptions, TopicFilter, TopicName,
 };
-use mqtt_session::{CloseReason, Config, Connection, DropReason, Event};
+use mqtt_session::{CloseReason, Connection, DropReason, Event};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{http, Message};
 use tokio_tungstenite::WebSocketStream;
-
-/// How to connect.
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    /// Where, and over which transport: `mqtt://host:port`, `mqtts://host:port`,
-    /// `ws://host:port/path`, `wss://host:port/path`, or a bare `host:port` (see the
-    /// [module docs](self)).
-    pub address: String,
-    /// Protocol version: 3.1.1 or 5.0. Default 5.0.
-    pub version: ProtocolVersion,
-    /// Client identifier.
-    pub client_id: String,
-    /// Keep-alive in seconds. Default 30.
-    pub keep_alive: u16,
-    /// Start a new session on the first connection: Clean Start (5.0) / Clean Session
-    /// (3.1.1). Default false: the server keeps the session across reconnects (5.0: for
-    /// [`session_expiry`](Self::session_expiry); 3.1.1: as long as the server keeps
-    /// persistent sessions). Reconnects always ask to resume.
-    pub clean_start: bool,
-    /// 5.0 Session Expiry Interval in seconds. Default 3600.
-    pub session_expiry: u32,
-    /// User name and password.
-    pub credentials: Option<(String, Vec<u8>)>,
-    /// The will: published by the server when the connection ends without DISCONNECT
-    /// (or, 5.0, with DISCONNECT 0x04). See [`set_will`](Self::set_will).
-    pub will: Option<Will>,
-    /// Reconnect after a lost connection, waiting this long between tries. Default 1 s;
-    /// `None` turns reconnecting off.
-    pub reconnect: Option<Duration>,
-    /// Protocol limits of the session.
-    pub session: Config,
-    /// TLS for `mqtts://` and `wss://` (and a bare `host:port`): the rustls client
-    /// configuration and the server name to verify.
-    pub tls: Option<(std::sync::Arc<tokio_rustls::rustls::ClientConfig>, String)>,
-}
-
-impl ClientOptions {
-    /// Options with the defaults.
-    pub fn new(address: &str, client_id: &str) -> Self {
-        Self {
-            address: address.into(),
-            version: ProtocolVersion::V5,
-            client_id: client_id.into(),
-            keep_alive: 30,
-            clean_start: false,
-            session_expiry: 3600,
-            credentials: None,
-            will: None,
-            reconnect: Some(Duration::from_secs(1)),
-            session: Config::default(),
-            tls: None,
-        }
-    }
-
-    /// Sets the will message (5.0 properties left at their defaults; set them on
-    /// [`will`](Self::will) if needed).
-    pub fn set_will(
-        &mut self,
-        topic: &str,
-        payload: impl Into<Bytes>,
-        qos: QoS,
-        retain: bool,
-    ) -> Result<(), mqtt_proto::TopicError> {
-        self.will = Some(Will {
-            topic: TopicName::new(topic)?,
-            payload: payload.into(),
-            qos,
-            retain,
-            properties: Default::default(),
-        });
-        Ok(())
-    }
-
-    fn connect_packet(&self, clean_start: bool) -> anyhow::Result<Connect> {
-        let mut c = Connect::new(self.version, MqttString::new(&self.client_id)?);
-        c.clean_start = clean_start;
-        c.keep_alive = self.keep_alive;
-        if self.version.is_v5() {
-            c.properties.session_expiry_interval = Some(self.session_expiry);
-        }
-        if let Some((u, p)) = &self.credentials {
-            c.username = Some(MqttString::new(u)?);
-            c.password = Some(Bytes::copy_from_slice(p));
-        }
-        c.will = self.will.clone();
-        Ok(c)
-    }
-}
-
-/// The transport an address names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
-    Tcp,
-    Tls,
-    Ws,
-    Wss,
-}
-
-/// A parsed [`ClientOptions::address`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Endpoint {
-    scheme: Scheme,
-    /// `host:port`, as `TcpStream::connect` takes it.
-    authority: String,
-    /// WebSocket: the HTTP path.
-    path: String,
-}
-
-impl Endpoint {
-    fn parse(address: &str, tls: bool) -> anyhow::Result<Self> {
-        let (scheme, rest) = match address.split_once("://") {
-            Some((s, rest)) => {
-                let scheme = match s.to_ascii_lowercase().as_str() {
-                    "mqtt" | "tcp" => Scheme::Tcp,
-                    "mqtts" | "ssl" => Scheme::Tls,
-                    "ws" => Scheme::Ws,
-                    "wss" => Scheme::Wss,
-                    _ => anyhow::bail!(
-                        "{address}: unknown scheme `{s}` (mqtt, mqtts, tcp, ssl, ws, wss)"
-                    ),
-                };
-                (scheme, rest)
-            }
-            None if tls => (Scheme::Tls, address),
-            None => (Scheme::Tcp, address),
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        anyhow::ensure!(!authority.is_empty(), "{address}: no host");
-        // A port is after the last `:` that is not inside an IPv6 literal's brackets.
-        let has_port = match authority.rfind(']') {
-            Some(end) => authority[end..].contains(':'),
-            None => authority.contains(':'),
-        };
-        let authority = if has_port {
-            authority.to_string()
-        } else {
-            let port = match scheme {
-                Scheme::Tcp => 1883,
-                Scheme::Tls => 8883,
-                Scheme::Ws => 80,
-                Scheme::Wss => 443,
-            };
-            format!("{authority}:{port}")
-        };
-        let path = match scheme {
-            Scheme::Ws | Scheme::Wss if path.is_empty() => "/mqtt".to_string(),
-            Scheme::Ws | Scheme::Wss => path.to_string(),
-            _ => {
-                anyhow::ensure!(
-                    path.is_empty() || path == "/",
-                    "{address}: a path needs ws:// or wss://"
-                );
-                String::new()
-            }
-        };
-        Ok(Self {
-            scheme,
-            authority,
-            path,
-        })
-    }
-}
 
 /// Errors of client calls.
 #[derive(Debug, thiserror::Error)]
@@ -719,61 +555,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ep(address: &str, tls: bool) -> (Scheme, String, String) {
-        let e = Endpoint::parse(address, tls).unwrap();
-        (e.scheme, e.authority, e.path)
-    }
-
-    #[test]
-    fn the_scheme_chooses_the_transport() {
-        let s = |x: &str| x.to_string();
-        assert_eq!(
-            ep("127.0.0.1:1883", false),
-            (Scheme::Tcp, s("127.0.0.1:1883"), s(""))
-        );
-        assert_eq!(
-            ep("127.0.0.1:8883", true),
-            (Scheme::Tls, s("127.0.0.1:8883"), s(""))
-        );
-        assert_eq!(
-            ep("mqtt://host", false),
-            (Scheme::Tcp, s("host:1883"), s(""))
-        );
-        assert_eq!(ep("tcp://host:1", true), (Scheme::Tcp, s("host:1"), s("")));
-        assert_eq!(
-            ep("mqtts://host", true),
-            (Scheme::Tls, s("host:8883"), s(""))
-        );
-        assert_eq!(ep("ssl://host:2/", true), (Scheme::Tls, s("host:2"), s("")));
-        assert_eq!(
-            ep("ws://host:8080/mqtt", false),
-            (Scheme::Ws, s("host:8080"), s("/mqtt"))
-        );
-        assert_eq!(
-            ep("ws://host", false),
-            (Scheme::Ws, s("host:80"), s("/mqtt"))
-        );
-        assert_eq!(
-            ep("WSS://host/x/y", true),
-            (Scheme::Wss, s("host:443"), s("/x/y"))
-        );
-        assert_eq!(
-            ep("ws://[::1]:9/", false),
-            (Scheme::Ws, s("[::1]:9"), s("/"))
-        );
-        assert_eq!(
-            ep("ws://[::1]/m", false),
-            (Scheme::Ws, s("[::1]:80"), s("/m"))
-        );
-        assert!(Endpoint::parse("http://host", false).is_err());
-        assert!(Endpoint::parse("mqtt://host/path", false).is_err());
-        assert!(Endpoint::parse("ws:///mqtt", false).is_err());
     }
 }

@@ -4,14 +4,17 @@
 //! The binary is `mqtt-broker` (`cargo run --release -p adapter-tokio`); embed it with
 //! [`server::start`].
 //!
-//! Dependencies: `tokio` for the runtime, `clap` for the command line, `serde` and `toml`
-//! for the configuration file, `tracing` for logs, `argon2` for password hashes (argon2id,
-//! the password hashing competition winner), `anyhow` for the binary's errors, `tokio-rustls` (rustls with the ring provider,
-//! which builds without a C toolchain beyond cc) for TLS, `tokio-tungstenite` for WebSocket.
+//! What every adapter shares (the configuration, password and ACL files, TLS
+//! certificates, metrics text, the durable store's setup, the command line) lives in
+//! `mqtt-adapter-common`; [`config`], [`auth`] and [`metrics`] are its modules, under the
+//! paths they always had here.
+//!
+//! Dependencies: `tokio` for the runtime, `tokio-rustls` (rustls with the ring provider,
+//! which builds without a C toolchain beyond cc) for TLS, `tokio-tungstenite` for
+//! WebSocket, `tracing` for logs, `anyhow` for the binary's errors.
 
-pub mod auth;
+pub use mqtt_adapter_common::{auth, config, metrics};
+
 pub mod client;
-pub mod config;
-pub mod metrics;
 pub mod server;
 pub mod tls;

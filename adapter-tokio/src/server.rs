@@ -4,9 +4,10 @@
 
 use crate::auth::{parse_acl, Passwords};
 use crate::config::Config;
-use crate::tls::{Reloading, TlsFiles};
+use crate::tls::{client_identity, Reloading, TlsFiles};
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
+use mqtt_adapter_common::persistence::open_store;
 use mqtt_broker::{AuthResult, Broker, BrokerEvent, ConnId, ConnInfo, Hooks, Output};
 use mqtt_proto::{Publish, ReasonCode};
 use mqtt_session::CloseReason;
@@ -343,23 +344,6 @@ enum Transport {
     /// WebSocket: the path, and the largest message (and frame) read.
     Ws(String, usize),
     Wss(Reloading, String, bool, usize),
-}
-
-/// The Common Name of the verified client certificate.
-fn client_identity(tls: &tokio_rustls::rustls::ServerConnection) -> anyhow::Result<String> {
-    let der = tls
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .ok_or_else(|| anyhow::anyhow!("no client certificate"))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| anyhow::anyhow!("client certificate: {e}"))?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .ok_or_else(|| anyhow::anyhow!("client certificate without a Common Name"))?;
-    Ok(cn.to_string())
 }
 
 async fn serve(
@@ -780,25 +764,6 @@ where
     )
     .await?;
     Ok(ws)
-}
-
-/// Opens the store, or, when configured, moves a damaged one aside and starts empty.
-fn open_store(
-    p: &crate::config::Persistence,
-) -> anyhow::Result<(mqtt_store::Store, mqtt_broker::Snapshot)> {
-    match mqtt_store::Store::open(&p.dir) {
-        Ok(s) => Ok(s),
-        Err(e) if p.on_damage == "move-aside" => {
-            let to = mqtt_store::move_aside(&p.dir)
-                .map_err(|io| anyhow::anyhow!("{e}; moving it aside failed: {io}"))?;
-            warn!(error = %e, moved_to = %to.display(), "store damaged; moved aside, starting empty");
-            Ok(mqtt_store::Store::open(&p.dir)?)
-        }
-        Err(e) => Err(anyhow::anyhow!(
-            "{e}; refusing to start (set persistence.on_damage = \"move-aside\" to move it \
-             aside and start empty)"
-        )),
-    }
 }
 
 /// The task that owns the broker core.

@@ -179,6 +179,43 @@ impl Setup {
     }
 }
 
+/// The configuration every launcher gives its broker: TCP, TLS, WebSocket and WSS
+/// listeners on 127.0.0.1 (ephemeral ports, in that order in the broker's bound
+/// addresses), the password file and ACL of `setup`, `$SYS` every second, and no
+/// durable state.
+pub fn broker_config(setup: &Setup) -> anyhow::Result<mqtt_adapter_common::config::Config> {
+    let (cert, key) = (setup.cert.display(), setup.key.display());
+    let text = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+[[listener]]
+bind = "127.0.0.1:0"
+protocol = "tls"
+cert = "{cert}"
+key = "{key}"
+[[listener]]
+bind = "127.0.0.1:0"
+protocol = "ws"
+[[listener]]
+bind = "127.0.0.1:0"
+protocol = "wss"
+cert = "{cert}"
+key = "{key}"
+[auth]
+password_file = "{passwd}"
+acl_file = "{acl}"
+[sys]
+interval_secs = 1
+[persistence]
+enabled = false
+"#,
+        passwd = setup.passwd.display(),
+        acl = setup.acl.display(),
+    );
+    mqtt_adapter_common::config::Config::parse(&text).map_err(anyhow::Error::msg)
+}
+
 /// Starts and stops one broker implementation for the scenarios.
 pub trait Launcher: Sized + Send + 'static {
     /// Starts a broker configured as the [module docs](self) say, with the files of

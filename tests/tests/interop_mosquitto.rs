@@ -1,10 +1,10 @@
 //! Interop with the mosquitto command-line clients (Debian package `mosquitto-clients`,
-//! installed by `.ci/run`) against the tokio broker on an ephemeral loopback port:
+//! installed by `.ci/run`) against every broker (tokio, std threads, smol, async-std; see
+//! `mqtt_tests::brokers`) on an ephemeral loopback port:
 //! publish/subscribe at each QoS in 3.1, 3.1.1 and 5.0, retained messages, user name and
 //! password, a topic denied by the ACL, and TLS with `--cafile`.
 
-use adapter_tokio::config::Config;
-use adapter_tokio::server::{start, Running};
+use mqtt_tests::brokers::{Broker, Runtime};
 use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -38,12 +38,10 @@ fn wait(child: Child, limit: Duration) -> Output {
     }
 }
 
-async fn broker(extra: &str) -> (Running, u16) {
+async fn broker(rt: Runtime, extra: &str) -> (Broker, u16) {
     let text = format!("[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 1\n{extra}");
-    let config =
-        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).expect("valid config");
-    let running = start(config, None).await.expect("broker starts");
-    let port = running.local_addrs[0].port();
+    let running = Broker::start(rt, &text).await;
+    let port = running.port();
     (running, port)
 }
 
@@ -81,9 +79,8 @@ fn lines(o: &Output) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pub_sub_every_version_and_qos() {
-    let (running, port) = broker("").await;
+async fn pub_sub_every_version_and_qos(rt: Runtime) {
+    let (running, port) = broker(rt, "").await;
     for version in ["mqttv31", "mqttv311", "mqttv5"] {
         let topic = format!("interop/{version}");
         // The previous round's subscriber is gone (its clean session with it).
@@ -134,9 +131,8 @@ async fn pub_sub_every_version_and_qos() {
     running.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retained_message() {
-    let (running, port) = broker("").await;
+async fn retained_message(rt: Runtime) {
+    let (running, port) = broker(rt, "").await;
     let o = publish(
         port,
         "mqttv311",
@@ -171,9 +167,8 @@ async fn retained_message() {
     running.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn username_password_and_acl() {
-    let dir = std::env::temp_dir().join(format!("mqtt-interop-{}", std::process::id()));
+async fn username_password_and_acl(rt: Runtime) {
+    let dir = std::env::temp_dir().join(format!("mqtt-interop-{}-{rt:?}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut pw = adapter_tokio::auth::Passwords::default();
     pw.set("ann", "s3cret").unwrap();
@@ -185,7 +180,7 @@ async fn username_password_and_acl() {
         dir.join("passwd").display(),
         dir.join("acl").display()
     );
-    let (running, port) = broker(&extra).await;
+    let (running, port) = broker(rt, &extra).await;
     let ok = publish(
         port,
         "mqttv311",
@@ -247,9 +242,8 @@ async fn username_password_and_acl() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_with_cafile() {
-    let dir = std::env::temp_dir().join(format!("mqtt-interop-tls-{}", std::process::id()));
+async fn tls_with_cafile(rt: Runtime) {
+    let dir = std::env::temp_dir().join(format!("mqtt-interop-tls-{}-{rt:?}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // A CA and a server certificate for localhost, made here.
     let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -272,13 +266,8 @@ async fn tls_with_cafile() {
         "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"tls\"\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n[sys]\ninterval_secs = 0\n",
         d = dir.display()
     );
-    let running = start(
-        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
-    let port = running.local_addrs[0].port();
+    let running = Broker::start(rt, &text).await;
+    let port = running.port();
     let cafile = dir.join("ca.pem").display().to_string();
     for version in ["mqttv311", "mqttv5"] {
         let s = Command::new(tool("mosquitto_sub"))
@@ -338,3 +327,10 @@ async fn tls_with_cafile() {
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+mqtt_tests::for_each_broker!(
+    pub_sub_every_version_and_qos,
+    retained_message,
+    username_password_and_acl,
+    tls_with_cafile,
+);

@@ -1,5 +1,6 @@
 //! Interop with paho-mqtt 2.x (Python, PyPI package `paho-mqtt`, installed by `.ci/run`)
-//! against the tokio broker on an ephemeral loopback port, MQTT 3.1.1 and 5.0: publish and
+//! against every broker (tokio, std threads, smol, async-std; see `mqtt_tests::brokers`)
+//! on an ephemeral loopback port, MQTT 3.1.1 and 5.0: publish and
 //! subscribe at each QoS, retained messages, wills, persistent sessions with their offline
 //! queue, user name and password, and subscriptions denied by the ACL.
 //!
@@ -7,8 +8,7 @@
 //! paho and prints what it observed as JSON lines; the assertions are here. Every test
 //! starts its own broker with the configuration it needs.
 
-use adapter_tokio::config::Config;
-use adapter_tokio::server::{start, Running};
+use mqtt_tests::brokers::{Broker, Runtime};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
@@ -25,12 +25,10 @@ const V5: &str = "5.0";
 // ---------------------------------------------------------------------------------------
 // Running the broker and the script
 
-async fn broker(extra: &str) -> (Running, u16) {
+async fn broker(rt: Runtime, extra: &str) -> (Broker, u16) {
     let text = format!("[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n{extra}");
-    let config =
-        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).expect("valid config");
-    let running = start(config, None).await.expect("broker starts");
-    let port = running.local_addrs[0].port();
+    let running = Broker::start(rt, &text).await;
+    let port = running.port();
     (running, port)
 }
 
@@ -507,12 +505,12 @@ fn reason(version: &str, code: i64) -> Option<i64> {
     (version == V5).then_some(code)
 }
 
-async fn pub_sub(version: &str) {
-    pub_sub_over("tcp", version).await;
+async fn pub_sub(rt: Runtime, version: &str) {
+    pub_sub_over(rt, "tcp", version).await;
 }
 
-async fn pub_sub_over(transport: &str, version: &str) {
-    let (running, port) = broker_for(transport).await;
+async fn pub_sub_over(rt: Runtime, transport: &str, version: &str) {
+    let (running, port) = broker_for(rt, transport).await;
     let topic = format!("paho/pubsub/{version}");
     let big: Vec<u8> = (0..70000u32).map(|i| (i % 251) as u8).collect();
     let all: Vec<u8> = (0..=255u8).collect();
@@ -549,12 +547,12 @@ async fn pub_sub_over(transport: &str, version: &str) {
     running.shutdown().await;
 }
 
-async fn retained(version: &str) {
-    retained_over("tcp", version).await;
+async fn retained(rt: Runtime, version: &str) {
+    retained_over(rt, "tcp", version).await;
 }
 
-async fn retained_over(transport: &str, version: &str) {
-    let (running, port) = broker_for(transport).await;
+async fn retained_over(rt: Runtime, transport: &str, version: &str) {
+    let (running, port) = broker_for(rt, transport).await;
     let o = paho_over(transport, "retained", port, version, &[]).await;
     let t = o.transcript();
     assert_eq!(o.subacks("sub"), [vec![1]], "{t}");
@@ -571,8 +569,8 @@ async fn retained_over(transport: &str, version: &str) {
     running.shutdown().await;
 }
 
-async fn will(version: &str) {
-    let (running, port) = broker("").await;
+async fn will(rt: Runtime, version: &str) {
+    let (running, port) = broker(rt, "").await;
     let o = paho("will", port, version, &[]).await;
     let t = o.transcript();
     assert_eq!(o.subacks("watch"), [vec![1]], "{t}");
@@ -594,8 +592,8 @@ async fn will(version: &str) {
     running.shutdown().await;
 }
 
-async fn persistent_session(version: &str) {
-    let (running, port) = broker("").await;
+async fn persistent_session(rt: Runtime, version: &str) {
+    let (running, port) = broker(rt, "").await;
     let o = paho("session", port, version, &[]).await;
     let t = o.transcript();
     let topic = format!("paho/session/{version}");
@@ -627,8 +625,8 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-async fn auth(version: &str) {
-    let dir = scratch(&format!("auth-{version}"));
+async fn auth(rt: Runtime, version: &str) {
+    let dir = scratch(&format!("auth-{version}-{rt:?}"));
     let mut pw = adapter_tokio::auth::Passwords::default();
     pw.set("ann", "s3cret").unwrap();
     std::fs::write(dir.join("passwd"), pw.to_text()).unwrap();
@@ -636,7 +634,7 @@ async fn auth(version: &str) {
         "[auth]\npassword_file = \"{}\"\n",
         dir.join("passwd").display()
     );
-    let (running, port) = broker(&extra).await;
+    let (running, port) = broker(rt, &extra).await;
     let refused = if version == V5 {
         0x86 // Bad User Name or Password
     } else {
@@ -660,11 +658,11 @@ async fn auth(version: &str) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-async fn acl(version: &str) {
-    let dir = scratch(&format!("acl-{version}"));
+async fn acl(rt: Runtime, version: &str) {
+    let dir = scratch(&format!("acl-{version}-{rt:?}"));
     std::fs::write(dir.join("acl"), "deny both any paho/secret/#\n").unwrap();
     let extra = format!("[auth]\nacl_file = \"{}\"\n", dir.join("acl").display());
-    let (running, port) = broker(&extra).await;
+    let (running, port) = broker(rt, &extra).await;
     let o = paho("acl", port, version, &[]).await;
     let t = o.transcript();
     // SUBSCRIBE [paho/secret/x, paho/open/x], then [paho/secret/#]: the denied filters get
@@ -691,100 +689,98 @@ async fn acl(version: &str) {
 // ---------------------------------------------------------------------------------------
 // The scenario x version matrix
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pub_sub_v311() {
-    pub_sub(V311).await;
+async fn pub_sub_v311(rt: Runtime) {
+    pub_sub(rt, V311).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pub_sub_v5() {
-    pub_sub(V5).await;
+async fn pub_sub_v5(rt: Runtime) {
+    pub_sub(rt, V5).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retained_v311() {
-    retained(V311).await;
+async fn retained_v311(rt: Runtime) {
+    retained(rt, V311).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retained_v5() {
-    retained(V5).await;
+async fn retained_v5(rt: Runtime) {
+    retained(rt, V5).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn will_v311() {
-    will(V311).await;
+async fn will_v311(rt: Runtime) {
+    will(rt, V311).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn will_v5() {
-    will(V5).await;
+async fn will_v5(rt: Runtime) {
+    will(rt, V5).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn persistent_session_v311() {
-    persistent_session(V311).await;
+async fn persistent_session_v311(rt: Runtime) {
+    persistent_session(rt, V311).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn persistent_session_v5() {
-    persistent_session(V5).await;
+async fn persistent_session_v5(rt: Runtime) {
+    persistent_session(rt, V5).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_v311() {
-    auth(V311).await;
+async fn auth_v311(rt: Runtime) {
+    auth(rt, V311).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_v5() {
-    auth(V5).await;
+async fn auth_v5(rt: Runtime) {
+    auth(rt, V5).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acl_subscribe_denied_v311() {
-    acl(V311).await;
+async fn acl_subscribe_denied_v311(rt: Runtime) {
+    acl(rt, V311).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acl_subscribe_denied_v5() {
-    acl(V5).await;
+async fn acl_subscribe_denied_v5(rt: Runtime) {
+    acl(rt, V5).await;
 }
 
 /// A broker with one listener of the transport paho will use (`tcp`, or `websockets`
 /// on `/mqtt`).
-async fn broker_for(transport: &str) -> (Running, u16) {
+async fn broker_for(rt: Runtime, transport: &str) -> (Broker, u16) {
     if transport == "tcp" {
-        return broker("").await;
+        return broker(rt, "").await;
     }
     let text =
         "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\n[sys]\ninterval_secs = 0\n";
-    let running = start(
-        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).expect("valid config"),
-        None,
-    )
-    .await
-    .expect("broker starts");
-    let port = running.local_addrs[0].port();
+    let running = Broker::start(rt, text).await;
+    let port = running.port();
     (running, port)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_pub_sub_v311() {
-    pub_sub_over("websockets", "3.1.1").await;
+async fn websocket_pub_sub_v311(rt: Runtime) {
+    pub_sub_over(rt, "websockets", "3.1.1").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_pub_sub_v5() {
-    pub_sub_over("websockets", "5.0").await;
+async fn websocket_pub_sub_v5(rt: Runtime) {
+    pub_sub_over(rt, "websockets", "5.0").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_retained_v311() {
-    retained_over("websockets", "3.1.1").await;
+async fn websocket_retained_v311(rt: Runtime) {
+    retained_over(rt, "websockets", "3.1.1").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_retained_v5() {
-    retained_over("websockets", "5.0").await;
+async fn websocket_retained_v5(rt: Runtime) {
+    retained_over(rt, "websockets", "5.0").await;
 }
+
+mqtt_tests::for_each_broker!(
+    pub_sub_v311,
+    pub_sub_v5,
+    retained_v311,
+    retained_v5,
+    will_v311,
+    will_v5,
+    persistent_session_v311,
+    persistent_session_v5,
+    auth_v311,
+    auth_v5,
+    acl_subscribe_denied_v311,
+    acl_subscribe_denied_v5,
+    websocket_pub_sub_v311,
+    websocket_pub_sub_v5,
+    websocket_retained_v311,
+    websocket_retained_v5,
+);

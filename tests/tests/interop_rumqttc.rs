@@ -1,26 +1,20 @@
 //! Interop with rumqttc (crates.io), a Rust client no one here wrote: publish/subscribe at
-//! QoS 0, 1 and 2 over MQTT 3.1.1 and 5.0, and a retained message.
+//! QoS 0, 1 and 2 over MQTT 3.1.1 and 5.0, and a retained message; against every broker
+//! (tokio, std threads, smol, async-std; see `mqtt_tests::brokers`).
 
-use adapter_tokio::config::Config;
-use adapter_tokio::server::{start, Running};
+use mqtt_tests::brokers::{Broker, Runtime};
 use std::time::Duration;
 
-async fn broker() -> (Running, u16) {
+async fn broker(rt: Runtime) -> (Broker, u16) {
     let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n";
-    let r = start(
-        Config::parse(&format!("{text}\n[persistence]\nenabled = false\n")).unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
-    let port = r.local_addrs[0].port();
+    let r = Broker::start(rt, text).await;
+    let port = r.port();
     (r, port)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rumqttc_v4_each_qos_and_retained() {
+async fn rumqttc_v4_each_qos_and_retained(rt: Runtime) {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let (running, port) = broker().await;
+    let (running, port) = broker(rt).await;
     let mut o = MqttOptions::new("rumqttc-v4", "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(5));
     let (client, mut el) = AsyncClient::new(o, 32);
@@ -66,12 +60,11 @@ async fn rumqttc_v4_each_qos_and_retained() {
     running.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rumqttc_v5_each_qos() {
+async fn rumqttc_v5_each_qos(rt: Runtime) {
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-    let (running, port) = broker().await;
+    let (running, port) = broker(rt).await;
     let mut o = MqttOptions::new("rumqttc-v5", "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(5));
     let (client, mut el) = AsyncClient::new(o, 32);
@@ -103,3 +96,5 @@ async fn rumqttc_v5_each_qos() {
     );
     running.shutdown().await;
 }
+
+mqtt_tests::for_each_broker!(rumqttc_v4_each_qos_and_retained, rumqttc_v5_each_qos);

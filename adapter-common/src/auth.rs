@@ -99,6 +99,13 @@ impl Passwords {
     }
 }
 
+/// Reads an ACL file (see [`parse_acl`]); errors name the file.
+pub fn load_acl(path: &Path) -> anyhow::Result<Acl> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    parse_acl(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// Parses an ACL file: one rule per line, first match wins.
 ///
 /// ```text

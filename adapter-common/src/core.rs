@@ -1,0 +1,381 @@
+//! The owner of the broker core, for adapters that bring their own threads or tasks.
+//!
+//! [`Core`] holds the [`Broker`], the connections' write handles (anything that is a
+//! [`Conn`]), the password file, and the [`Persister`](mqtt_store::Persister) when state
+//! is durable. It never waits and never reads the clock: the adapter's drive loop waits
+//! for the next [`Input`] or for [`Core::poll_timeout`], then calls
+//!
+//! ```text
+//! loop {
+//!     wait for an input, or until core.poll_timeout()
+//!     now = Instant::now()
+//!     core.handle(now, input)            (every input already waiting, up to a batch)
+//!       or core.handle_timeout(now)      (the deadline passed)
+//!     core.drain()                       (outputs to connections, durable acks)
+//!     if core.is_finished() { break }
+//! }
+//! core.finish()                          (blocking: the last fsync)
+//! ```
+//!
+//! What it decides is not protocol but plumbing: a connection whose unwritten bytes pass
+//! `limits.max_pending_write_bytes` is closed as too slow; a TLS client certificate is
+//! the credential on a listener with `use_identity_as_username`; password checks
+//! (argon2, slow on purpose) run elsewhere through [`Offload`] and come back as
+//! [`Input::Auth`].
+
+use crate::auth::Passwords;
+use crate::config::Config;
+use bytes::Bytes;
+use mqtt_broker::{AuthResult, Broker, BrokerEvent, ConnId, ConnInfo, Gauges, Hooks, Output};
+use mqtt_proto::{Publish, ReasonCode};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{debug, error, info, warn};
+
+/// A connection's write side, as the core sees it.
+pub trait Conn: Send + 'static {
+    /// Queues bytes for the connection's writer; returns how many bytes now wait to be
+    /// written (queued and not yet taken by the writer).
+    fn send(&self, data: Bytes) -> usize;
+    /// Closes the connection once what was queued before is written.
+    fn close(&self);
+    /// Closes the connection at once, dropping what waits (the client is too slow).
+    /// Default: [`close`](Self::close).
+    fn abort(&self) {
+        self.close();
+    }
+}
+
+/// A job to run off the core (a password check): on a thread, or a blocking pool.
+pub type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs [`Job`]s off the core.
+pub type Offload = Box<dyn Fn(Job) + Send>;
+
+/// How a finished password check comes back: the adapter sends it to its core as
+/// [`Input::Auth`].
+pub type AuthDone = Arc<dyn Fn(ConnId, AuthResult) + Send + Sync>;
+
+/// An answer to a query, called on the core's thread.
+pub type Reply<T> = Box<dyn FnOnce(T) + Send>;
+
+/// What reaches the core.
+pub enum Input<C> {
+    /// A connection is ready (after its TLS and WebSocket handshakes).
+    Open {
+        /// Its id, unique in this broker.
+        id: ConnId,
+        /// Peer, listener, TLS identity.
+        info: ConnInfo,
+        /// Its write side.
+        conn: C,
+    },
+    /// Bytes read from a connection (everything one read returned).
+    Data(ConnId, Bytes),
+    /// The connection ended (read side closed or failed).
+    Closed(ConnId),
+    /// A password check finished.
+    Auth(ConnId, AuthResult),
+    /// The committer thread's report.
+    Store(mqtt_store::Report),
+    /// Publish as the broker.
+    Publish(Publish),
+    /// Disconnect a client by id.
+    Disconnect(String, ReasonCode),
+    /// Current gauges.
+    Gauges(Reply<Gauges>),
+    /// The Prometheus text.
+    Metrics(Reply<String>),
+    /// Stop: disconnect every client (5.0: 0x8B) and finish once they are gone.
+    Shutdown,
+}
+
+/// Whether the drive loop goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Flow {
+    /// Go on.
+    Continue,
+    /// Stop now: the store failed (every connection was closed).
+    Stop,
+}
+
+struct Handle<C> {
+    conn: C,
+    identity_as_username: bool,
+}
+
+/// The broker with its connections' write handles; see the [module docs](self).
+pub struct Core<C: Conn> {
+    broker: Broker,
+    conns: HashMap<ConnId, Handle<C>>,
+    passwords: Option<Arc<Passwords>>,
+    max_pending: usize,
+    persister: Option<mqtt_store::Persister>,
+    events: Option<Box<dyn FnMut(BrokerEvent) + Send>>,
+    offload: Offload,
+    auth_done: AuthDone,
+    stopping: bool,
+}
+
+/// The broker a configuration describes, with its ACL and hooks, and the password file
+/// it names.
+pub fn broker(
+    config: &Config,
+    hooks: Option<Box<dyn Hooks>>,
+) -> anyhow::Result<(Broker, Option<Arc<Passwords>>)> {
+    let passwords = match &config.auth.password_file {
+        Some(p) => Some(Arc::new(Passwords::load(p)?)),
+        None => None,
+    };
+    let acl = match &config.auth.acl_file {
+        Some(p) => Some(crate::auth::load_acl(p)?),
+        None => None,
+    };
+    let mut broker = Broker::new(config.broker_config(), Instant::now());
+    if let Some(acl) = acl {
+        broker.set_acl(acl);
+    }
+    if let Some(h) = hooks {
+        broker.set_hooks(h);
+    }
+    Ok((broker, passwords))
+}
+
+impl<C: Conn> Core<C> {
+    /// A core around `broker` (see [`broker`]); `persister` from
+    /// [`persistence::start`](crate::persistence::start).
+    pub fn new(
+        broker: Broker,
+        passwords: Option<Arc<Passwords>>,
+        config: &Config,
+        persister: Option<mqtt_store::Persister>,
+        offload: Offload,
+        auth_done: AuthDone,
+    ) -> Self {
+        Self {
+            broker,
+            conns: HashMap::new(),
+            passwords,
+            max_pending: config.limits.max_pending_write_bytes,
+            persister,
+            events: None,
+            offload,
+            auth_done,
+            stopping: false,
+        }
+    }
+
+    /// Every [`BrokerEvent`] also goes to `f` (called on the core's thread: it must not
+    /// block).
+    pub fn set_events(&mut self, f: impl FnMut(BrokerEvent) + Send + 'static) {
+        self.events = Some(Box::new(f));
+    }
+
+    /// The next deadline of the broker's timers.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.broker.poll_timeout()
+    }
+
+    /// The deadline passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.broker.handle_timeout(now);
+    }
+
+    /// True once a [`Input::Shutdown`] was handled and every connection is gone.
+    pub fn is_finished(&self) -> bool {
+        self.stopping && self.conns.is_empty()
+    }
+
+    /// Makes what was written durable (blocks for the last fsync). Call it after the
+    /// loop, off an async executor's threads.
+    pub fn finish(mut self) {
+        if let Some(p) = self.persister.take() {
+            p.finish();
+        }
+    }
+
+    /// Handles one input.
+    pub fn handle(&mut self, now: Instant, input: Input<C>) -> Flow {
+        let b = &mut self.broker;
+        match input {
+            Input::Open { id, info, conn } => {
+                // A TLS identity reaches this point only from a listener that uses it
+                // as the user name.
+                let identity_as_username = info.tls_identity.is_some();
+                self.conns.insert(
+                    id,
+                    Handle {
+                        conn,
+                        identity_as_username,
+                    },
+                );
+                b.handle_connection(now, id, info);
+            }
+            Input::Data(id, bytes) => b.handle_input(now, id, &bytes),
+            Input::Closed(id) => {
+                self.conns.remove(&id);
+                b.handle_closed(now, id);
+            }
+            Input::Auth(id, r) => b.handle_auth(now, id, r),
+            Input::Publish(p) => {
+                b.publish(now, p);
+            }
+            Input::Disconnect(client_id, reason) => {
+                b.disconnect_client(now, &client_id, reason);
+            }
+            Input::Gauges(reply) => reply(b.gauges()),
+            Input::Metrics(reply) => reply(crate::metrics::render(
+                b.stats(),
+                &b.gauges(),
+                &b.queue_gauges(),
+            )),
+            Input::Shutdown => {
+                if !self.stopping {
+                    self.stopping = true;
+                    info!("shutting down");
+                    b.shutdown(now);
+                }
+            }
+            Input::Store(mqtt_store::Report::Durable(n)) => {
+                if let Some(p) = self.persister.as_mut() {
+                    for o in p.durable(n) {
+                        self.output(o);
+                    }
+                }
+            }
+            Input::Store(mqtt_store::Report::Failed(e)) => {
+                // Nothing more can be made durable: stop without sending what waits for
+                // it, so no acknowledgement is given that the store does not back.
+                error!(error = %e, "store failed; stopping");
+                for (_, c) in self.conns.drain() {
+                    c.conn.abort();
+                }
+                self.persister = None;
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Carries out the broker's outputs, through the persister if there is one, and
+    /// answers the acknowledgements that became due.
+    pub fn drain(&mut self) {
+        loop {
+            while let Some(o) = self.broker.poll_output() {
+                let o = match self.persister.as_mut() {
+                    Some(p) => match p.filter(o) {
+                        Some(o) => o,
+                        None => continue,
+                    },
+                    None => o,
+                };
+                self.output(o);
+            }
+            let Some(p) = self.persister.as_mut() else {
+                return;
+            };
+            p.end_of_outputs();
+            let acks = p.take_acks();
+            if acks.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            for seq in acks {
+                self.broker.handle_durable(now, seq);
+            }
+        }
+    }
+
+    fn output(&mut self, o: Output) {
+        match o {
+            Output::Transmit(id, bytes) => {
+                if let Some(c) = self.conns.get(&id) {
+                    let pending = c.conn.send(bytes);
+                    if pending > self.max_pending {
+                        warn!(conn = id, pending, "client too slow; closing");
+                        c.conn.abort();
+                        self.conns.remove(&id);
+                        self.broker.handle_closed(Instant::now(), id);
+                    }
+                }
+            }
+            Output::Close(id) => {
+                if let Some(c) = self.conns.remove(&id) {
+                    c.conn.close();
+                }
+            }
+            Output::Authenticate(req) => {
+                let identity = self
+                    .conns
+                    .get(&req.conn)
+                    .filter(|c| c.identity_as_username)
+                    .and(req.tls_identity.clone());
+                if let Some(username) = identity {
+                    // The verified certificate is the credential.
+                    self.broker.handle_auth(
+                        Instant::now(),
+                        req.conn,
+                        AuthResult::Allow {
+                            username: Some(username),
+                        },
+                    );
+                    return;
+                }
+                let passwords = self.passwords.clone();
+                let done = self.auth_done.clone();
+                (self.offload)(Box::new(move || {
+                    let ok = match (&passwords, &req.username, &req.password) {
+                        (Some(p), Some(u), Some(pw)) => p.verify(u, pw),
+                        (None, _, _) => true,
+                        _ => false,
+                    };
+                    let result = if ok {
+                        AuthResult::Allow { username: None }
+                    } else {
+                        AuthResult::Deny(ReasonCode::BadUserNameOrPassword)
+                    };
+                    done(req.conn, result);
+                }));
+            }
+            Output::Event(e) => {
+                log_event(&e);
+                if let Some(f) = self.events.as_mut() {
+                    f(e);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Logs a broker event: connections at info, dropped messages at debug, the rest at
+/// trace.
+pub fn log_event(e: &BrokerEvent) {
+    match e {
+        BrokerEvent::ClientConnected {
+            conn,
+            client_id,
+            username,
+            version,
+            session_present,
+        } => {
+            info!(conn, %client_id, username = username.as_deref().unwrap_or(""), %version, session_present, "client connected")
+        }
+        BrokerEvent::ClientDisconnected {
+            conn,
+            client_id,
+            reason,
+        } => info!(
+            conn,
+            client_id = client_id.as_deref().unwrap_or(""),
+            ?reason,
+            "client disconnected"
+        ),
+        BrokerEvent::MessageDropped { client_id, reason } => {
+            debug!(%client_id, ?reason, "message dropped")
+        }
+        other => tracing::trace!(?other),
+    }
+}
