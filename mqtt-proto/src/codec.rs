@@ -172,7 +172,7 @@ fn publish_fast(
         retain: flags & 1 != 0,
         topic,
         packet_id,
-        properties: PublishProperties::default(),
+        properties: Properties::new(),
         payload: frame,
     })
 }
@@ -258,7 +258,7 @@ pub(crate) fn decode_body(
             if v5 && !r.is_empty() {
                 d.reason_code = reason_code(&mut r)?;
                 if !r.is_empty() {
-                    d.properties = DisconnectProperties::read(&mut r)?;
+                    d.properties = Properties::read(&mut r)?;
                 }
             }
             Packet::Disconnect(d)
@@ -268,7 +268,7 @@ pub(crate) fn decode_body(
             if !r.is_empty() {
                 a.reason_code = reason_code(&mut r)?;
                 if !r.is_empty() {
-                    a.properties = AuthProperties::read(&mut r)?;
+                    a.properties = Properties::read(&mut r)?;
                 }
             }
             check_auth_data(
@@ -430,14 +430,14 @@ fn decode_publish(flags: u8, r: &mut Reader, v5: bool) -> Result<Publish, Decode
         Some(packet_id(r)?)
     };
     let properties = if v5 {
-        PublishProperties::read(r).map_err(|e| match e {
+        Properties::<PublishProperties>::read(r).map_err(|e| match e {
             DecodeError::InvalidPropertyValue(crate::PropertyId::TopicAlias) => {
                 DecodeError::TopicAliasZero
             }
             e => e,
         })?
     } else {
-        PublishProperties::default()
+        Properties::new()
     };
     let topic = if topic.is_empty() {
         if !v5 {
@@ -466,7 +466,7 @@ fn decode_pub_response(r: &mut Reader, v5: bool) -> Result<PubResponse, DecodeEr
     if v5 && !r.is_empty() {
         p.reason_code = reason_code(r)?;
         if !r.is_empty() {
-            p.properties = AckProperties::read(r)?;
+            p.properties = Properties::read(r)?;
         }
     }
     Ok(p)
@@ -475,9 +475,9 @@ fn decode_pub_response(r: &mut Reader, v5: bool) -> Result<PubResponse, DecodeEr
 fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = if v5 {
-        SubscribeProperties::read(r)?
+        Properties::read(r)?
     } else {
-        SubscribeProperties::default()
+        Properties::new()
     };
     if r.is_empty() {
         return Err(DecodeError::NoTopicFilters(PacketType::Subscribe));
@@ -517,9 +517,9 @@ fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> 
 fn decode_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = if v5 {
-        AckProperties::read(r)?
+        Properties::read(r)?
     } else {
-        AckProperties::default()
+        Properties::new()
     };
     if r.is_empty() {
         return Err(DecodeError::NoReasonCodes(PacketType::SubAck));
@@ -554,9 +554,9 @@ fn decode_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
 fn decode_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = if v5 {
-        UnsubscribeProperties::read(r)?
+        Properties::read(r)?
     } else {
-        UnsubscribeProperties::default()
+        Properties::new()
     };
     if r.is_empty() {
         return Err(DecodeError::NoTopicFilters(PacketType::Unsubscribe));
@@ -575,11 +575,11 @@ fn decode_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeErr
 fn decode_unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck, DecodeError> {
     let mut u = UnsubAck {
         packet_id: packet_id(r)?,
-        properties: AckProperties::default(),
+        properties: Properties::new(),
         reason_codes: Vec::new(),
     };
     if v5 {
-        u.properties = AckProperties::read(r)?;
+        u.properties = Properties::read(r)?;
         if r.is_empty() {
             return Err(DecodeError::NoReasonCodes(PacketType::UnsubAck));
         }
@@ -986,7 +986,7 @@ fn reason_and_props(v5: bool, code: ReasonCode, props_len: usize) -> usize {
     }
 }
 
-fn put_reason_and_props<P: PropertySet>(v5: bool, code: ReasonCode, p: &P, buf: &mut BytesMut) {
+fn put_reason_and_props<P: PropertyBlock>(v5: bool, code: ReasonCode, p: &P, buf: &mut BytesMut) {
     let props_len = p.body_len();
     if !v5 || (code == ReasonCode::Success && props_len == 0) {
         return;
