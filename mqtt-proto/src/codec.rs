@@ -102,10 +102,14 @@ impl Decoder {
                 }
             }
         }
-        // The frame is taken as a shared view (a reference-count increment, not a copy);
-        // on error the bytes are put back so that the buffer is as the caller gave it.
-        let frame = buf.split_to(size).freeze();
-        match decode_body(ptype, flags, frame.slice(header..), self.version) {
+        // The body is taken as one shared view (a reference-count increment, not a copy)
+        // that the fields are sliced from; on error the fixed header is written again
+        // (exactly: only the shortest Remaining Length is accepted) and the bytes are put
+        // back, so that the buffer is as the caller gave it.
+        let mut frame = buf.split_to(size);
+        frame.advance(header);
+        let body = frame.freeze();
+        match decode_body(ptype, flags, &body, self.version) {
             Ok(packet) => {
                 if let Packet::Connect(c) = &packet {
                     self.version = Some(c.protocol_version);
@@ -113,8 +117,10 @@ impl Decoder {
                 Ok(Some(packet))
             }
             Err(e) => {
-                let mut restored = BytesMut::with_capacity(frame.len() + buf.len());
-                restored.extend_from_slice(&frame);
+                let mut restored = BytesMut::with_capacity(size + buf.len());
+                restored.put_u8(first);
+                put_var_int(&mut restored, body.len());
+                restored.extend_from_slice(&body);
                 restored.extend_from_slice(buf);
                 *buf = restored;
                 Err(e)
@@ -227,7 +233,7 @@ fn topic_filter(r: &mut Reader) -> Result<TopicFilter, DecodeError> {
 pub(crate) fn decode_body(
     ptype: PacketType,
     flags: u8,
-    body: Bytes,
+    body: &Bytes,
     version: Option<ProtocolVersion>,
 ) -> Result<Packet, DecodeError> {
     let mut r = Reader::new(body, ptype);
@@ -291,9 +297,9 @@ fn check_auth_data(method: &Option<MqttString>, data: &Option<Bytes>) -> Result<
 }
 
 fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
-    let name = r.binary()?;
+    let name = r.binary_ref()?;
     let level = r.u8()?;
-    let protocol_version = match (&name[..], level) {
+    let protocol_version = match (name, level) {
         (b"MQTT", 4) => ProtocolVersion::V3_1_1,
         (b"MQTT", 5) => ProtocolVersion::V5,
         (b"MQIsdp", 3) => ProtocolVersion::V3_1,

@@ -8,7 +8,7 @@
 
 use crate::wire::{put_binary, put_var_int, var_int_len, Reader};
 use crate::{DecodeError, EncodeError, MqttString, PacketType, QoS, TopicName};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::ops::{Deref, DerefMut};
@@ -495,8 +495,8 @@ pub(crate) trait PropertyBlock: Sized {
 impl<T: PropertySet> PropertyBlock for Properties<T> {
     #[inline]
     fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        if r.buf.first() == Some(&0) {
-            r.buf.advance(1);
+        if r.peek() == Some(0) {
+            r.skip(1)?;
             return Ok(Self(None));
         }
         let set = T::read(r)?;
@@ -581,7 +581,7 @@ pub(crate) trait PropertySet: Default + 'static {
 
     fn read(r: &mut Reader) -> Result<Self, DecodeError> {
         let len = r.var_int()? as usize;
-        let mut block = Reader::new(r.take(len)?, r.packet);
+        let mut block = r.sub(len)?;
         let mut set = Self::default();
         while !block.is_empty() {
             let raw = block.var_int()?;

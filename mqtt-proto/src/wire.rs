@@ -2,76 +2,140 @@
 //! binary data, read from a `Bytes` cursor (sharing the buffer) and written to `BytesMut`.
 
 use crate::{DecodeError, MqttString, PacketType};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Largest value a Variable Byte Integer holds (four bytes).
 pub const MAX_VAR_INT: u32 = 268_435_455;
 
-/// A cursor over one packet's bytes. Every read checks the length first, so a short
+/// A cursor over one packet's body. Every read checks the length first, so a short
 /// packet is an error, never a panic.
-pub(crate) struct Reader {
-    pub(crate) buf: Bytes,
+///
+/// The body is borrowed and never changed: a field is a `slice` of it (one reference-count
+/// increment, no copy), and fixed-size fields and bytes compared in place take none. The
+/// caller still holds the whole body when decoding fails, to put it back.
+pub(crate) struct Reader<'a> {
+    body: &'a Bytes,
+    pos: usize,
+    end: usize,
     pub(crate) packet: PacketType,
 }
 
-impl Reader {
-    pub(crate) fn new(buf: Bytes, packet: PacketType) -> Self {
-        Self { buf, packet }
-    }
-
-    fn need(&self, n: usize) -> Result<(), DecodeError> {
-        if self.buf.len() < n {
-            Err(DecodeError::Truncated(self.packet))
-        } else {
-            Ok(())
+impl<'a> Reader<'a> {
+    pub(crate) fn new(body: &'a Bytes, packet: PacketType) -> Self {
+        Self {
+            body,
+            pos: 0,
+            end: body.len(),
+            packet,
         }
     }
 
+    #[inline]
+    fn truncated(&self) -> DecodeError {
+        DecodeError::Truncated(self.packet)
+    }
+
+    /// The next `n` bytes, borrowed, and the cursor moved past them.
+    #[inline]
+    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let body: &'a [u8] = self.body;
+        match body.get(self.pos..self.end).and_then(|b| b.get(..n)) {
+            Some(b) => {
+                self.pos += n;
+                Ok(b)
+            }
+            None => Err(self.truncated()),
+        }
+    }
+
+    /// The next byte, not consumed.
+    #[inline]
+    pub(crate) fn peek(&self) -> Option<u8> {
+        if self.pos < self.end {
+            self.body.get(self.pos).copied()
+        } else {
+            None
+        }
+    }
+
+    #[inline]
+    pub(crate) fn skip(&mut self, n: usize) -> Result<(), DecodeError> {
+        self.bytes(n).map(|_| ())
+    }
+
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.pos >= self.end
     }
 
+    #[inline]
     pub(crate) fn remaining(&self) -> usize {
-        self.buf.len()
+        self.end - self.pos
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
-        self.need(1)?;
-        Ok(self.buf.get_u8())
+        Ok(self.bytes(1)?[0])
     }
 
+    #[inline]
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
-        self.need(2)?;
-        Ok(self.buf.get_u16())
+        let b = self.bytes(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
-        self.need(4)?;
-        Ok(self.buf.get_u32())
+        let b = self.bytes(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     pub(crate) fn var_int(&mut self) -> Result<u32, DecodeError> {
-        match parse_var_int(&self.buf)? {
+        match parse_var_int(&self.body[self.pos..self.end])? {
             Some((v, n)) => {
-                self.buf.advance(n);
+                self.pos += n;
                 Ok(v)
             }
-            None => Err(DecodeError::Truncated(self.packet)),
+            None => Err(self.truncated()),
         }
     }
 
+    /// The next `n` bytes as a view of the body.
+    #[inline]
     pub(crate) fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
-        self.need(n)?;
-        Ok(self.buf.split_to(n))
+        let start = self.pos;
+        self.skip(n)?;
+        Ok(self.body.slice(start..start + n))
+    }
+
+    /// The next `n` bytes as a cursor of their own (a property block).
+    pub(crate) fn sub(&mut self, n: usize) -> Result<Reader<'a>, DecodeError> {
+        let start = self.pos;
+        self.skip(n)?;
+        Ok(Reader {
+            body: self.body,
+            pos: start,
+            end: start + n,
+            packet: self.packet,
+        })
     }
 
     /// Binary Data: two-byte length, then the bytes.
+    #[inline]
     pub(crate) fn binary(&mut self) -> Result<Bytes, DecodeError> {
         let n = self.u16()? as usize;
         self.take(n)
     }
 
+    /// Binary Data, borrowed.
+    #[inline]
+    pub(crate) fn binary_ref(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.u16()? as usize;
+        self.bytes(n)
+    }
+
     /// UTF-8 Encoded String.
+    #[inline]
     pub(crate) fn string(&mut self) -> Result<MqttString, DecodeError> {
         let b = self.binary()?;
         MqttString::from_bytes(b).map_err(DecodeError::InvalidString)
@@ -79,11 +143,13 @@ impl Reader {
 
     /// Everything left.
     pub(crate) fn rest(&mut self) -> Bytes {
-        std::mem::take(&mut self.buf)
+        let start = self.pos;
+        self.pos = self.end;
+        self.body.slice(start..self.end)
     }
 
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
-        if self.buf.is_empty() {
+        if self.is_empty() {
             Ok(())
         } else {
             Err(DecodeError::TrailingBytes(self.packet))
