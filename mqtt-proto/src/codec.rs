@@ -225,8 +225,9 @@ fn reason_code(r: &mut Reader) -> Result<ReasonCode, DecodeError> {
         })
 }
 
+#[inline]
 fn topic_filter(r: &mut Reader) -> Result<TopicFilter, DecodeError> {
-    TopicFilter::from_string(r.string()?).map_err(DecodeError::InvalidTopicFilter)
+    TopicFilter::from_wire(r.binary()?)
 }
 
 /// Decodes the variable header and payload of a packet whose fixed header was checked.
@@ -488,7 +489,7 @@ fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> 
     if r.is_empty() {
         return Err(DecodeError::NoTopicFilters(PacketType::Subscribe));
     }
-    let mut subscriptions = Vec::with_capacity(4);
+    let mut subscriptions = Vec::with_capacity(r.count_binary(1));
     while !r.is_empty() {
         let filter = topic_filter(r)?;
         let o = r.u8()?;
@@ -567,7 +568,7 @@ fn decode_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeErr
     if r.is_empty() {
         return Err(DecodeError::NoTopicFilters(PacketType::Unsubscribe));
     }
-    let mut filters = Vec::with_capacity(4);
+    let mut filters = Vec::with_capacity(r.count_binary(0));
     while !r.is_empty() {
         filters.push(topic_filter(r)?);
     }

@@ -134,6 +134,9 @@ impl TopicFilter {
 
     /// Validates a topic filter.
     pub fn from_string(s: MqttString) -> Result<Self, TopicError> {
+        if plain_filter_bytes(s.as_bytes()) {
+            return Ok(Self(s));
+        }
         if let Some(rest) = s.strip_prefix("$share/") {
             let (group, filter) = rest.split_once('/').ok_or(TopicError::SharedSubscription)?;
             if group.is_empty() || group.contains(['+', '#']) || filter.is_empty() {
@@ -144,6 +147,22 @@ impl TopicFilter {
             check_filter(&s)?;
         }
         Ok(Self(s))
+    }
+
+    /// Decodes a filter from the bytes of a packet: the checks of
+    /// [`MqttString::from_bytes`] then [`TopicFilter::from_string`], with the same errors.
+    #[inline]
+    pub(crate) fn from_wire(b: Bytes) -> Result<Self, crate::DecodeError> {
+        use crate::DecodeError::{InvalidString, InvalidTopicFilter};
+        if plain_filter_bytes(&b) {
+            // No U+0000 and a valid filter: only UTF-8 is left to check.
+            return match MqttString::from_utf8_bytes(b) {
+                Some(s) => Ok(Self(s)),
+                None => Err(InvalidString(StringError::InvalidUtf8)),
+            };
+        }
+        Self::from_string(MqttString::from_bytes(b).map_err(InvalidString)?)
+            .map_err(InvalidTopicFilter)
     }
 
     /// The underlying string.
@@ -174,6 +193,44 @@ impl TopicFilter {
             None => matches(&self.0, name),
         }
     }
+}
+
+/// Whether `b` is certainly a valid filter that is not a shared subscription, with no
+/// U+0000: at most 64 bytes, checked in blocks of 16 the compiler turns into vector
+/// instructions, each byte against its neighbours. `false` is not an error: the caller
+/// then runs the full checks, which find the error (or accept `$share/...` and long
+/// filters).
+#[inline]
+fn plain_filter_bytes(b: &[u8]) -> bool {
+    const W: usize = 16;
+    const MAX: usize = 4 * W;
+    // A byte after the end that neither `+` nor `#` may be followed by.
+    const END: u8 = 0xff;
+    let n = b.len();
+    if n == 0 || n > MAX || b[0] == b'$' {
+        return false;
+    }
+    // The filter between a '/' (what a first level follows) and END padding.
+    let mut padded = [END; MAX + 2];
+    padded[0] = b'/';
+    padded[1..=n].copy_from_slice(b);
+    let mut bad = [0u8; W];
+    for block in padded.windows(W + 2).step_by(W).take(n.div_ceil(W)) {
+        let w: &[u8; W + 2] = block.try_into().expect("block");
+        for i in 0..W {
+            let (prev, c, next) = (w[i], w[i + 1], w[i + 2]);
+            // '+' and '#' start a level; '+' ends it; '#' is the last character
+            // ([MQTT-4.7.1-1], [MQTT-4.7.1-2]); no U+0000 ([MQTT-1.5.4-2]).
+            let wild = (c == b'+') | (c == b'#');
+            bad[i] |= u8::from(
+                (c == 0)
+                    | (wild & (prev != b'/'))
+                    | ((c == b'+') & (next != b'/') & (next != END))
+                    | ((c == b'#') & (next != END)),
+            );
+        }
+    }
+    bad.iter().fold(0, |a, &x| a | x) == 0
 }
 
 fn check_filter(f: &str) -> Result<(), TopicError> {
@@ -325,6 +382,82 @@ mod tests {
             Err(TopicError::String(StringError::TooLong))
         );
         assert!(TopicName::new(&long[1..]).is_ok());
+    }
+
+    /// The block check of filters agrees with the full one: every string over an alphabet
+    /// of the bytes that matter, up to 6 bytes, and longer ones that cross blocks.
+    #[test]
+    fn block_filter_check_agrees_with_the_full_check() {
+        fn full(b: &[u8]) -> bool {
+            let s = std::str::from_utf8(b).unwrap();
+            !b.is_empty() && !b.contains(&0) && check_filter(s).is_ok()
+        }
+        fn agree(b: &[u8]) {
+            let fast = plain_filter_bytes(b);
+            assert!(
+                !fast || full(b),
+                "{:?} accepted",
+                String::from_utf8_lossy(b)
+            );
+            if b.len() <= 64 && b.first() != Some(&b'$') {
+                assert_eq!(fast, full(b), "{:?}", String::from_utf8_lossy(b));
+            }
+        }
+        const ALPHABET: [u8; 5] = [b'a', b'/', b'+', b'#', 0];
+        let mut b = Vec::new();
+        for len in 0..=6u32 {
+            for mut k in 0..ALPHABET.len().pow(len) {
+                b.clear();
+                for _ in 0..len {
+                    b.push(ALPHABET[k % ALPHABET.len()]);
+                    k /= ALPHABET.len();
+                }
+                agree(&b);
+            }
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 72) as usize;
+            b.clear();
+            let mut y = x;
+            for i in 0..len {
+                // Mostly plain levels, with a separator or a wildcard here and there.
+                let pick = (y >> (i % 60)) % 23;
+                b.push(match pick {
+                    0..=2 => b'/',
+                    3 => b'+',
+                    4 => b'#',
+                    5 if i % 7 == 0 => 0,
+                    _ => b'a',
+                });
+                y = y.rotate_left(5) ^ x;
+            }
+            agree(&b);
+        }
+        // Valid filters of every length up to 70, from levels.
+        for seed in 0..5000u64 {
+            let mut y = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut levels = Vec::new();
+            while levels.iter().map(|l: &&str| l.len() + 1).sum::<usize>() < (seed % 71) as usize {
+                y ^= y << 13;
+                y ^= y >> 7;
+                y ^= y << 17;
+                levels.push(["+", "", "a", "room-12", "+", "building"][(y % 6) as usize]);
+            }
+            if seed % 3 == 0 {
+                levels.push("#");
+            }
+            let f = levels.join("/");
+            if !f.is_empty() {
+                assert!(full(f.as_bytes()), "{f}");
+                agree(f.as_bytes());
+            }
+        }
+        agree(b"sensors/building-1/+/room-1/#");
+        assert!(plain_filter_bytes(b"sensors/building-1/+/room-1/#"));
     }
 
     #[test]

@@ -120,6 +120,23 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// How many fields of Binary Data each followed by `extra` bytes the rest holds, up to
+    /// 256: the capacity for a list (SUBSCRIBE, UNSUBSCRIBE), found without reading the
+    /// fields. A malformed rest ends the count early, and reading the fields reports it;
+    /// the bound keeps a large packet from reserving much before it is checked.
+    pub(crate) fn count_binary(&self, extra: usize) -> usize {
+        let rest = &self.body[self.pos..self.end];
+        let (mut at, mut n) = (0, 0);
+        while n < 256 {
+            let Some(len) = rest.get(at..at + 2) else {
+                break;
+            };
+            at += 2 + usize::from(u16::from_be_bytes([len[0], len[1]])) + extra;
+            n += 1;
+        }
+        n
+    }
+
     /// Binary Data: two-byte length, then the bytes.
     #[inline]
     pub(crate) fn binary(&mut self) -> Result<Bytes, DecodeError> {
