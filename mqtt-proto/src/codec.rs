@@ -3,12 +3,14 @@
 
 use crate::packet::*;
 use crate::properties::*;
-use crate::wire::{parse_var_int, put_binary, put_var_int, var_int_len, Reader, MAX_VAR_INT};
+use crate::wire::{
+    parse_var_int, put_binary, put_var_int, var_int_len, Head, Put, Reader, MAX_VAR_INT,
+};
 use crate::{
     DecodeError, EncodeError, MqttString, PacketType, ProtocolVersion, QoS, ReasonCode,
     RetainHandling, TopicFilter, TopicName,
 };
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// Largest packet the protocol can express: one type byte, four length bytes and the
 /// largest remaining length.
@@ -615,7 +617,21 @@ impl Packet {
     /// `protocol_version`. Fields that do not exist in 3.x (properties, reason codes other
     /// than those 3.x can express) are left out for 3.x peers; SUBACK failures become
     /// 0x80 and CONNACK refusals map as [`ReasonCode::v3_connack_code`] says.
+    #[inline]
     pub fn encode(
+        &self,
+        buf: &mut BytesMut,
+        version: ProtocolVersion,
+        max_packet_size: u32,
+    ) -> Result<usize, EncodeError> {
+        match self {
+            Packet::Publish(p) => p.encode(buf, version, max_packet_size),
+            _ => self.encode_other(buf, version, max_packet_size),
+        }
+    }
+
+    /// [`Packet::encode`] for every packet but PUBLISH.
+    fn encode_other(
         &self,
         buf: &mut BytesMut,
         version: ProtocolVersion,
@@ -623,7 +639,6 @@ impl Packet {
     ) -> Result<usize, EncodeError> {
         let version = match self {
             Packet::Connect(c) => c.protocol_version,
-            Packet::Publish(p) => return p.encode(buf, version, max_packet_size),
             _ => version,
         };
         self.check(version)?;
@@ -965,9 +980,27 @@ impl Publish {
             });
         }
         buf.reserve(size);
-        buf.put_u8(((PacketType::Publish as u8) << 4) | publish_flags(self));
-        put_var_int(buf, body);
-        publish_put(self, v5, props_len, buf);
+        // Five copies: fixed header with the topic length, topic, packet identifier with
+        // the property length, properties, payload.
+        let topic = self.topic.as_bytes();
+        let mut head = Head::<{ 1 + 4 + 2 }>::new();
+        head.u8(((PacketType::Publish as u8) << 4) | publish_flags(self));
+        head.var_int(body);
+        head.u16(topic.len() as u16);
+        head.put(buf);
+        buf.extend_from_slice(topic);
+        let mut mid = Head::<{ 2 + 4 }>::new();
+        if let Some(id) = self.packet_id {
+            mid.u16(id.get());
+        }
+        if v5 {
+            mid.var_int(props_len);
+        }
+        mid.put(buf);
+        if props_len > 0 {
+            self.properties.put_body(buf);
+        }
+        buf.extend_from_slice(&self.payload);
         Ok(size)
     }
 

@@ -6,9 +6,9 @@
 //! Protocol Error, and User Properties keep their order and may repeat. Values that cannot
 //! be zero are `NonZero*` types, so an invalid value cannot be built.
 
-use crate::wire::{put_binary, put_var_int, var_int_len, Reader};
+use crate::wire::{put_binary, put_var_int, var_int_len, Put, Reader};
 use crate::{DecodeError, EncodeError, MqttString, PacketType, QoS, TopicName};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::fmt;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::ops::{Deref, DerefMut};

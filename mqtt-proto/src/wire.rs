@@ -2,7 +2,39 @@
 //! binary data, read from a `Bytes` cursor (sharing the buffer) and written to `BytesMut`.
 
 use crate::{DecodeError, MqttString, PacketType};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+
+/// Appending to a `BytesMut` through the inlined `BytesMut::extend_from_slice`.
+/// `bytes::BufMut`'s `put_u8`, `put_u16` and `put_slice` end in a call to
+/// `BytesMut::put_slice`, which is not inlined across crates: one function call per field.
+pub(crate) trait Put {
+    fn put_u8(&mut self, v: u8);
+    fn put_u16(&mut self, v: u16);
+    fn put_u32(&mut self, v: u32);
+    fn put_slice(&mut self, b: &[u8]);
+}
+
+impl Put for BytesMut {
+    #[inline(always)]
+    fn put_u8(&mut self, v: u8) {
+        self.extend_from_slice(&[v]);
+    }
+
+    #[inline(always)]
+    fn put_u16(&mut self, v: u16) {
+        self.extend_from_slice(&v.to_be_bytes());
+    }
+
+    #[inline(always)]
+    fn put_u32(&mut self, v: u32) {
+        self.extend_from_slice(&v.to_be_bytes());
+    }
+
+    #[inline(always)]
+    fn put_slice(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+}
 
 /// Largest value a Variable Byte Integer holds (four bytes).
 pub const MAX_VAR_INT: u32 = 268_435_455;
@@ -207,6 +239,7 @@ pub(crate) const fn var_int_len(v: usize) -> usize {
     }
 }
 
+#[inline]
 pub(crate) fn put_var_int(buf: &mut BytesMut, mut v: usize) {
     debug_assert!(v <= MAX_VAR_INT as usize);
     loop {
@@ -222,8 +255,54 @@ pub(crate) fn put_var_int(buf: &mut BytesMut, mut v: usize) {
     }
 }
 
+/// Up to `N` bytes of fixed-size fields gathered on the stack, to be written to a
+/// `BytesMut` in one copy rather than one capacity check and copy per field.
+pub(crate) struct Head<const N: usize> {
+    b: [u8; N],
+    n: usize,
+}
+
+impl<const N: usize> Head<N> {
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        Self { b: [0; N], n: 0 }
+    }
+
+    #[inline(always)]
+    pub(crate) fn u8(&mut self, v: u8) {
+        self.b[self.n] = v;
+        self.n += 1;
+    }
+
+    #[inline(always)]
+    pub(crate) fn u16(&mut self, v: u16) {
+        self.b[self.n..self.n + 2].copy_from_slice(&v.to_be_bytes());
+        self.n += 2;
+    }
+
+    #[inline(always)]
+    pub(crate) fn var_int(&mut self, mut v: usize) {
+        debug_assert!(v <= MAX_VAR_INT as usize);
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                self.u8(byte);
+                break;
+            }
+            self.u8(byte | 0x80);
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn put(&self, buf: &mut BytesMut) {
+        buf.extend_from_slice(&self.b[..self.n]);
+    }
+}
+
 /// Binary Data or a string: two-byte length, then the bytes. Lengths are checked before
 /// anything is written.
+#[inline]
 pub(crate) fn put_binary(buf: &mut BytesMut, b: &[u8]) {
     debug_assert!(b.len() <= u16::MAX as usize);
     buf.put_u16(b.len() as u16);
