@@ -575,9 +575,15 @@ pub(crate) trait PropertySet: Default + 'static {
     fn check(&self) -> Result<(), EncodeError>;
 
     fn put(&self, buf: &mut BytesMut) {
-        put_var_int(buf, self.body_len());
-        self.put_body(buf);
+        let n = self.body_len();
+        put_var_int(buf, n);
+        if n > 0 {
+            self.put_body(buf);
+        }
     }
+
+    /// `check` and `body_len` in one walk over the fields.
+    fn checked_len(&self) -> Result<usize, EncodeError>;
 
     fn read(r: &mut Reader) -> Result<Self, DecodeError> {
         let len = r.var_int()? as usize;
@@ -662,6 +668,13 @@ macro_rules! property_set {
             fn check(&self) -> Result<(), EncodeError> {
                 $( Slot::check(&self.$field, PropertyId::$id)?; )*
                 Ok(())
+            }
+
+            fn checked_len(&self) -> Result<usize, EncodeError> {
+                Ok(0 $( + {
+                    Slot::check(&self.$field, PropertyId::$id)?;
+                    Slot::wire_len(&self.$field, PropertyId::$id)
+                } )* + Slot::wire_len(&self.user_properties, PropertyId::UserProperty))
             }
         }
     };
