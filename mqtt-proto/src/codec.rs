@@ -964,25 +964,41 @@ impl Publish {
             });
         }
         buf.reserve(size);
-        // Five copies: fixed header with the topic length, topic, packet identifier with
-        // the property length, properties, payload.
+        // At most five copies: fixed header with the topic length, topic, packet
+        // identifier with the property length, properties, payload. The common shapes
+        // (Remaining Length of one or two bytes, no properties) are copies of a known
+        // size, which compile to plain stores.
+        let first = ((PacketType::Publish as u8) << 4) | publish_flags(self);
         let topic = self.topic.as_bytes();
-        let mut head = Head::<{ 1 + 4 + 2 }>::new();
-        head.u8(((PacketType::Publish as u8) << 4) | publish_flags(self));
-        head.var_int(body);
-        head.u16(topic.len() as u16);
-        head.put(buf);
+        let [t0, t1] = (topic.len() as u16).to_be_bytes();
+        if body < 128 {
+            buf.extend_from_slice(&[first, body as u8, t0, t1]);
+        } else if body < 16_384 {
+            buf.extend_from_slice(&[first, body as u8 | 0x80, (body >> 7) as u8, t0, t1]);
+        } else {
+            let mut head = Head::<{ 1 + 4 + 2 }>::new();
+            head.u8(first);
+            head.var_int(body);
+            head.u16(topic.len() as u16);
+            head.put(buf);
+        }
         buf.extend_from_slice(topic);
-        let mut mid = Head::<{ 2 + 4 }>::new();
-        if let Some(id) = self.packet_id {
-            mid.u16(id.get());
-        }
-        if v5 {
-            mid.var_int(props_len);
-        }
-        mid.put(buf);
-        if props_len > 0 {
-            self.properties.put_body(buf);
+        match (self.packet_id, v5) {
+            (Some(id), true) if props_len == 0 => {
+                let [i0, i1] = id.get().to_be_bytes();
+                buf.extend_from_slice(&[i0, i1, 0]);
+            }
+            (Some(id), false) => buf.extend_from_slice(&id.get().to_be_bytes()),
+            (None, false) => {}
+            (id, _) => {
+                if let Some(id) = id {
+                    buf.put_u16(id.get());
+                }
+                put_var_int(buf, props_len);
+                if props_len > 0 {
+                    self.properties.put_body(buf);
+                }
+            }
         }
         buf.extend_from_slice(&self.payload);
         Ok(size)
