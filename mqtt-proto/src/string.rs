@@ -68,6 +68,7 @@ impl MqttString {
 
     /// Bytes already known to be UTF-8 without U+0000 and short enough; `None` if not
     /// UTF-8 after all.
+    #[inline]
     pub(crate) fn from_utf8_bytes(b: Bytes) -> Option<Self> {
         ByteString::try_from(b).ok().map(Self)
     }

@@ -67,6 +67,7 @@ impl TopicName {
     }
 
     /// A name whose bytes were checked already (non-empty, no wildcard).
+    #[inline]
     pub(crate) fn from_checked(s: MqttString) -> Self {
         Self(s)
     }
