@@ -197,38 +197,64 @@ impl TopicFilter {
 }
 
 /// Whether `b` is certainly a valid filter that is not a shared subscription, with no
-/// U+0000: at most 64 bytes, checked in blocks of 16 the compiler turns into vector
-/// instructions, each byte against its neighbours. `false` is not an error: the caller
-/// then runs the full checks, which find the error (or accept `$share/...` and long
-/// filters).
+/// U+0000. The first and last characters are checked on their own, the ones between in
+/// blocks of 16 the compiler turns into vector instructions, each byte against its
+/// neighbours, read straight from `b` (the last block overlaps the one before). `false`
+/// is not an error: the caller then runs the full checks, which find the error (or
+/// accept a `$share/...` filter).
 #[inline]
 fn plain_filter_bytes(b: &[u8]) -> bool {
     const W: usize = 16;
-    const MAX: usize = 4 * W;
-    // A byte after the end that neither `+` nor `#` may be followed by.
-    const END: u8 = 0xff;
     let n = b.len();
-    if n == 0 || n > MAX || b[0] == b'$' {
+    let (Some(&first), Some(&last)) = (b.first(), b.last()) else {
+        return false;
+    };
+    // No U+0000 ([MQTT-1.5.4-2]); '+' and '#' take a whole level and '#' comes last
+    // ([MQTT-4.7.1-1], [MQTT-4.7.1-2]).
+    if first == b'$' || first == 0 || last == 0 {
         return false;
     }
-    // The filter between a '/' (what a first level follows) and END padding.
-    let mut padded = [END; MAX + 2];
-    padded[0] = b'/';
-    padded[1..=n].copy_from_slice(b);
-    let mut bad = [0u8; W];
-    for block in padded.windows(W + 2).step_by(W).take(n.div_ceil(W)) {
-        let w: &[u8; W + 2] = block.try_into().expect("block");
+    if n == 1 {
+        return true;
+    }
+    if first == b'#' || (first == b'+' && b[1] != b'/') {
+        return false;
+    }
+    if (last == b'+' || last == b'#') && b[n - 2] != b'/' {
+        return false;
+    }
+    // A character with a neighbour on each side: bad if U+0000, '#' (not last), or '+'
+    // not between two '/'.
+    #[inline(always)]
+    fn inner(prev: u8, c: u8, next: u8) -> u8 {
+        u8::from((c == 0) | (c == b'#') | ((c == b'+') & ((prev != b'/') | (next != b'/'))))
+    }
+    if n - 2 < W {
+        return (1..n - 1).all(|i| inner(b[i - 1], b[i], b[i + 1]) == 0);
+    }
+    // The characters `start..start + W`, with their neighbours.
+    #[inline(always)]
+    fn block(b: &[u8], start: usize) -> [u8; W] {
+        let w: &[u8; W + 2] = b[start - 1..start + W + 1].try_into().expect("block");
+        let mut bad = [0u8; W];
         for i in 0..W {
-            let (prev, c, next) = (w[i], w[i + 1], w[i + 2]);
-            // '+' and '#' start a level; '+' ends it; '#' is the last character
-            // ([MQTT-4.7.1-1], [MQTT-4.7.1-2]); no U+0000 ([MQTT-1.5.4-2]).
-            let wild = (c == b'+') | (c == b'#');
-            bad[i] |= u8::from(
-                (c == 0)
-                    | (wild & (prev != b'/'))
-                    | ((c == b'+') & (next != b'/') & (next != END))
-                    | ((c == b'#') & (next != END)),
-            );
+            bad[i] = inner(w[i], w[i + 1], w[i + 2]);
+        }
+        bad
+    }
+    let mut bad = [0u8; W];
+    let mut start = 1;
+    while start + W < n {
+        let x = block(b, start);
+        for i in 0..W {
+            bad[i] |= x[i];
+        }
+        start += W;
+    }
+    if start < n - 1 {
+        let x = block(b, n - 1 - W);
+        for i in 0..W {
+            bad[i] |= x[i];
         }
     }
     bad.iter().fold(0, |a, &x| a | x) == 0
@@ -400,7 +426,7 @@ mod tests {
                 "{:?} accepted",
                 String::from_utf8_lossy(b)
             );
-            if b.len() <= 64 && b.first() != Some(&b'$') {
+            if b.first() != Some(&b'$') {
                 assert_eq!(fast, full(b), "{:?}", String::from_utf8_lossy(b));
             }
         }
