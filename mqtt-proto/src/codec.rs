@@ -168,11 +168,9 @@ fn publish_fast(
         at += 1;
     }
     // Everything is checked: from here on nothing fails.
-    let mut frame = buf.split_to(size);
-    frame.advance(header + 2);
-    let mut frame = frame.freeze();
-    let topic = frame.split_to(topic_len);
-    frame.advance(at - 2 - topic_len);
+    let mut frame = buf.split_to(size).freeze();
+    let topic = frame.slice(header + 2..header + 2 + topic_len);
+    frame.advance(header + at);
     let topic = TopicName::from_checked(MqttString::from_utf8_bytes(topic)?);
     Some(Publish {
         dup: flags & 0b1000 != 0,
