@@ -104,6 +104,21 @@ impl Decoder {
                 }
             }
         }
+        self.decode_frame(buf, first, ptype, flags, header, size)
+    }
+
+    /// Decodes a whole frame, known to be in `buf`, on the general path. Kept out of
+    /// line, so that the PUBLISH fast path above is compiled on its own.
+    #[inline(never)]
+    fn decode_frame(
+        &mut self,
+        buf: &mut BytesMut,
+        first: u8,
+        ptype: PacketType,
+        flags: u8,
+        header: usize,
+        size: usize,
+    ) -> Result<Option<Packet>, DecodeError> {
         // The body is taken as one shared view (a reference-count increment, not a copy)
         // that the fields are sliced from; on error the fixed header is written again
         // (exactly: only the shortest Remaining Length is accepted) and the bytes are put

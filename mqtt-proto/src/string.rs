@@ -50,6 +50,14 @@ impl MqttString {
 
     /// Validates bytes without copying them.
     pub fn from_bytes(b: Bytes) -> Result<Self, StringError> {
+        Self::from_bytes_inline(b)
+    }
+
+    /// [`MqttString::from_bytes`], inlined where a string is decoded: returned through
+    /// memory from a call, the view is read back right after the callee wrote it, a
+    /// store-forwarding stall.
+    #[inline(always)]
+    pub(crate) fn from_bytes_inline(b: Bytes) -> Result<Self, StringError> {
         Self::check(&b)?;
         ByteString::try_from(b)
             .map(Self)

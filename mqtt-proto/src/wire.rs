@@ -187,7 +187,7 @@ impl<'a> Reader<'a> {
     #[inline]
     pub(crate) fn string(&mut self) -> Result<MqttString, DecodeError> {
         let b = self.binary()?;
-        MqttString::from_bytes(b).map_err(DecodeError::InvalidString)
+        MqttString::from_bytes_inline(b).map_err(DecodeError::InvalidString)
     }
 
     /// Everything left.
