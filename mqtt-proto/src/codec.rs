@@ -344,7 +344,7 @@ fn decode_connect(r: &mut Reader) -> Result<Box<Connect>, DecodeError> {
     }
     let keep_alive = r.u16()?;
     let properties = if v5 {
-        ConnectProperties::read(r)?
+        ConnectProperties::read_inline(r)?
     } else {
         ConnectProperties::default()
     };
@@ -355,7 +355,7 @@ fn decode_connect(r: &mut Reader) -> Result<Box<Connect>, DecodeError> {
     let client_id = r.string()?;
     let will = if will_flag {
         let properties = if v5 {
-            WillProperties::read(r)?
+            WillProperties::read_inline(r)?
         } else {
             WillProperties::default()
         };
@@ -428,7 +428,7 @@ fn decode_connack(r: &mut Reader, v: ProtocolVersion) -> Result<ConnAck, DecodeE
         return Err(DecodeError::SessionPresentOnRefusal);
     }
     let properties = if v5 {
-        ConnAckProperties::read(r)?
+        ConnAckProperties::read_inline(r)?
     } else {
         ConnAckProperties::default()
     };

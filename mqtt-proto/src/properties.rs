@@ -585,6 +585,16 @@ pub(crate) trait PropertySet: Default + 'static {
     /// `check` and `body_len` in one walk over the fields.
     fn checked_len(&self) -> Result<usize, EncodeError>;
 
+    /// [`PropertySet::read`], with the common Property Length of 0 handled inline.
+    #[inline]
+    fn read_inline(r: &mut Reader) -> Result<Self, DecodeError> {
+        if r.peek() == Some(0) {
+            r.skip(1)?;
+            return Ok(Self::default());
+        }
+        Self::read(r)
+    }
+
     fn read(r: &mut Reader) -> Result<Self, DecodeError> {
         let len = r.var_int()? as usize;
         let mut block = r.sub(len)?;
