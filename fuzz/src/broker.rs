@@ -1380,7 +1380,8 @@ impl World {
                             authentication_method: Some(MqttString::new("m").expect("valid")),
                             authentication_data: Some(Bytes::from_static(b"challenge")),
                             ..Default::default()
-                        },
+                        }
+                        .into(),
                     }),
                 };
                 self.broker.handle_auth(now, id, result);
@@ -2101,7 +2102,7 @@ impl World {
                 let (subscriptions, properties) = s.build(v5);
                 let sub = Subscribe {
                     packet_id: pid(*a),
-                    properties,
+                    properties: properties.into(),
                     subscriptions,
                 };
                 (Packet::Subscribe(sub), v)
@@ -2121,7 +2122,8 @@ impl World {
                     properties: DisconnectProperties {
                         session_expiry_interval: expiry.map(u32::from),
                         ..Default::default()
-                    },
+                    }
+                    .into(),
                 };
                 (Packet::Disconnect(d), v)
             }
@@ -2132,7 +2134,8 @@ impl World {
                         authentication_method: Some(MqttString::new("m").expect("valid")),
                         authentication_data: Some(Bytes::from_static(b"response")),
                         ..Default::default()
-                    },
+                    }
+                    .into(),
                 };
                 (Packet::Auth(a), v)
             }

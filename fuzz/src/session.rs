@@ -1239,7 +1239,8 @@ impl PacketArg {
                 properties: DisconnectProperties {
                     session_expiry_interval: expiry.map(u32::from),
                     ..Default::default()
-                },
+                }
+                .into(),
             }),
             PacketArg::Auth(r) => Packet::Auth(Auth {
                 reason_code: code(*r, PacketType::Auth, ReasonCode::Success),

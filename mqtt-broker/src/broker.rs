@@ -802,14 +802,15 @@ impl Broker {
         let Some(client_id) = c.client_id.clone() else {
             return;
         };
+        let properties = a.properties.into_inner();
         self.out.push_back(Output::Authenticate(AuthRequest {
             conn: id,
             client_id,
             username: c.pending.as_ref().and_then(|p| p.username.clone()),
             password: None,
             tls_identity: c.info.tls_identity.clone(),
-            method: a.properties.authentication_method,
-            data: a.properties.authentication_data,
+            method: properties.authentication_method,
+            data: properties.authentication_data,
         }));
     }
 
@@ -1169,7 +1170,7 @@ impl Broker {
             copy.packet_id = None;
             copy.dup = false;
             copy.qos = copy.qos.min(m.entry.options.qos);
-            copy.properties.subscription_identifiers = m.entry.id.into_iter().collect();
+            set_subscription_identifiers(&mut copy, m.entry.id.into_iter().collect());
             let mut body = Body::recorded(&p, seq);
             if let Sent::Online(Some(id)) = self.send_to(now, m.key, copy, None, &mut body) {
                 if let Some(s) = self.sessions.get_mut(&m.key) {
@@ -1234,7 +1235,8 @@ impl Broker {
             correlation_data: w.correlation_data,
             user_properties: w.user_properties,
             ..Default::default()
-        };
+        }
+        .into();
         self.accept_publish(now, None, p);
     }
 
@@ -1323,8 +1325,10 @@ impl Broker {
         client_id: Option<MqttString>,
         mut p: Publish,
     ) -> usize {
-        p.properties.topic_alias = None;
-        p.properties.subscription_identifiers.clear();
+        if let Some(props) = p.properties.get_mut() {
+            props.topic_alias = None;
+            props.subscription_identifiers.clear();
+        }
         if p.retain {
             let topic = p.topic.to_string();
             // `$SYS` topics are made anew by every broker: not worth a record.
@@ -1595,7 +1599,7 @@ impl Broker {
                 let mut publish = body.publish.clone();
                 publish.packet_id = None;
                 publish.dup = false;
-                publish.properties.subscription_identifiers.clear();
+                set_subscription_identifiers(&mut publish, Vec::new());
                 self.out.push_back(Output::Store(Record::Message {
                     seq,
                     publish: Box::new(publish),
@@ -1716,7 +1720,7 @@ impl Broker {
                 let mut m = r.clone();
                 m.qos = m.qos.min(entry.options.qos);
                 m.retain = true;
-                m.properties.subscription_identifiers = entry.id.into_iter().collect();
+                set_subscription_identifiers(&mut m, entry.id.into_iter().collect());
                 self.send_to(now, key, m, None, &mut Body::new(&r));
             }
         }
@@ -1822,8 +1826,18 @@ fn copy_for(p: &Publish, granted: QoS, retain_as_published: bool, ids: Vec<NonZe
         properties: p.properties.clone(),
         payload: p.payload.clone(),
     };
-    m.properties.subscription_identifiers = ids;
+    set_subscription_identifiers(&mut m, ids);
     m
+}
+
+/// Sets a copy's Subscription Identifiers; a message without properties stays without
+/// (no allocation) when there are none to set.
+pub(crate) fn set_subscription_identifiers(p: &mut Publish, ids: Vec<NonZeroU32>) {
+    match p.properties.get_mut() {
+        Some(props) => props.subscription_identifiers = ids,
+        None if ids.is_empty() => {}
+        None => p.properties.subscription_identifiers = ids,
+    }
 }
 
 /// A message as the store keeps it: recorded once ([`Record::Message`]), when the

@@ -279,7 +279,10 @@ impl MemoryStore {
                 let mut p = (**body).clone();
                 p.qos = *qos;
                 p.retain = *retain;
-                p.properties.subscription_identifiers = subscription_identifiers.clone();
+                crate::broker::set_subscription_identifiers(
+                    &mut p,
+                    subscription_identifiers.clone(),
+                );
                 p.packet_id = *packet_id;
                 *refs += 1;
                 s.messages.push(StoredMessage {

@@ -23,8 +23,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use mqtt_proto::{
     Connect, Decoder, MqttString, Packet, PacketId, ProtocolVersion, Publish, QoS, Subscribe,
-    SubscribeProperties, Subscription, SubscriptionOptions, TopicFilter, TopicName,
-    MAX_PACKET_SIZE,
+    Subscription, SubscriptionOptions, TopicFilter, TopicName, MAX_PACKET_SIZE,
 };
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -445,7 +444,7 @@ fn bench_connect(c: &mut Criterion) {
 fn subscribe() -> Packet {
     Packet::Subscribe(Subscribe {
         packet_id: PacketId::new(PACKET_ID).unwrap(),
-        properties: SubscribeProperties::default(),
+        properties: Default::default(),
         subscriptions: subscribe_filters()
             .iter()
             .map(|f| Subscription {

@@ -3,12 +3,14 @@
 
 use crate::packet::*;
 use crate::properties::*;
-use crate::wire::{parse_var_int, put_binary, put_var_int, var_int_len, Reader, MAX_VAR_INT};
+use crate::wire::{
+    parse_var_int, put_binary, put_var_int, var_int_len, Head, Put, Reader, MAX_VAR_INT,
+};
 use crate::{
     DecodeError, EncodeError, MqttString, PacketType, ProtocolVersion, QoS, ReasonCode,
     RetainHandling, TopicFilter, TopicName,
 };
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// Largest packet the protocol can express: one type byte, four length bytes and the
 /// largest remaining length.
@@ -102,10 +104,29 @@ impl Decoder {
                 }
             }
         }
-        // The frame is taken as a shared view (a reference-count increment, not a copy);
-        // on error the bytes are put back so that the buffer is as the caller gave it.
-        let frame = buf.split_to(size).freeze();
-        match decode_body(ptype, flags, frame.slice(header..), self.version) {
+        self.decode_frame(buf, first, ptype, flags, header, size)
+    }
+
+    /// Decodes a whole frame, known to be in `buf`, on the general path. Kept out of
+    /// line, so that the PUBLISH fast path above is compiled on its own.
+    #[inline(never)]
+    fn decode_frame(
+        &mut self,
+        buf: &mut BytesMut,
+        first: u8,
+        ptype: PacketType,
+        flags: u8,
+        header: usize,
+        size: usize,
+    ) -> Result<Option<Packet>, DecodeError> {
+        // The body is taken as one shared view (a reference-count increment, not a copy)
+        // that the fields are sliced from; on error the fixed header is written again
+        // (exactly: only the shortest Remaining Length is accepted) and the bytes are put
+        // back, so that the buffer is as the caller gave it.
+        let mut frame = buf.split_to(size);
+        frame.advance(header);
+        let body = frame.freeze();
+        match decode_body(ptype, flags, &body, self.version) {
             Ok(packet) => {
                 if let Packet::Connect(c) = &packet {
                     self.version = Some(c.protocol_version);
@@ -113,8 +134,10 @@ impl Decoder {
                 Ok(Some(packet))
             }
             Err(e) => {
-                let mut restored = BytesMut::with_capacity(frame.len() + buf.len());
-                restored.extend_from_slice(&frame);
+                let mut restored = BytesMut::with_capacity(size + buf.len());
+                restored.put_u8(first);
+                put_var_int(&mut restored, body.len());
+                restored.extend_from_slice(&body);
                 restored.extend_from_slice(buf);
                 *buf = restored;
                 Err(e)
@@ -160,11 +183,9 @@ fn publish_fast(
         at += 1;
     }
     // Everything is checked: from here on nothing fails.
-    let mut frame = buf.split_to(size);
-    frame.advance(header + 2);
-    let mut frame = frame.freeze();
-    let topic = frame.split_to(topic_len);
-    frame.advance(at - 2 - topic_len);
+    let mut frame = buf.split_to(size).freeze();
+    let topic = frame.slice(header + 2..header + 2 + topic_len);
+    frame.advance(header + at);
     let topic = TopicName::from_checked(MqttString::from_utf8_bytes(topic)?);
     Some(Publish {
         dup: flags & 0b1000 != 0,
@@ -172,7 +193,7 @@ fn publish_fast(
         retain: flags & 1 != 0,
         topic,
         packet_id,
-        properties: PublishProperties::default(),
+        properties: Properties::new(),
         payload: frame,
     })
 }
@@ -219,15 +240,16 @@ fn reason_code(r: &mut Reader) -> Result<ReasonCode, DecodeError> {
         })
 }
 
+#[inline]
 fn topic_filter(r: &mut Reader) -> Result<TopicFilter, DecodeError> {
-    TopicFilter::from_string(r.string()?).map_err(DecodeError::InvalidTopicFilter)
+    TopicFilter::from_wire(r.binary()?)
 }
 
 /// Decodes the variable header and payload of a packet whose fixed header was checked.
 pub(crate) fn decode_body(
     ptype: PacketType,
     flags: u8,
-    body: Bytes,
+    body: &Bytes,
     version: Option<ProtocolVersion>,
 ) -> Result<Packet, DecodeError> {
     let mut r = Reader::new(body, ptype);
@@ -237,7 +259,7 @@ pub(crate) fn decode_body(
         None => return Err(DecodeError::VersionUnknown(ptype)),
     };
     let packet = match ptype {
-        PacketType::Connect => Packet::Connect(Box::new(decode_connect(&mut r)?)),
+        PacketType::Connect => Packet::Connect(decode_connect(&mut r)?),
         PacketType::ConnAck => Packet::ConnAck(Box::new(decode_connack(
             &mut r,
             version.unwrap_or(ProtocolVersion::V5),
@@ -258,7 +280,7 @@ pub(crate) fn decode_body(
             if v5 && !r.is_empty() {
                 d.reason_code = reason_code(&mut r)?;
                 if !r.is_empty() {
-                    d.properties = DisconnectProperties::read(&mut r)?;
+                    d.properties = Properties::read(&mut r)?;
                 }
             }
             Packet::Disconnect(d)
@@ -268,7 +290,7 @@ pub(crate) fn decode_body(
             if !r.is_empty() {
                 a.reason_code = reason_code(&mut r)?;
                 if !r.is_empty() {
-                    a.properties = AuthProperties::read(&mut r)?;
+                    a.properties = Properties::read(&mut r)?;
                 }
             }
             check_auth_data(
@@ -290,10 +312,12 @@ fn check_auth_data(method: &Option<MqttString>, data: &Option<Bytes>) -> Result<
     }
 }
 
-fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
-    let name = r.binary()?;
+/// Decodes a CONNECT straight into its box (432 bytes: built on the stack and then
+/// moved, it costs a `memcpy`).
+fn decode_connect(r: &mut Reader) -> Result<Box<Connect>, DecodeError> {
+    let name = r.binary_ref()?;
     let level = r.u8()?;
-    let protocol_version = match (&name[..], level) {
+    let protocol_version = match (name, level) {
         (b"MQTT", 4) => ProtocolVersion::V3_1_1,
         (b"MQTT", 5) => ProtocolVersion::V5,
         (b"MQIsdp", 3) => ProtocolVersion::V3_1,
@@ -320,7 +344,7 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     }
     let keep_alive = r.u16()?;
     let properties = if v5 {
-        ConnectProperties::read(r)?
+        ConnectProperties::read_inline(r)?
     } else {
         ConnectProperties::default()
     };
@@ -331,7 +355,7 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     let client_id = r.string()?;
     let will = if will_flag {
         let properties = if v5 {
-            WillProperties::read(r)?
+            WillProperties::read_inline(r)?
         } else {
             WillProperties::default()
         };
@@ -361,7 +385,7 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     if !client_id_allowed(protocol_version, &client_id, clean_start) {
         return Err(DecodeError::InvalidClientId);
     }
-    Ok(Connect {
+    Ok(Box::new(Connect {
         protocol_version,
         clean_start,
         keep_alive,
@@ -370,7 +394,7 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         username,
         password,
         properties,
-    })
+    }))
 }
 
 /// Client identifier rules by version: 3.1 needs 1 to 23 bytes; 3.1.1 allows an empty one
@@ -404,7 +428,7 @@ fn decode_connack(r: &mut Reader, v: ProtocolVersion) -> Result<ConnAck, DecodeE
         return Err(DecodeError::SessionPresentOnRefusal);
     }
     let properties = if v5 {
-        ConnAckProperties::read(r)?
+        ConnAckProperties::read_inline(r)?
     } else {
         ConnAckProperties::default()
     };
@@ -430,14 +454,14 @@ fn decode_publish(flags: u8, r: &mut Reader, v5: bool) -> Result<Publish, Decode
         Some(packet_id(r)?)
     };
     let properties = if v5 {
-        PublishProperties::read(r).map_err(|e| match e {
+        Properties::<PublishProperties>::read(r).map_err(|e| match e {
             DecodeError::InvalidPropertyValue(crate::PropertyId::TopicAlias) => {
                 DecodeError::TopicAliasZero
             }
             e => e,
         })?
     } else {
-        PublishProperties::default()
+        Properties::new()
     };
     let topic = if topic.is_empty() {
         if !v5 {
@@ -466,7 +490,7 @@ fn decode_pub_response(r: &mut Reader, v5: bool) -> Result<PubResponse, DecodeEr
     if v5 && !r.is_empty() {
         p.reason_code = reason_code(r)?;
         if !r.is_empty() {
-            p.properties = AckProperties::read(r)?;
+            p.properties = Properties::read(r)?;
         }
     }
     Ok(p)
@@ -475,14 +499,14 @@ fn decode_pub_response(r: &mut Reader, v5: bool) -> Result<PubResponse, DecodeEr
 fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = if v5 {
-        SubscribeProperties::read(r)?
+        Properties::read(r)?
     } else {
-        SubscribeProperties::default()
+        Properties::new()
     };
     if r.is_empty() {
         return Err(DecodeError::NoTopicFilters(PacketType::Subscribe));
     }
-    let mut subscriptions = Vec::with_capacity(4);
+    let mut subscriptions = Vec::with_capacity(r.count_binary(1));
     while !r.is_empty() {
         let filter = topic_filter(r)?;
         let o = r.u8()?;
@@ -517,9 +541,9 @@ fn decode_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> 
 fn decode_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = if v5 {
-        AckProperties::read(r)?
+        Properties::read(r)?
     } else {
-        AckProperties::default()
+        Properties::new()
     };
     if r.is_empty() {
         return Err(DecodeError::NoReasonCodes(PacketType::SubAck));
@@ -554,14 +578,14 @@ fn decode_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
 fn decode_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = if v5 {
-        UnsubscribeProperties::read(r)?
+        Properties::read(r)?
     } else {
-        UnsubscribeProperties::default()
+        Properties::new()
     };
     if r.is_empty() {
         return Err(DecodeError::NoTopicFilters(PacketType::Unsubscribe));
     }
-    let mut filters = Vec::with_capacity(4);
+    let mut filters = Vec::with_capacity(r.count_binary(0));
     while !r.is_empty() {
         filters.push(topic_filter(r)?);
     }
@@ -575,11 +599,11 @@ fn decode_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeErr
 fn decode_unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck, DecodeError> {
     let mut u = UnsubAck {
         packet_id: packet_id(r)?,
-        properties: AckProperties::default(),
+        properties: Properties::new(),
         reason_codes: Vec::new(),
     };
     if v5 {
-        u.properties = AckProperties::read(r)?;
+        u.properties = Properties::read(r)?;
         if r.is_empty() {
             return Err(DecodeError::NoReasonCodes(PacketType::UnsubAck));
         }
@@ -608,17 +632,27 @@ impl Packet {
     /// `protocol_version`. Fields that do not exist in 3.x (properties, reason codes other
     /// than those 3.x can express) are left out for 3.x peers; SUBACK failures become
     /// 0x80 and CONNACK refusals map as [`ReasonCode::v3_connack_code`] says.
+    #[inline]
     pub fn encode(
         &self,
         buf: &mut BytesMut,
         version: ProtocolVersion,
         max_packet_size: u32,
     ) -> Result<usize, EncodeError> {
-        let version = match self {
-            Packet::Connect(c) => c.protocol_version,
-            Packet::Publish(p) => return p.encode(buf, version, max_packet_size),
-            _ => version,
-        };
+        match self {
+            Packet::Publish(p) => p.encode(buf, version, max_packet_size),
+            Packet::Connect(c) => encode_connect(c, buf, max_packet_size),
+            _ => self.encode_other(buf, version, max_packet_size),
+        }
+    }
+
+    /// [`Packet::encode`] for every packet but PUBLISH and CONNECT.
+    fn encode_other(
+        &self,
+        buf: &mut BytesMut,
+        version: ProtocolVersion,
+        max_packet_size: u32,
+    ) -> Result<usize, EncodeError> {
         self.check(version)?;
         let body = self.body_len(version);
         let size = 1 + var_int_len(body) + body;
@@ -657,30 +691,11 @@ impl Packet {
         };
         match self {
             Packet::Connect(c) => {
-                if !v5 && c.password.is_some() && c.username.is_none() {
-                    return Err(EncodeError::PasswordWithoutUsername);
-                }
-                if !client_id_allowed(v, &c.client_id, c.clean_start) {
-                    return Err(EncodeError::InvalidClientId);
-                }
-                if v5
-                    && c.properties.authentication_data.is_some()
-                    && c.properties.authentication_method.is_none()
-                {
-                    return Err(EncodeError::AuthDataWithoutMethod);
-                }
-                if c.password.as_ref().is_some_and(|p| p.len() > 0xffff) {
-                    return Err(EncodeError::FieldTooLong);
-                }
-                if let Some(w) = &c.will {
-                    if w.payload.len() > 0xffff {
-                        return Err(EncodeError::FieldTooLong);
-                    }
-                    if v5 {
+                connect_check(c)?;
+                if v5 {
+                    if let Some(w) = &c.will {
                         w.properties.check()?;
                     }
-                }
-                if v5 {
                     c.properties.check()?;
                 }
                 Ok(())
@@ -760,16 +775,13 @@ impl Packet {
         let props = |n: usize| if v5 { var_int_len(n) + n } else { 0 };
         match self {
             Packet::Connect(c) => {
-                let v = c.protocol_version;
-                let mut n = 2 + v.protocol_name().len() + 1 + 1 + 2;
-                n += props(c.properties.body_len());
-                n += 2 + c.client_id.len();
-                if let Some(w) = &c.will {
-                    n += props(w.properties.body_len()) + 2 + w.topic.len() + 2 + w.payload.len();
-                }
-                n += c.username.as_ref().map_or(0, |u| 2 + u.len());
-                n += c.password.as_ref().map_or(0, |p| 2 + p.len());
-                n
+                let v5 = c.protocol_version.is_v5();
+                let will = c.will.as_ref().filter(|_| v5);
+                connect_body_len(
+                    c,
+                    v5.then(|| c.properties.body_len()),
+                    will.map(|w| w.properties.body_len()),
+                )
             }
             Packet::ConnAck(c) => 2 + props(c.properties.body_len()),
             Packet::Publish(p) => publish_body_len(p, v5),
@@ -804,7 +816,16 @@ impl Packet {
     fn put_body(&self, v: ProtocolVersion, buf: &mut BytesMut) {
         let v5 = v.is_v5();
         match self {
-            Packet::Connect(c) => put_connect(c, buf),
+            Packet::Connect(c) => {
+                let v5 = c.protocol_version.is_v5();
+                let will = c.will.as_ref().filter(|_| v5);
+                put_connect(
+                    c,
+                    v5.then(|| c.properties.body_len()),
+                    will.map(|w| w.properties.body_len()),
+                    buf,
+                );
+            }
             Packet::ConnAck(c) => {
                 buf.put_u8(u8::from(c.session_present && v != ProtocolVersion::V3_1));
                 if v5 {
@@ -958,9 +979,43 @@ impl Publish {
             });
         }
         buf.reserve(size);
-        buf.put_u8(((PacketType::Publish as u8) << 4) | publish_flags(self));
-        put_var_int(buf, body);
-        publish_put(self, v5, props_len, buf);
+        // At most five copies: fixed header with the topic length, topic, packet
+        // identifier with the property length, properties, payload. The common shapes
+        // (Remaining Length of one or two bytes, no properties) are copies of a known
+        // size, which compile to plain stores.
+        let first = ((PacketType::Publish as u8) << 4) | publish_flags(self);
+        let topic = self.topic.as_bytes();
+        let [t0, t1] = (topic.len() as u16).to_be_bytes();
+        if body < 128 {
+            buf.extend_from_slice(&[first, body as u8, t0, t1]);
+        } else if body < 16_384 {
+            buf.extend_from_slice(&[first, body as u8 | 0x80, (body >> 7) as u8, t0, t1]);
+        } else {
+            let mut head = Head::<{ 1 + 4 + 2 }>::new();
+            head.u8(first);
+            head.var_int(body);
+            head.u16(topic.len() as u16);
+            head.put(buf);
+        }
+        buf.extend_from_slice(topic);
+        match (self.packet_id, v5) {
+            (Some(id), true) if props_len == 0 => {
+                let [i0, i1] = id.get().to_be_bytes();
+                buf.extend_from_slice(&[i0, i1, 0]);
+            }
+            (Some(id), false) => buf.extend_from_slice(&id.get().to_be_bytes()),
+            (None, false) => {}
+            (id, _) => {
+                if let Some(id) = id {
+                    buf.put_u16(id.get());
+                }
+                put_var_int(buf, props_len);
+                if props_len > 0 {
+                    self.properties.put_body(buf);
+                }
+            }
+        }
+        buf.extend_from_slice(&self.payload);
         Ok(size)
     }
 
@@ -986,7 +1041,7 @@ fn reason_and_props(v5: bool, code: ReasonCode, props_len: usize) -> usize {
     }
 }
 
-fn put_reason_and_props<P: PropertySet>(v5: bool, code: ReasonCode, p: &P, buf: &mut BytesMut) {
+fn put_reason_and_props<P: PropertyBlock>(v5: bool, code: ReasonCode, p: &P, buf: &mut BytesMut) {
     let props_len = p.body_len();
     if !v5 || (code == ReasonCode::Success && props_len == 0) {
         return;
@@ -997,25 +1052,108 @@ fn put_reason_and_props<P: PropertySet>(v5: bool, code: ReasonCode, p: &P, buf: 
     }
 }
 
-fn put_connect(c: &Connect, buf: &mut BytesMut) {
+/// The checks of a CONNECT other than those of its property sets.
+fn connect_check(c: &Connect) -> Result<(), EncodeError> {
     let v = c.protocol_version;
     let v5 = v.is_v5();
-    put_binary(buf, v.protocol_name().as_bytes());
-    buf.put_u8(v.level());
+    if !v5 && c.password.is_some() && c.username.is_none() {
+        return Err(EncodeError::PasswordWithoutUsername);
+    }
+    if !client_id_allowed(v, &c.client_id, c.clean_start) {
+        return Err(EncodeError::InvalidClientId);
+    }
+    if v5
+        && c.properties.authentication_data.is_some()
+        && c.properties.authentication_method.is_none()
+    {
+        return Err(EncodeError::AuthDataWithoutMethod);
+    }
+    if c.password.as_ref().is_some_and(|p| p.len() > 0xffff) {
+        return Err(EncodeError::FieldTooLong);
+    }
+    if c.will.as_ref().is_some_and(|w| w.payload.len() > 0xffff) {
+        return Err(EncodeError::FieldTooLong);
+    }
+    Ok(())
+}
+
+/// A CONNECT's body length, given the lengths of its property sets (5.0) and of its Will
+/// Properties (5.0, with a will).
+fn connect_body_len(c: &Connect, props: Option<usize>, will_props: Option<usize>) -> usize {
+    let with_len = |n: usize| var_int_len(n) + n;
+    let mut n = 2 + c.protocol_version.protocol_name().len() + 1 + 1 + 2;
+    n += props.map_or(0, with_len);
+    n += 2 + c.client_id.len();
+    if let Some(w) = &c.will {
+        n += will_props.map_or(0, with_len) + 2 + w.topic.len() + 2 + w.payload.len();
+    }
+    n += c.username.as_ref().map_or(0, |u| 2 + u.len());
+    n += c.password.as_ref().map_or(0, |p| 2 + p.len());
+    n
+}
+
+/// CONNECT, in its own protocol version, with each property set walked twice (checked
+/// and measured together, then written) rather than four times.
+fn encode_connect(
+    c: &Connect,
+    buf: &mut BytesMut,
+    max_packet_size: u32,
+) -> Result<usize, EncodeError> {
+    let v5 = c.protocol_version.is_v5();
+    connect_check(c)?;
+    let (props, will_props) = if v5 {
+        let will = match &c.will {
+            Some(w) => Some(w.properties.checked_len()?),
+            None => None,
+        };
+        (Some(c.properties.checked_len()?), will)
+    } else {
+        (None, None)
+    };
+    let body = connect_body_len(c, props, will_props);
+    let size = 1 + var_int_len(body) + body;
+    if body > MAX_VAR_INT as usize || size > max_packet_size as usize {
+        return Err(EncodeError::PacketTooLarge {
+            size,
+            max: max_packet_size.min(MAX_PACKET_SIZE),
+        });
+    }
+    buf.reserve(size);
+    buf.put_u8((PacketType::Connect as u8) << 4);
+    put_var_int(buf, body);
+    put_connect(c, props, will_props, buf);
+    Ok(size)
+}
+
+fn put_connect(c: &Connect, props: Option<usize>, will_props: Option<usize>, buf: &mut BytesMut) {
+    let v = c.protocol_version;
+    let mut head = Head::<{ 2 + 6 + 1 + 1 + 2 }>::new();
+    head.u16(v.protocol_name().len() as u16);
+    for &b in v.protocol_name().as_bytes() {
+        head.u8(b);
+    }
+    head.u8(v.level());
     let mut flags = u8::from(c.clean_start) << 1;
     if let Some(w) = &c.will {
         flags |= 0x04 | (w.qos as u8) << 3 | u8::from(w.retain) << 5;
     }
     flags |= u8::from(c.password.is_some()) << 6 | u8::from(c.username.is_some()) << 7;
-    buf.put_u8(flags);
-    buf.put_u16(c.keep_alive);
-    if v5 {
-        c.properties.put(buf);
+    head.u8(flags);
+    head.u16(c.keep_alive);
+    head.put(buf);
+    if let Some(n) = props {
+        put_var_int(buf, n);
+        if n > 0 {
+            c.properties.put_body(buf);
+        }
     }
     put_binary(buf, c.client_id.as_bytes());
     if let Some(w) = &c.will {
-        if v5 {
-            w.properties.put(buf);
+        if let Some(n) = will_props {
+            put_var_int(buf, n);
+            if n > 0 {
+                w.properties.put_body(buf);
+            }
         }
         put_binary(buf, w.topic.as_bytes());
         put_binary(buf, &w.payload);

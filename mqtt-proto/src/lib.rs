@@ -53,7 +53,8 @@ pub use packet::{
 };
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PropertyId, PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
+    Properties, PropertyId, PublishProperties, SubscribeProperties, UnsubscribeProperties,
+    WillProperties,
 };
 pub use reason::ReasonCode;
 pub use string::{MqttString, StringError};

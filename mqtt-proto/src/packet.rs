@@ -5,7 +5,7 @@
 
 use crate::properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
+    Properties, PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
 };
 use crate::{MqttString, PacketType, ProtocolVersion, QoS, ReasonCode, RetainHandling};
 use crate::{TopicFilter, TopicName};
@@ -19,7 +19,9 @@ pub type PacketId = NonZeroU16;
 ///
 /// This enum is exhaustive on purpose: the set of control packets is fixed by the
 /// specification, and a state machine should match all of them. CONNECT and CONNACK, large
-/// and once per connection, are boxed so that the enum stays the size of a PUBLISH.
+/// and once per connection, are boxed, and the other packets keep their 5.0 properties out
+/// of line ([`Properties`]), so that the enum stays the size of a PUBLISH (80 bytes) and a
+/// decoded packet is cheap to move and to drop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     /// CONNECT (client to server).
@@ -154,8 +156,8 @@ pub struct Publish {
     pub topic: TopicName,
     /// Packet Identifier: present exactly when QoS > 0.
     pub packet_id: Option<PacketId>,
-    /// PUBLISH properties (5.0).
-    pub properties: PublishProperties,
+    /// PUBLISH properties (5.0), stored only when there are some.
+    pub properties: Properties<PublishProperties>,
     /// Payload, a slice of the read buffer when decoded.
     pub payload: Bytes,
 }
@@ -169,7 +171,7 @@ impl Publish {
             retain: false,
             topic,
             packet_id: None,
-            properties: PublishProperties::default(),
+            properties: Properties::new(),
             payload: payload.into(),
         }
     }
@@ -183,7 +185,7 @@ pub struct PubResponse {
     /// Reason code (5.0); Success in 3.x.
     pub reason_code: ReasonCode,
     /// Properties (5.0).
-    pub properties: AckProperties,
+    pub properties: Properties<AckProperties>,
 }
 
 impl PubResponse {
@@ -192,7 +194,7 @@ impl PubResponse {
         Self {
             packet_id,
             reason_code: ReasonCode::Success,
-            properties: AckProperties::default(),
+            properties: Properties::new(),
         }
     }
 }
@@ -225,7 +227,7 @@ pub struct Subscribe {
     /// Packet Identifier.
     pub packet_id: PacketId,
     /// Properties (5.0).
-    pub properties: SubscribeProperties,
+    pub properties: Properties<SubscribeProperties>,
     /// At least one subscription.
     pub subscriptions: Vec<Subscription>,
 }
@@ -236,7 +238,7 @@ pub struct SubAck {
     /// Packet Identifier of the SUBSCRIBE.
     pub packet_id: PacketId,
     /// Properties (5.0).
-    pub properties: AckProperties,
+    pub properties: Properties<AckProperties>,
     /// One code per subscription, in order: granted QoS or a failure. In 3.x every
     /// failure is sent as 0x80.
     pub reason_codes: Vec<ReasonCode>,
@@ -248,7 +250,7 @@ pub struct Unsubscribe {
     /// Packet Identifier.
     pub packet_id: PacketId,
     /// Properties (5.0).
-    pub properties: UnsubscribeProperties,
+    pub properties: Properties<UnsubscribeProperties>,
     /// At least one topic filter.
     pub filters: Vec<TopicFilter>,
 }
@@ -259,7 +261,7 @@ pub struct UnsubAck {
     /// Packet Identifier of the UNSUBSCRIBE.
     pub packet_id: PacketId,
     /// Properties (5.0).
-    pub properties: AckProperties,
+    pub properties: Properties<AckProperties>,
     /// One code per topic filter (5.0); empty in 3.x, which has no payload.
     pub reason_codes: Vec<ReasonCode>,
 }
@@ -270,7 +272,7 @@ pub struct Disconnect {
     /// Reason code (5.0); Normal disconnection in 3.x.
     pub reason_code: ReasonCode,
     /// Properties (5.0).
-    pub properties: DisconnectProperties,
+    pub properties: Properties<DisconnectProperties>,
 }
 
 /// AUTH (MQTT 5.0 only).
@@ -279,5 +281,19 @@ pub struct Auth {
     /// Reason code: Success, Continue authentication or Re-authenticate.
     pub reason_code: ReasonCode,
     /// Properties.
-    pub properties: AuthProperties,
+    pub properties: Properties<AuthProperties>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// Decoded packets are moved by value through the decoder and the caller: a PUBLISH
+    /// stays small (its properties are out of line) and no other variant is larger.
+    #[test]
+    fn packet_is_the_size_of_a_publish() {
+        assert!(size_of::<Publish>() <= 80, "{}", size_of::<Publish>());
+        assert_eq!(size_of::<Packet>(), size_of::<Publish>());
+    }
 }

@@ -6,10 +6,12 @@
 //! Protocol Error, and User Properties keep their order and may repeat. Values that cannot
 //! be zero are `NonZero*` types, so an invalid value cannot be built.
 
-use crate::wire::{put_binary, put_var_int, var_int_len, Reader};
+use crate::wire::{put_binary, put_var_int, var_int_len, Put, Reader};
 use crate::{DecodeError, EncodeError, MqttString, PacketType, QoS, TopicName};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use std::fmt;
 use std::num::{NonZeroU16, NonZeroU32};
+use std::ops::{Deref, DerefMut};
 
 /// A property identifier (MQTT 5.0 table 2-4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -413,8 +415,159 @@ impl<T: PropType> Slot for Vec<T> {
     }
 }
 
+/// The empty value of a property slot, usable in a `static`.
+pub(crate) trait EmptySlot {
+    const EMPTY: Self;
+}
+
+impl<T> EmptySlot for Option<T> {
+    const EMPTY: Self = None;
+}
+
+impl<T> EmptySlot for Vec<T> {
+    const EMPTY: Self = Vec::new();
+}
+
+/// A property set kept out of line: nothing is allocated until a property is set.
+///
+/// The packets that travel by value in [`Packet`](crate::Packet) (PUBLISH and the others
+/// except CONNECT and CONNACK, which are boxed whole) hold their 5.0 properties this way,
+/// so that a packet without properties, the common case and every 3.x packet, stays small
+/// and is built, moved and dropped without walking an empty set.
+///
+/// It dereferences to the set, an empty one when none is stored, so
+/// `publish.properties.topic_alias` reads as usual. A mutable access through `DerefMut`
+/// (`publish.properties.topic_alias = Some(alias)`) stores an empty set first, which
+/// allocates once; [`Properties::get_mut`] changes a stored set and allocates nothing.
+/// Two values are equal when their sets are, stored or not.
+#[derive(Clone, Default)]
+pub struct Properties<T>(Option<Box<T>>);
+
+impl<T> Properties<T> {
+    /// No properties.
+    pub const fn new() -> Self {
+        Self(None)
+    }
+
+    /// The stored set, if any. `None` means no property is set; a stored set may still be
+    /// empty after it was changed.
+    pub fn get(&self) -> Option<&T> {
+        self.0.as_deref()
+    }
+
+    /// The stored set, to change it without allocating; `None` if there is none (and so
+    /// nothing to clear or change).
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        self.0.as_deref_mut()
+    }
+
+    /// Removes every property.
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl<T: Default> Properties<T> {
+    /// The set, stored first (an allocation) if there was none.
+    pub fn make_mut(&mut self) -> &mut T {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// The set, moved out.
+    pub fn into_inner(self) -> T {
+        self.0.map_or_else(T::default, |b| *b)
+    }
+}
+
+/// The wire side of [`Properties`]: what the codec does with a set that may not be stored.
+pub(crate) trait PropertyBlock: Sized {
+    /// Reads a Property Length and the properties; no set is built when the length is 0.
+    fn read(r: &mut Reader) -> Result<Self, DecodeError>;
+    /// Bytes of all properties, without the Property Length.
+    fn body_len(&self) -> usize;
+    fn check(&self) -> Result<(), EncodeError>;
+    /// Property Length and properties.
+    fn put(&self, buf: &mut BytesMut);
+    /// The properties without their length.
+    fn put_body(&self, buf: &mut BytesMut);
+}
+
+impl<T: PropertySet> PropertyBlock for Properties<T> {
+    #[inline]
+    fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+        if r.peek() == Some(0) {
+            r.skip(1)?;
+            return Ok(Self(None));
+        }
+        let set = T::read(r)?;
+        Ok(Self((set.body_len() != 0).then(|| Box::new(set))))
+    }
+
+    #[inline]
+    fn body_len(&self) -> usize {
+        self.0.as_ref().map_or(0, |s| s.body_len())
+    }
+
+    #[inline]
+    fn check(&self) -> Result<(), EncodeError> {
+        self.0.as_ref().map_or(Ok(()), |s| s.check())
+    }
+
+    #[inline]
+    fn put(&self, buf: &mut BytesMut) {
+        match &self.0 {
+            Some(s) => s.put(buf),
+            None => buf.put_u8(0),
+        }
+    }
+
+    #[inline]
+    fn put_body(&self, buf: &mut BytesMut) {
+        if let Some(s) = &self.0 {
+            s.put_body(buf);
+        }
+    }
+}
+
+impl<T> PartialEq for Properties<T>
+where
+    Self: Deref<Target = T>,
+    T: PartialEq,
+{
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T> Eq for Properties<T>
+where
+    Self: Deref<Target = T>,
+    T: Eq,
+{
+}
+
+impl<T> fmt::Debug for Properties<T>
+where
+    Self: Deref<Target = T>,
+    T: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T> DerefMut for Properties<T>
+where
+    Self: Deref<Target = T>,
+    T: Default,
+{
+    fn deref_mut(&mut self) -> &mut T {
+        self.make_mut()
+    }
+}
+
 /// The property set of one packet.
-pub(crate) trait PropertySet: Default {
+pub(crate) trait PropertySet: Default + 'static {
     fn apply(&mut self, id: PropertyId, v: Value, packet: PacketType) -> Result<(), DecodeError>;
     /// Bytes of all properties, without the Property Length.
     fn body_len(&self) -> usize;
@@ -422,13 +575,29 @@ pub(crate) trait PropertySet: Default {
     fn check(&self) -> Result<(), EncodeError>;
 
     fn put(&self, buf: &mut BytesMut) {
-        put_var_int(buf, self.body_len());
-        self.put_body(buf);
+        let n = self.body_len();
+        put_var_int(buf, n);
+        if n > 0 {
+            self.put_body(buf);
+        }
+    }
+
+    /// `check` and `body_len` in one walk over the fields.
+    fn checked_len(&self) -> Result<usize, EncodeError>;
+
+    /// [`PropertySet::read`], with the common Property Length of 0 handled inline.
+    #[inline]
+    fn read_inline(r: &mut Reader) -> Result<Self, DecodeError> {
+        if r.peek() == Some(0) {
+            r.skip(1)?;
+            return Ok(Self::default());
+        }
+        Self::read(r)
     }
 
     fn read(r: &mut Reader) -> Result<Self, DecodeError> {
         let len = r.var_int()? as usize;
-        let mut block = Reader::new(r.take(len)?, r.packet);
+        let mut block = r.sub(len)?;
         let mut set = Self::default();
         while !block.is_empty() {
             let raw = block.var_int()?;
@@ -462,6 +631,25 @@ macro_rules! property_set {
             }
         }
 
+        impl Deref for Properties<$name> {
+            type Target = $name;
+            #[inline]
+            fn deref(&self) -> &$name {
+                static EMPTY: $name = $name {
+                    $( $field: EmptySlot::EMPTY, )*
+                    user_properties: Vec::new(),
+                };
+                self.0.as_deref().unwrap_or(&EMPTY)
+            }
+        }
+
+        impl From<$name> for Properties<$name> {
+            /// Stores the set; an empty one is not stored.
+            fn from(set: $name) -> Self {
+                Self((!set.is_empty()).then(|| Box::new(set)))
+            }
+        }
+
         impl PropertySet for $name {
             fn apply(
                 &mut self,
@@ -490,6 +678,13 @@ macro_rules! property_set {
             fn check(&self) -> Result<(), EncodeError> {
                 $( Slot::check(&self.$field, PropertyId::$id)?; )*
                 Ok(())
+            }
+
+            fn checked_len(&self) -> Result<usize, EncodeError> {
+                Ok(0 $( + {
+                    Slot::check(&self.$field, PropertyId::$id)?;
+                    Slot::wire_len(&self.$field, PropertyId::$id)
+                } )* + Slot::wire_len(&self.user_properties, PropertyId::UserProperty))
             }
         }
     };

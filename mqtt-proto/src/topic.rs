@@ -67,6 +67,7 @@ impl TopicName {
     }
 
     /// A name whose bytes were checked already (non-empty, no wildcard).
+    #[inline]
     pub(crate) fn from_checked(s: MqttString) -> Self {
         Self(s)
     }
@@ -134,6 +135,9 @@ impl TopicFilter {
 
     /// Validates a topic filter.
     pub fn from_string(s: MqttString) -> Result<Self, TopicError> {
+        if plain_filter_bytes(s.as_bytes()) {
+            return Ok(Self(s));
+        }
         if let Some(rest) = s.strip_prefix("$share/") {
             let (group, filter) = rest.split_once('/').ok_or(TopicError::SharedSubscription)?;
             if group.is_empty() || group.contains(['+', '#']) || filter.is_empty() {
@@ -144,6 +148,22 @@ impl TopicFilter {
             check_filter(&s)?;
         }
         Ok(Self(s))
+    }
+
+    /// Decodes a filter from the bytes of a packet: the checks of
+    /// [`MqttString::from_bytes`] then [`TopicFilter::from_string`], with the same errors.
+    #[inline]
+    pub(crate) fn from_wire(b: Bytes) -> Result<Self, crate::DecodeError> {
+        use crate::DecodeError::{InvalidString, InvalidTopicFilter};
+        if plain_filter_bytes(&b) {
+            // No U+0000 and a valid filter: only UTF-8 is left to check.
+            return match MqttString::from_utf8_bytes(b) {
+                Some(s) => Ok(Self(s)),
+                None => Err(InvalidString(StringError::InvalidUtf8)),
+            };
+        }
+        Self::from_string(MqttString::from_bytes(b).map_err(InvalidString)?)
+            .map_err(InvalidTopicFilter)
     }
 
     /// The underlying string.
@@ -174,6 +194,70 @@ impl TopicFilter {
             None => matches(&self.0, name),
         }
     }
+}
+
+/// Whether `b` is certainly a valid filter that is not a shared subscription, with no
+/// U+0000. The first and last characters are checked on their own, the ones between in
+/// blocks of 16 the compiler turns into vector instructions, each byte against its
+/// neighbours, read straight from `b` (the last block overlaps the one before). `false`
+/// is not an error: the caller then runs the full checks, which find the error (or
+/// accept a `$share/...` filter).
+#[inline]
+fn plain_filter_bytes(b: &[u8]) -> bool {
+    const W: usize = 16;
+    let n = b.len();
+    let (Some(&first), Some(&last)) = (b.first(), b.last()) else {
+        return false;
+    };
+    // No U+0000 ([MQTT-1.5.4-2]); '+' and '#' take a whole level and '#' comes last
+    // ([MQTT-4.7.1-1], [MQTT-4.7.1-2]).
+    if first == b'$' || first == 0 || last == 0 {
+        return false;
+    }
+    if n == 1 {
+        return true;
+    }
+    if first == b'#' || (first == b'+' && b[1] != b'/') {
+        return false;
+    }
+    if (last == b'+' || last == b'#') && b[n - 2] != b'/' {
+        return false;
+    }
+    // A character with a neighbour on each side: bad if U+0000, '#' (not last), or '+'
+    // not between two '/'.
+    #[inline(always)]
+    fn inner(prev: u8, c: u8, next: u8) -> u8 {
+        u8::from((c == 0) | (c == b'#') | ((c == b'+') & ((prev != b'/') | (next != b'/'))))
+    }
+    if n - 2 < W {
+        return (1..n - 1).all(|i| inner(b[i - 1], b[i], b[i + 1]) == 0);
+    }
+    // The characters `start..start + W`, with their neighbours.
+    #[inline(always)]
+    fn block(b: &[u8], start: usize) -> [u8; W] {
+        let w: &[u8; W + 2] = b[start - 1..start + W + 1].try_into().expect("block");
+        let mut bad = [0u8; W];
+        for i in 0..W {
+            bad[i] = inner(w[i], w[i + 1], w[i + 2]);
+        }
+        bad
+    }
+    let mut bad = [0u8; W];
+    let mut start = 1;
+    while start + W < n {
+        let x = block(b, start);
+        for i in 0..W {
+            bad[i] |= x[i];
+        }
+        start += W;
+    }
+    if start < n - 1 {
+        let x = block(b, n - 1 - W);
+        for i in 0..W {
+            bad[i] |= x[i];
+        }
+    }
+    bad.iter().fold(0, |a, &x| a | x) == 0
 }
 
 fn check_filter(f: &str) -> Result<(), TopicError> {
@@ -325,6 +409,82 @@ mod tests {
             Err(TopicError::String(StringError::TooLong))
         );
         assert!(TopicName::new(&long[1..]).is_ok());
+    }
+
+    /// The block check of filters agrees with the full one: every string over an alphabet
+    /// of the bytes that matter, up to 6 bytes, and longer ones that cross blocks.
+    #[test]
+    fn block_filter_check_agrees_with_the_full_check() {
+        fn full(b: &[u8]) -> bool {
+            let s = std::str::from_utf8(b).unwrap();
+            !b.is_empty() && !b.contains(&0) && check_filter(s).is_ok()
+        }
+        fn agree(b: &[u8]) {
+            let fast = plain_filter_bytes(b);
+            assert!(
+                !fast || full(b),
+                "{:?} accepted",
+                String::from_utf8_lossy(b)
+            );
+            if b.first() != Some(&b'$') {
+                assert_eq!(fast, full(b), "{:?}", String::from_utf8_lossy(b));
+            }
+        }
+        const ALPHABET: [u8; 5] = [b'a', b'/', b'+', b'#', 0];
+        let mut b = Vec::new();
+        for len in 0..=6u32 {
+            for mut k in 0..ALPHABET.len().pow(len) {
+                b.clear();
+                for _ in 0..len {
+                    b.push(ALPHABET[k % ALPHABET.len()]);
+                    k /= ALPHABET.len();
+                }
+                agree(&b);
+            }
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 72) as usize;
+            b.clear();
+            let mut y = x;
+            for i in 0..len {
+                // Mostly plain levels, with a separator or a wildcard here and there.
+                let pick = (y >> (i % 60)) % 23;
+                b.push(match pick {
+                    0..=2 => b'/',
+                    3 => b'+',
+                    4 => b'#',
+                    5 if i % 7 == 0 => 0,
+                    _ => b'a',
+                });
+                y = y.rotate_left(5) ^ x;
+            }
+            agree(&b);
+        }
+        // Valid filters of every length up to 70, from levels.
+        for seed in 0..5000u64 {
+            let mut y = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut levels = Vec::new();
+            while levels.iter().map(|l: &&str| l.len() + 1).sum::<usize>() < (seed % 71) as usize {
+                y ^= y << 13;
+                y ^= y >> 7;
+                y ^= y << 17;
+                levels.push(["+", "", "a", "room-12", "+", "building"][(y % 6) as usize]);
+            }
+            if seed % 3 == 0 {
+                levels.push("#");
+            }
+            let f = levels.join("/");
+            if !f.is_empty() {
+                assert!(full(f.as_bytes()), "{f}");
+                agree(f.as_bytes());
+            }
+        }
+        agree(b"sensors/building-1/+/room-1/#");
+        assert!(plain_filter_bytes(b"sensors/building-1/+/room-1/#"));
     }
 
     #[test]

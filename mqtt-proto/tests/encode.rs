@@ -38,13 +38,26 @@ fn encoded_len_is_exact_across_length_boundaries() {
         0, 120, 121, 122, 16_376, 16_377, 16_378, 2_097_140, 2_097_146,
     ] {
         for v in [V3_1_1, V5] {
-            let p = Packet::Publish(publish(payload));
-            let mut buf = BytesMut::new();
-            let n = p.encode(&mut buf, v, MAX_PACKET_SIZE).unwrap();
-            assert_eq!(n, buf.len());
-            assert_eq!(n, p.encoded_len(v));
-            let back = Decoder::client(v).decode(&mut buf).unwrap();
-            assert_eq!(back, Some(p));
+            // With and without a packet identifier and properties, which the encoder
+            // writes in different ways.
+            for (qos, props) in [(0, false), (1, false), (0, true), (1, true)] {
+                let mut p = publish(payload);
+                if qos == 1 {
+                    p.qos = QoS::AtLeastOnce;
+                    p.packet_id = NonZeroU16::new(0x0102);
+                }
+                if props && v == V5 {
+                    p.properties.content_type = Some(MqttString::new("text").unwrap());
+                }
+                let p = Packet::Publish(p);
+                let mut buf = BytesMut::from(&b"x"[..]);
+                let n = p.encode(&mut buf, v, MAX_PACKET_SIZE).unwrap();
+                assert_eq!(n + 1, buf.len());
+                assert_eq!(n, p.encoded_len(v));
+                let _ = buf.split_to(1);
+                let back = Decoder::client(v).decode(&mut buf).unwrap();
+                assert_eq!(back, Some(p));
+            }
         }
     }
 }

@@ -310,7 +310,7 @@ fn publish(v: ProtocolVersion) -> BoxedStrategy<Packet> {
                     retain,
                     topic,
                     packet_id: (qos != QoS::AtMostOnce).then_some(id),
-                    properties,
+                    properties: properties.into(),
                     payload: payload.into(),
                 })
             },
@@ -325,7 +325,7 @@ fn pub_response(v: ProtocolVersion, t: PacketType) -> BoxedStrategy<Packet> {
             let r = PubResponse {
                 packet_id,
                 reason_code: if v5 { reason_code } else { ReasonCode::Success },
-                properties,
+                properties: properties.into(),
             };
             match t {
                 PacketType::PubAck => Packet::PubAck(r),
@@ -362,7 +362,7 @@ fn subscribe(v: ProtocolVersion) -> BoxedStrategy<Packet> {
             }
             Packet::Subscribe(Subscribe {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 subscriptions,
             })
         })
@@ -386,7 +386,7 @@ fn suback(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         .prop_map(|(packet_id, properties, reason_codes)| {
             Packet::SubAck(SubAck {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 reason_codes,
             })
         })
@@ -403,7 +403,7 @@ fn unsubscribe(v: ProtocolVersion) -> BoxedStrategy<Packet> {
             }
             Packet::Unsubscribe(Unsubscribe {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 filters,
             })
         })
@@ -416,7 +416,7 @@ fn unsuback(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         .prop_map(move |(packet_id, properties, codes)| {
             Packet::UnsubAck(UnsubAck {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 reason_codes: if v5 { codes } else { vec![] },
             })
         })

@@ -350,7 +350,7 @@ fn subscribe_and_suback_each_version() {
             b"\x82\x0e\x00\x01\x00\x03a/b\x01\x00\x03c/+\x02",
             Packet::Subscribe(Subscribe {
                 packet_id: pid(1),
-                properties: SubscribeProperties::default(),
+                properties: Default::default(),
                 subscriptions: vec![sub("a/b", QoS::AtLeastOnce), sub("c/+", QoS::ExactlyOnce)],
             }),
         );
@@ -359,7 +359,7 @@ fn subscribe_and_suback_each_version() {
             b"\x90\x05\x00\x01\x01\x02\x80",
             Packet::SubAck(SubAck {
                 packet_id: pid(1),
-                properties: AckProperties::default(),
+                properties: Default::default(),
                 reason_codes: vec![
                     ReasonCode::GrantedQoS1,
                     ReasonCode::GrantedQoS2,
@@ -379,7 +379,7 @@ fn subscribe_and_suback_each_version() {
         b"\x82\x11\x00\x01\x02\x0b\x05\x00\x03a/b\x2d\x00\x03c/#\x00",
         Packet::Subscribe(Subscribe {
             packet_id: pid(1),
-            properties: props,
+            properties: props.into(),
             subscriptions: vec![first, sub("c/#", QoS::AtMostOnce)],
         }),
     );
@@ -388,7 +388,7 @@ fn subscribe_and_suback_each_version() {
         b"\x90\x06\x00\x01\x00\x01\x97\xa2",
         Packet::SubAck(SubAck {
             packet_id: pid(1),
-            properties: AckProperties::default(),
+            properties: Default::default(),
             reason_codes: vec![
                 ReasonCode::GrantedQoS1,
                 ReasonCode::QuotaExceeded,
@@ -406,7 +406,7 @@ fn unsubscribe_and_unsuback_each_version() {
             b"\xa2\x07\x00\x02\x00\x03a/b",
             Packet::Unsubscribe(Unsubscribe {
                 packet_id: pid(2),
-                properties: UnsubscribeProperties::default(),
+                properties: Default::default(),
                 filters: vec![filter("a/b")],
             }),
         );
@@ -415,7 +415,7 @@ fn unsubscribe_and_unsuback_each_version() {
             b"\xb0\x02\x00\x02",
             Packet::UnsubAck(UnsubAck {
                 packet_id: pid(2),
-                properties: AckProperties::default(),
+                properties: Default::default(),
                 reason_codes: vec![],
             }),
         );
@@ -427,7 +427,7 @@ fn unsubscribe_and_unsuback_each_version() {
         b"\xa2\x0f\x00\x02\x07\x26\x00\x01k\x00\x01v\x00\x03a/b",
         Packet::Unsubscribe(Unsubscribe {
             packet_id: pid(2),
-            properties: props,
+            properties: props.into(),
             filters: vec![filter("a/b")],
         }),
     );
@@ -436,7 +436,7 @@ fn unsubscribe_and_unsuback_each_version() {
         b"\xb0\x05\x00\x02\x00\x00\x11",
         Packet::UnsubAck(UnsubAck {
             packet_id: pid(2),
-            properties: AckProperties::default(),
+            properties: Default::default(),
             reason_codes: vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted],
         }),
     );

@@ -524,7 +524,7 @@ impl Connection {
         self.send_request(now, n, |packet_id| {
             Packet::Subscribe(Subscribe {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 subscriptions,
             })
         })
@@ -541,7 +541,7 @@ impl Connection {
         self.send_request(now, n, |packet_id| {
             Packet::Unsubscribe(Unsubscribe {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 filters,
             })
         })
@@ -694,7 +694,7 @@ impl Connection {
             now,
             Packet::SubAck(SubAck {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 reason_codes,
             }),
         )
@@ -713,7 +713,7 @@ impl Connection {
             now,
             Packet::UnsubAck(UnsubAck {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 reason_codes,
             }),
         )
@@ -733,10 +733,10 @@ impl Connection {
     fn send_ack_packet(&mut self, now: Instant, mut p: Packet) -> Result<(), UsageError> {
         fn strip(p: &mut Packet) {
             match p {
-                Packet::SubAck(s) => s.properties = AckProperties::default(),
-                Packet::UnsubAck(s) => s.properties = AckProperties::default(),
+                Packet::SubAck(s) => s.properties = Default::default(),
+                Packet::UnsubAck(s) => s.properties = Default::default(),
                 Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-                    r.properties = AckProperties::default()
+                    r.properties = Default::default()
                 }
                 _ => {}
             }
@@ -893,7 +893,7 @@ impl Connection {
             let v = self.version.unwrap_or(ProtocolVersion::V3_1_1);
             let d = Packet::Disconnect(Disconnect {
                 reason_code,
-                properties,
+                properties: properties.into(),
             });
             let max = self.peer.max_packet_size;
             if d.encode(&mut self.out, v, max).is_err() {
@@ -1454,7 +1454,7 @@ impl Connection {
         }
         self.close(CloseReason::Disconnected {
             reason_code: d.reason_code,
-            properties: Box::new(d.properties),
+            properties: d.properties,
         });
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Why a connection closed, how the peer broke the protocol, and how the caller misused the
 //! API: three separate types.
 
-use mqtt_proto::{DecodeError, DisconnectProperties, PacketType, QoS, ReasonCode};
+use mqtt_proto::{DecodeError, DisconnectProperties, PacketType, Properties, QoS, ReasonCode};
 
 /// The peer broke the protocol. The connection sends DISCONNECT with
 /// [`Violation::reason_code`] (5.0), closes, and ignores further input.
@@ -82,7 +82,7 @@ pub enum CloseReason {
         /// Its reason code (Normal disconnection in 3.x).
         reason_code: ReasonCode,
         /// Its properties (5.0).
-        properties: Box<DisconnectProperties>,
+        properties: Properties<DisconnectProperties>,
     },
     /// We closed: [`Connection::disconnect`](crate::Connection::disconnect) or
     /// [`Connection::reject`](crate::Connection::reject).

@@ -128,7 +128,8 @@ fn publish(v: ProtocolVersion) -> Packet {
             ],
             content_type: Some(s("text/plain")),
             user_properties: vec![user("unit", "C")],
-        };
+        }
+        .into();
     }
     Packet::Publish(p)
 }
@@ -170,7 +171,7 @@ fn subscribe(v: ProtocolVersion) -> Packet {
     };
     let mut sub = Subscribe {
         packet_id: id(8),
-        properties: SubscribeProperties::default(),
+        properties: Default::default(),
         subscriptions: vec![
             Subscription {
                 filter: filter("sensors/+/temp"),
@@ -195,7 +196,8 @@ fn subscribe(v: ProtocolVersion) -> Packet {
         sub.properties = SubscribeProperties {
             subscription_identifier: Some(NonZeroU32::new(268_435_455).unwrap()),
             user_properties: vec![user("k", "v")],
-        };
+        }
+        .into();
     }
     Packet::Subscribe(sub)
 }
@@ -203,7 +205,7 @@ fn subscribe(v: ProtocolVersion) -> Packet {
 fn suback(v: ProtocolVersion) -> Packet {
     let mut s_ = SubAck {
         packet_id: id(8),
-        properties: AckProperties::default(),
+        properties: Default::default(),
         reason_codes: vec![
             ReasonCode::GrantedQoS1,
             ReasonCode::GrantedQoS2,
@@ -222,7 +224,7 @@ fn suback(v: ProtocolVersion) -> Packet {
 fn unsubscribe(v: ProtocolVersion) -> Packet {
     let mut u = Unsubscribe {
         packet_id: id(9),
-        properties: UnsubscribeProperties::default(),
+        properties: Default::default(),
         filters: vec![filter("sensors/+/temp"), filter("$share/group/alerts/#")],
     };
     if v.is_v5() {
@@ -234,7 +236,7 @@ fn unsubscribe(v: ProtocolVersion) -> Packet {
 fn unsuback(v: ProtocolVersion) -> Packet {
     let mut u = UnsubAck {
         packet_id: id(9),
-        properties: AckProperties::default(),
+        properties: Default::default(),
         reason_codes: Vec::new(),
     };
     if v.is_v5() {
@@ -253,7 +255,8 @@ fn disconnect(v: ProtocolVersion) -> Packet {
             reason_string: Some(s("bye")),
             server_reference: None,
             user_properties: vec![user("k", "v")],
-        };
+        }
+        .into();
     }
     Packet::Disconnect(d)
 }
@@ -266,7 +269,8 @@ fn auth() -> Packet {
             authentication_data: Some(Bytes::from_static(b"client-final")),
             reason_string: Some(s("step 2")),
             user_properties: vec![user("k", "v")],
-        },
+        }
+        .into(),
     })
 }
 
