@@ -28,6 +28,7 @@ use crate::config::Config;
 use bytes::Bytes;
 use mqtt_broker::{AuthResult, Broker, BrokerEvent, ConnId, ConnInfo, Gauges, Hooks, Output};
 use mqtt_proto::{Publish, ReasonCode};
+use mqtt_session::CloseReason;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -106,6 +107,15 @@ struct Handle<C> {
     identity_as_username: bool,
 }
 
+/// Where a connection came from, for log lines.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The listener's name.
+    pub listener: String,
+    /// The peer's address.
+    pub addr: String,
+}
+
 /// The broker with its connections' write handles; see the [module docs](self).
 pub struct Core<C: Conn> {
     broker: Broker,
@@ -117,6 +127,8 @@ pub struct Core<C: Conn> {
     offload: Offload,
     auth_done: AuthDone,
     stopping: bool,
+    /// Listener and peer address, for the log line that says why a connection closed.
+    peers: HashMap<ConnId, Peer>,
 }
 
 /// The broker a configuration describes, with its ACL and hooks, and the password file
@@ -164,6 +176,7 @@ impl<C: Conn> Core<C> {
             offload,
             auth_done,
             stopping: false,
+            peers: HashMap::new(),
         }
     }
 
@@ -204,6 +217,13 @@ impl<C: Conn> Core<C> {
                 // A TLS identity reaches this point only from a listener that uses it
                 // as the user name.
                 let identity_as_username = info.tls_identity.is_some();
+                self.peers.insert(
+                    id,
+                    Peer {
+                        listener: info.listener.clone(),
+                        addr: info.peer.clone(),
+                    },
+                );
                 self.conns.insert(
                     id,
                     Handle {
@@ -215,7 +235,10 @@ impl<C: Conn> Core<C> {
             }
             Input::Data(id, bytes) => b.handle_input(now, id, &bytes),
             Input::Closed(id) => {
-                self.conns.remove(&id);
+                if let Some(c) = self.conns.remove(&id) {
+                    // Its writer finishes what is queued (within its linger) and stops.
+                    c.conn.close();
+                }
                 b.handle_closed(now, id);
             }
             Input::Auth(id, r) => b.handle_auth(now, id, r),
@@ -294,7 +317,16 @@ impl<C: Conn> Core<C> {
                 if let Some(c) = self.conns.get(&id) {
                     let pending = c.conn.send(bytes);
                     if pending > self.max_pending {
-                        warn!(conn = id, pending, "client too slow; closing");
+                        let peer = self.peers.get(&id).cloned().unwrap_or_default();
+                        warn!(
+                            conn = id,
+                            listener = %peer.listener,
+                            peer = %peer.addr,
+                            pending,
+                            "client too slow: more than limits.max_pending_write_bytes \
+                             waiting to be written; closing"
+                        );
+                        // What waits is dropped with the connection.
                         c.conn.abort();
                         self.conns.remove(&id);
                         self.broker.handle_closed(Instant::now(), id);
@@ -305,6 +337,15 @@ impl<C: Conn> Core<C> {
                 if let Some(c) = self.conns.remove(&id) {
                     c.conn.close();
                 }
+            }
+            Output::Authenticate(req) if req.method.is_some() => {
+                // Passwords and certificates only: no 5.0 enhanced authentication method
+                // is supported ([MQTT-4.12.0-1]).
+                self.broker.handle_auth(
+                    Instant::now(),
+                    req.conn,
+                    AuthResult::Deny(ReasonCode::BadAuthenticationMethod),
+                );
             }
             Output::Authenticate(req) => {
                 let identity = self
@@ -325,22 +366,14 @@ impl<C: Conn> Core<C> {
                 }
                 let passwords = self.passwords.clone();
                 let done = self.auth_done.clone();
+                let peer = self.peers.get(&req.conn).cloned().unwrap_or_default();
                 (self.offload)(Box::new(move || {
-                    let ok = match (&passwords, &req.username, &req.password) {
-                        (Some(p), Some(u), Some(pw)) => p.verify(u, pw),
-                        (None, _, _) => true,
-                        _ => false,
-                    };
-                    let result = if ok {
-                        AuthResult::Allow { username: None }
-                    } else {
-                        AuthResult::Deny(ReasonCode::BadUserNameOrPassword)
-                    };
-                    done(req.conn, result);
+                    let (conn, result) = verify(&passwords, &req, &peer);
+                    done(conn, result);
                 }));
             }
             Output::Event(e) => {
-                log_event(&e);
+                log_event(&e, &mut self.peers);
                 if let Some(f) = self.events.as_mut() {
                     f(e);
                 }
@@ -350,9 +383,38 @@ impl<C: Conn> Core<C> {
     }
 }
 
-/// Logs a broker event: connections at info, dropped messages at debug, the rest at
-/// trace.
-pub fn log_event(e: &BrokerEvent) {
+/// Checks a password (slow on purpose): the connection and the answer for the core.
+fn verify(
+    passwords: &Option<Arc<Passwords>>,
+    req: &mqtt_broker::AuthRequest,
+    peer: &Peer,
+) -> (ConnId, AuthResult) {
+    let ok = match (passwords, &req.username, &req.password) {
+        // argon2's verify compares the hashes in constant time.
+        (Some(p), Some(u), Some(pw)) => p.verify(u, pw),
+        (None, _, _) => true,
+        _ => false,
+    };
+    let result = if ok {
+        AuthResult::Allow { username: None }
+    } else {
+        // Who and from where; never the password.
+        warn!(
+            conn = req.conn,
+            listener = %peer.listener,
+            peer = %peer.addr,
+            client_id = %req.client_id,
+            username = %req.username.as_deref().unwrap_or(""),
+            "authentication failed: bad user name or password"
+        );
+        AuthResult::Deny(ReasonCode::BadUserNameOrPassword)
+    };
+    (req.conn, result)
+}
+
+/// Logs a broker event (connections at info, with where they came from and why they
+/// closed; dropped messages at debug; the rest at trace).
+pub fn log_event(e: &BrokerEvent, peers: &mut HashMap<ConnId, Peer>) {
     match e {
         BrokerEvent::ClientConnected {
             conn,
@@ -361,21 +423,37 @@ pub fn log_event(e: &BrokerEvent) {
             version,
             session_present,
         } => {
-            info!(conn, %client_id, username = username.as_deref().unwrap_or(""), %version, session_present, "client connected")
+            let Peer { listener, addr } = peers.get(conn).cloned().unwrap_or_default();
+            info!(conn, %listener, peer = %addr, %client_id, username = %username.as_deref().unwrap_or(""), %version, session_present, "client connected")
         }
         BrokerEvent::ClientDisconnected {
             conn,
             client_id,
             reason,
-        } => info!(
-            conn,
-            client_id = client_id.as_deref().unwrap_or(""),
-            ?reason,
-            "client disconnected"
-        ),
+        } => {
+            let Peer { listener, addr } = peers.remove(conn).unwrap_or_default();
+            let client_id = client_id.as_deref().unwrap_or("");
+            let reason = describe(reason);
+            info!(conn, %listener, peer = %addr, %client_id, %reason, "client disconnected")
+        }
         BrokerEvent::MessageDropped { client_id, reason } => {
             debug!(%client_id, ?reason, "message dropped")
         }
         other => tracing::trace!(?other),
+    }
+}
+
+/// Why a connection closed, for its log line.
+fn describe(reason: &CloseReason) -> String {
+    match reason {
+        CloseReason::Disconnected { reason_code, .. } => {
+            format!("client sent DISCONNECT {reason_code}")
+        }
+        CloseReason::Local(code) => format!("closed by the broker: {code}"),
+        CloseReason::Violation(v) => format!("protocol violation: {v}: {}", v.reason_code()),
+        CloseReason::KeepAliveTimeout => "keep-alive timeout".into(),
+        CloseReason::ConnectTimeout => "no CONNECT within limits.connect_timeout_secs".into(),
+        CloseReason::TransportClosed => "connection closed without DISCONNECT".into(),
+        other => format!("{other:?}"),
     }
 }

@@ -2,16 +2,13 @@
 //! writes. Input reaches the core in batches over a channel; each connection's output
 //! leaves in one write per batch. No protocol decision is made here.
 
-use crate::auth::{parse_acl, Passwords};
 use crate::config::Config;
 use crate::tls::{client_identity, Reloading, TlsFiles};
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use mqtt_adapter_common::persistence::open_store;
-use mqtt_broker::{AuthResult, Broker, BrokerEvent, ConnId, ConnInfo, Hooks, Output};
+use mqtt_adapter_common::core::{AuthDone, Conn, Core, Flow, Input, Job, Offload};
+use mqtt_broker::{BrokerEvent, ConnId, ConnInfo, Hooks};
 use mqtt_proto::{Publish, ReasonCode};
-use mqtt_session::CloseReason;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,28 +21,27 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{http, Message};
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, error, info, warn};
+use tracing::{info, warn};
 
-enum ToCore {
-    Open {
-        id: ConnId,
-        info: ConnInfo,
-        outbox: Arc<Outbox>,
-        identity_as_username: bool,
-    },
-    Input(ConnId, Bytes),
-    Closed(ConnId),
-    Auth(ConnId, AuthResult),
-    Metrics(oneshot::Sender<String>),
-    Gauges(oneshot::Sender<mqtt_broker::Gauges>),
-    Publish(Publish),
-    Disconnect(String, ReasonCode),
-    Store(mqtt_store::Report),
-}
+/// What reaches the core task: the shared core's inputs, with each connection's outbox
+/// as its write side.
+type ToCore = Input<OutboxHandle>;
 
-struct ConnHandle {
-    outbox: Arc<Outbox>,
-    identity_as_username: bool,
+/// A connection's outbox as the shared core writes to it.
+struct OutboxHandle(Arc<Outbox>);
+
+impl Conn for OutboxHandle {
+    fn send(&self, data: Bytes) -> usize {
+        self.0.push(data)
+    }
+
+    fn close(&self) {
+        self.0.close();
+    }
+
+    fn abort(&self) {
+        self.0.abort();
+    }
 }
 
 /// A running broker.
@@ -65,7 +61,7 @@ impl Running {
     /// Publishes a message as the broker (no publisher session, no ACL).
     pub async fn publish(&self, publish: Publish) -> anyhow::Result<()> {
         self.core
-            .send(ToCore::Publish(publish))
+            .send(Input::Publish(publish))
             .await
             .map_err(|_| anyhow::anyhow!("broker stopped"))
     }
@@ -74,7 +70,9 @@ impl Running {
     pub async fn gauges(&self) -> anyhow::Result<mqtt_broker::Gauges> {
         let (tx, rx) = oneshot::channel();
         self.core
-            .send(ToCore::Gauges(tx))
+            .send(Input::Gauges(Box::new(move |g| {
+                let _ = tx.send(g);
+            })))
             .await
             .map_err(|_| anyhow::anyhow!("broker stopped"))?;
         Ok(rx.await?)
@@ -103,7 +101,7 @@ impl Running {
         reason: ReasonCode,
     ) -> anyhow::Result<()> {
         self.core
-            .send(ToCore::Disconnect(client_id.into(), reason))
+            .send(Input::Disconnect(client_id.into(), reason))
             .await
             .map_err(|_| anyhow::anyhow!("broker stopped"))
     }
@@ -149,47 +147,14 @@ pub async fn start_with(
     hooks: Option<Box<dyn Hooks>>,
     events: Option<mpsc::Sender<BrokerEvent>>,
 ) -> anyhow::Result<Running> {
-    let passwords = match &config.auth.password_file {
-        Some(p) => Some(Arc::new(Passwords::load(p)?)),
-        None => None,
-    };
-    let acl = match &config.auth.acl_file {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-            Some(parse_acl(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)
-        }
-        None => None,
-    };
-    let mut broker = Broker::new(config.broker_config(), Instant::now());
-    if let Some(acl) = acl {
-        broker.set_acl(acl);
-    }
-    if let Some(h) = hooks {
-        broker.set_hooks(h);
-    }
+    let (mut broker, passwords) = mqtt_adapter_common::core::broker(&config, hooks)?;
     let (core_tx, core_rx) = mpsc::channel::<ToCore>(4096);
     // The durable state comes back before any listener accepts.
-    let persister = if config.persistence.enabled {
-        let store = open_store(&config.persistence)?;
-        let (store, snapshot) = store;
-        info!(
-            dir = %config.persistence.dir.display(),
-            durability = %config.persistence.durability,
-            sessions = snapshot.sessions.len(),
-            retained = snapshot.retained.len(),
-            "store opened"
-        );
-        broker.restore(Instant::now(), snapshot);
-        let tx = core_tx.clone();
-        let durability = config.persistence.durability();
-        let committer = mqtt_store::Committer::spawn(store, durability, move |r| {
-            let _ = tx.blocking_send(ToCore::Store(r));
-        });
-        Some(mqtt_store::Persister::new(committer, durability))
-    } else {
-        None
-    };
+    let report = core_tx.clone();
+    let persister =
+        mqtt_adapter_common::persistence::start(&config.persistence, &mut broker, move |r| {
+            let _ = report.blocking_send(Input::Store(r));
+        })?;
     let core_tx_handle = core_tx.clone();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let next_id = Arc::new(AtomicUsize::new(1));
@@ -207,7 +172,7 @@ pub async fn start_with(
             .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.bind))?;
         let addr = listener.local_addr()?;
         local_addrs.push(addr);
-        let anonymous = l.allow_anonymous.unwrap_or(l.bind.ip().is_loopback());
+        let anonymous = l.allows_anonymous();
         let name = l.name.clone().unwrap_or_else(|| addr.to_string());
         let tls = |l: &crate::config::Listener| {
             Reloading::start(TlsFiles {
@@ -258,22 +223,33 @@ pub async fn start_with(
         None => None,
     };
     let (done_tx, done_rx) = oneshot::channel();
-    let max_pending = config.limits.max_pending_write_bytes;
+    // Password checks run on blocking threads, as many at once as there are cores: each
+    // takes the argon2 hash's memory (19 MiB with the defaults) and a core for a while.
+    let checks = Arc::new(Semaphore::new(
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    ));
+    let offload: Offload = Box::new(move |job: Job| {
+        let checks = checks.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = checks.acquire_owned().await else {
+                return;
+            };
+            let _ = tokio::task::spawn_blocking(job).await;
+        });
+    });
+    let answers = core_tx.clone();
+    let auth_done: AuthDone = Arc::new(move |id, result| {
+        let _ = answers.blocking_send(Input::Auth(id, result));
+    });
+    let mut core = Core::new(broker, passwords, &config, persister, offload, auth_done);
+    if let Some(events) = events {
+        // Dropped while the channel is full: the broker never waits for it.
+        core.set_events(move |e| {
+            let _ = events.try_send(e);
+        });
+    }
     tokio::spawn(async move {
-        let core = Core {
-            broker,
-            conns: HashMap::new(),
-            tx: core_tx,
-            passwords,
-            max_pending,
-            events,
-            persister,
-            verifications: Arc::new(Semaphore::new(
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
-            )),
-            peers: HashMap::new(),
-        };
-        core.run(core_rx, shutdown_rx).await;
+        run_core(core, core_rx, shutdown_rx).await;
         let _ = done_tx.send(());
     });
     Ok(Running {
@@ -514,13 +490,10 @@ impl Outbox {
 
 async fn register(id: ConnId, info: ConnInfo, core: &mpsc::Sender<ToCore>) -> Option<Arc<Outbox>> {
     let outbox = Arc::new(Outbox::new());
-    // A TLS identity reaches this point only from a listener that uses it as the user name.
-    let identity_as_username = info.tls_identity.is_some();
-    core.send(ToCore::Open {
+    core.send(Input::Open {
         id,
         info,
-        outbox: outbox.clone(),
-        identity_as_username,
+        conn: OutboxHandle(outbox.clone()),
     })
     .await
     .ok()?;
@@ -686,7 +659,7 @@ async fn connection<L: Link>(id: ConnId, mut link: L, info: ConnInfo, core: mpsc
             _ = outbox.wake.notified() => {}
             chunk = link.read_chunk() => match chunk {
                 Ok(b) if !b.is_empty() => {
-                    if core.send(ToCore::Input(id, b)).await.is_err() {
+                    if core.send(Input::Data(id, b)).await.is_err() {
                         break;
                     }
                 }
@@ -695,7 +668,7 @@ async fn connection<L: Link>(id: ConnId, mut link: L, info: ConnInfo, core: mpsc
         }
     }
     let _ = tokio::time::timeout(CLOSE_LINGER, link.shutdown()).await;
-    let _ = core.send(ToCore::Closed(id)).await;
+    let _ = core.send(Input::Closed(id)).await;
     if closed_by_broker {
         linger(&mut link).await;
     }
@@ -766,294 +739,52 @@ where
     Ok(ws)
 }
 
-/// The task that owns the broker core.
-struct Core {
-    broker: Broker,
-    conns: HashMap<ConnId, ConnHandle>,
-    tx: mpsc::Sender<ToCore>,
-    passwords: Option<Arc<Passwords>>,
-    max_pending: usize,
-    events: Option<mpsc::Sender<BrokerEvent>>,
-    /// With persistence: records go to the store, and bytes that depend on them wait.
-    persister: Option<mqtt_store::Persister>,
-    /// Password checks run on blocking threads, as many at once as there are cores.
-    verifications: Arc<Semaphore>,
-    /// Listener and peer address, for the log line that says why a connection closed.
-    peers: HashMap<ConnId, Peer>,
-}
-
-impl Core {
-    async fn run(mut self, mut rx: mpsc::Receiver<ToCore>, mut shutdown: watch::Receiver<bool>) {
-        let mut stopping = false;
-        loop {
-            let deadline = self.broker.poll_timeout();
-            tokio::select! {
-                msg = rx.recv() => {
-                    let Some(msg) = msg else { break };
-                    let now = Instant::now();
-                    let mut alive = self.handle(now, msg);
-                    // Everything already waiting is handled before the outputs are drained.
-                    for _ in 0..1024 {
-                        if !alive {
-                            break;
-                        }
-                        match rx.try_recv() {
-                            Ok(m) => alive = self.handle(now, m),
-                            Err(_) => break,
-                        }
-                    }
-                    if !alive {
+/// The core task: waits for an input or the next deadline, lets the shared core handle
+/// it, and carries out the outputs.
+async fn run_core(
+    mut core: Core<OutboxHandle>,
+    mut rx: mpsc::Receiver<ToCore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut stopping = false;
+    loop {
+        let deadline = core.poll_timeout();
+        let flow = tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                let now = Instant::now();
+                let mut flow = core.handle(now, msg);
+                // Everything already waiting is handled before the outputs are drained.
+                for _ in 0..1024 {
+                    if flow == Flow::Stop {
                         break;
                     }
-                }
-                _ = sleep_until(deadline) => self.broker.handle_timeout(Instant::now()),
-                _ = shutdown.changed(), if !stopping => {
-                    stopping = true;
-                    info!("shutting down");
-                    self.broker.shutdown(Instant::now());
-                }
-            }
-            self.drain();
-            if stopping && self.conns.is_empty() {
-                break;
-            }
-        }
-        if let Some(p) = self.persister.take() {
-            // What was written is made durable before the broker stops.
-            let _ = tokio::task::spawn_blocking(move || p.finish()).await;
-        }
-    }
-
-    /// Carries out the broker's outputs, through the persister if there is one, and
-    /// answers the acknowledgements that became due.
-    fn drain(&mut self) {
-        loop {
-            while let Some(o) = self.broker.poll_output() {
-                let o = match self.persister.as_mut() {
-                    Some(p) => match p.filter(o) {
-                        Some(o) => o,
-                        None => continue,
-                    },
-                    None => o,
-                };
-                self.output(o);
-            }
-            let Some(p) = self.persister.as_mut() else {
-                return;
-            };
-            p.end_of_outputs();
-            let acks = p.take_acks();
-            if acks.is_empty() {
-                return;
-            }
-            let now = Instant::now();
-            for seq in acks {
-                self.broker.handle_durable(now, seq);
-            }
-        }
-    }
-
-    fn output(&mut self, o: Output) {
-        match o {
-            Output::Transmit(id, bytes) => {
-                if let Some(c) = self.conns.get(&id) {
-                    let p = c.outbox.push(bytes);
-                    if p > self.max_pending {
-                        let peer = self.peers.get(&id).cloned().unwrap_or_default();
-                        warn!(
-                            conn = id,
-                            listener = %peer.listener,
-                            peer = %peer.addr,
-                            pending = p,
-                            "client too slow: more than limits.max_pending_write_bytes \
-                             waiting to be written; closing"
-                        );
-                        // What waits is dropped with the connection.
-                        c.outbox.abort();
-                        self.conns.remove(&id);
-                        self.broker.handle_closed(Instant::now(), id);
+                    match rx.try_recv() {
+                        Ok(m) => flow = core.handle(now, m),
+                        Err(_) => break,
                     }
                 }
+                flow
             }
-            Output::Close(id) => {
-                if let Some(c) = self.conns.remove(&id) {
-                    c.outbox.close();
-                }
+            _ = sleep_until(deadline) => {
+                core.handle_timeout(Instant::now());
+                Flow::Continue
             }
-            Output::Authenticate(req) if req.method.is_some() => {
-                // Passwords and certificates only: no 5.0 enhanced authentication method
-                // is supported ([MQTT-4.12.0-1]).
-                self.broker.handle_auth(
-                    Instant::now(),
-                    req.conn,
-                    AuthResult::Deny(ReasonCode::BadAuthenticationMethod),
-                );
+            _ = shutdown.changed(), if !stopping => {
+                stopping = true;
+                core.handle(Instant::now(), Input::Shutdown)
             }
-            Output::Authenticate(req) => {
-                let identity = self
-                    .conns
-                    .get(&req.conn)
-                    .filter(|c| c.identity_as_username)
-                    .and(req.tls_identity.clone());
-                if let Some(username) = identity {
-                    // The verified certificate is the credential.
-                    self.broker.handle_auth(
-                        Instant::now(),
-                        req.conn,
-                        AuthResult::Allow {
-                            username: Some(username),
-                        },
-                    );
-                    return;
-                }
-                let tx = self.tx.clone();
-                let passwords = self.passwords.clone();
-                let peer = self.peers.get(&req.conn).cloned().unwrap_or_default();
-                let Some(outbox) = self.conns.get(&req.conn).map(|c| c.outbox.clone()) else {
-                    return;
-                };
-                let verifications = self.verifications.clone();
-                tokio::spawn(async move {
-                    // One check per core at a time: each takes the argon2 hash's memory
-                    // (19 MiB with the defaults) and a core for a while.
-                    let Ok(_permit) = verifications.acquire_owned().await else {
-                        return;
-                    };
-                    if outbox.state.load(Ordering::Acquire) != OPEN {
-                        // Gone while it waited: no one to answer.
-                        return;
-                    }
-                    let checked =
-                        tokio::task::spawn_blocking(move || verify(&passwords, &req, &peer)).await;
-                    if let Ok((conn, result)) = checked {
-                        let _ = tx.send(ToCore::Auth(conn, result)).await;
-                    }
-                });
-            }
-            Output::Event(e) => {
-                log_event(&e, &mut self.peers);
-                if let Some(tx) = &self.events {
-                    let _ = tx.try_send(e);
-                }
-            }
-            _ => {}
+        };
+        if flow == Flow::Stop {
+            break;
+        }
+        core.drain();
+        if core.is_finished() {
+            break;
         }
     }
-
-    /// Handles one message; false if the broker must stop.
-    fn handle(&mut self, now: Instant, msg: ToCore) -> bool {
-        match msg {
-            ToCore::Store(mqtt_store::Report::Durable(n)) => {
-                if let Some(p) = self.persister.as_mut() {
-                    for o in p.durable(n) {
-                        self.output(o);
-                    }
-                }
-                true
-            }
-            ToCore::Store(mqtt_store::Report::Failed(e)) => {
-                // Nothing more can be made durable: stop without sending what waits for
-                // it, so no acknowledgement is given that the store does not back.
-                error!(error = %e, "store failed; stopping");
-                for (_, c) in self.conns.drain() {
-                    c.outbox.close();
-                }
-                self.persister = None;
-                false
-            }
-            msg => {
-                handle(&mut self.broker, &mut self.conns, &mut self.peers, now, msg);
-                true
-            }
-        }
-    }
-}
-
-/// Checks a password (slow on purpose): the connection and the answer for the core.
-fn verify(
-    passwords: &Option<Arc<Passwords>>,
-    req: &mqtt_broker::AuthRequest,
-    peer: &Peer,
-) -> (ConnId, AuthResult) {
-    let ok = match (passwords, &req.username, &req.password) {
-        // argon2's verify compares the hashes in constant time.
-        (Some(p), Some(u), Some(pw)) => p.verify(u, pw),
-        (None, _, _) => true,
-        _ => false,
-    };
-    let result = if ok {
-        AuthResult::Allow { username: None }
-    } else {
-        // Who and from where; never the password.
-        warn!(
-            conn = req.conn,
-            listener = %peer.listener,
-            peer = %peer.addr,
-            client_id = %req.client_id,
-            username = %req.username.as_deref().unwrap_or(""),
-            "authentication failed: bad user name or password"
-        );
-        AuthResult::Deny(ReasonCode::BadUserNameOrPassword)
-    };
-    (req.conn, result)
-}
-
-fn handle(
-    broker: &mut Broker,
-    conns: &mut HashMap<ConnId, ConnHandle>,
-    peers: &mut HashMap<ConnId, Peer>,
-    now: Instant,
-    msg: ToCore,
-) {
-    match msg {
-        ToCore::Open {
-            id,
-            info,
-            outbox,
-            identity_as_username,
-        } => {
-            peers.insert(
-                id,
-                Peer {
-                    listener: info.listener.clone(),
-                    addr: info.peer.clone(),
-                },
-            );
-            conns.insert(
-                id,
-                ConnHandle {
-                    outbox,
-                    identity_as_username,
-                },
-            );
-            broker.handle_connection(now, id, info);
-        }
-        ToCore::Input(id, b) => broker.handle_input(now, id, &b),
-        ToCore::Closed(id) => {
-            if let Some(c) = conns.remove(&id) {
-                c.outbox.close();
-            }
-            broker.handle_closed(now, id);
-        }
-        ToCore::Auth(id, r) => broker.handle_auth(now, id, r),
-        ToCore::Publish(p) => {
-            broker.publish(now, p);
-        }
-        ToCore::Disconnect(client_id, reason) => {
-            broker.disconnect_client(now, &client_id, reason);
-        }
-        ToCore::Gauges(reply) => {
-            let _ = reply.send(broker.gauges());
-        }
-        ToCore::Store(_) => {}
-        ToCore::Metrics(reply) => {
-            let _ = reply.send(crate::metrics::render(
-                broker.stats(),
-                &broker.gauges(),
-                &broker.queue_gauges(),
-            ));
-        }
-    }
+    // What was written is made durable before the broker stops.
+    let _ = tokio::task::spawn_blocking(move || core.finish()).await;
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -1084,7 +815,10 @@ async fn metrics_loop(
             let line = String::from_utf8_lossy(&req[..n]);
             let (status, body) = if line.starts_with("GET /metrics ") {
                 let (tx, rx) = oneshot::channel();
-                if core.send(ToCore::Metrics(tx)).await.is_err() {
+                let reply = Box::new(move |text| {
+                    let _ = tx.send(text);
+                });
+                if core.send(Input::Metrics(reply)).await.is_err() {
                     return;
                 }
                 ("200 OK", rx.await.unwrap_or_default())
@@ -1100,57 +834,4 @@ async fn metrics_loop(
             let _ = s.shutdown().await;
         });
     }
-}
-
-fn log_event(e: &BrokerEvent, peers: &mut HashMap<ConnId, Peer>) {
-    match e {
-        BrokerEvent::ClientConnected {
-            conn,
-            client_id,
-            username,
-            version,
-            session_present,
-        } => {
-            let Peer { listener, addr } = peers.get(conn).cloned().unwrap_or_default();
-            info!(conn, %listener, peer = %addr, %client_id, username = %username.as_deref().unwrap_or(""), %version, session_present, "client connected")
-        }
-        BrokerEvent::ClientDisconnected {
-            conn,
-            client_id,
-            reason,
-        } => {
-            let Peer { listener, addr } = peers.remove(conn).unwrap_or_default();
-            let client_id = client_id.as_deref().unwrap_or("");
-            let reason = describe(reason);
-            info!(conn, %listener, peer = %addr, %client_id, %reason, "client disconnected")
-        }
-        BrokerEvent::MessageDropped { client_id, reason } => {
-            debug!(%client_id, ?reason, "message dropped")
-        }
-        other => tracing::trace!(?other),
-    }
-}
-
-/// Why a connection closed, for its log line.
-fn describe(reason: &CloseReason) -> String {
-    match reason {
-        CloseReason::Disconnected { reason_code, .. } => {
-            format!("client sent DISCONNECT {reason_code}")
-        }
-        CloseReason::Local(code) => format!("closed by the broker: {code}"),
-        CloseReason::Violation(v) => format!("protocol violation: {v}: {}", v.reason_code()),
-        CloseReason::KeepAliveTimeout => "keep-alive timeout".into(),
-        CloseReason::ConnectTimeout => "no CONNECT within limits.connect_timeout_secs".into(),
-        CloseReason::TransportClosed => "connection closed without DISCONNECT".into(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// Where a connection came from, for log lines.
-#[derive(Debug, Clone, Default)]
-struct Peer {
-    /// The listener's name.
-    listener: String,
-    /// The peer's address.
-    addr: String,
 }
