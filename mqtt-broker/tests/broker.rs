@@ -393,6 +393,74 @@ fn session_expiry() {
     assert!(sim.broker.sessions().is_empty());
 }
 
+/// Sends DISCONNECT with a Session Expiry Interval, then closes the transport.
+fn disconnect_with_expiry(sim: &mut Sim, id: ConnId, expiry: u32) {
+    let now = sim.now;
+    let props = DisconnectProperties {
+        session_expiry_interval: Some(expiry),
+        ..Default::default()
+    };
+    let c = sim.clients.get_mut(&id).unwrap();
+    c.conn.disconnect(now, ReasonCode::Success, props).unwrap();
+    sim.run();
+    sim.clients.get_mut(&id).unwrap().transport_open = false;
+    sim.broker.handle_closed(sim.now, id);
+    sim.run();
+}
+
+#[test]
+fn disconnect_changes_the_session_expiry() {
+    // 5.0: the Session Expiry Interval of DISCONNECT replaces the one of CONNECT (3.14.2.2.2)
+    // when CONNECT's was not 0 ([MQTT-3.14.2-2]); 0 ends the session with the connection.
+    let mut sim = Sim::default();
+    let mut c = Connect::new(V5, MqttString::new("e").unwrap());
+    c.properties.session_expiry_interval = Some(1);
+    let s = sim.connect_with(c.clone(), Default::default());
+    sim.subscribe(s, "t", QoS::AtLeastOnce);
+    disconnect_with_expiry(&mut sim, s, 5);
+    sim.advance(Duration::from_secs(3));
+    c.clean_start = false;
+    let s = sim.connect_with(c.clone(), Default::default());
+    assert!(
+        sim.connack(s).unwrap().session_present,
+        "kept for 5 s, not 1"
+    );
+    disconnect_with_expiry(&mut sim, s, 0);
+    assert!(sim.broker.sessions().is_empty(), "0: ended at once");
+    let s = sim.connect_with(c, Default::default());
+    assert!(!sim.connack(s).unwrap().session_present);
+}
+
+#[test]
+fn will_is_sent_when_the_session_ends_before_its_delay() {
+    // 5.0 (3.1.3.2.2): the will waits for the Will Delay Interval or the end of the
+    // session, whichever comes first.
+    for (expiry, sent_after) in [(2, 2), (0, 0), (5, 3)] {
+        let mut sim = Sim::default();
+        let w = sim.connect(V5, "watcher", true);
+        sim.subscribe(w, "will", QoS::AtLeastOnce);
+        let mut c = Connect::new(V5, MqttString::new("c").unwrap());
+        c.properties.session_expiry_interval = Some(expiry);
+        let mut will = Will {
+            topic: topic("will"),
+            payload: bytes::Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+        };
+        will.properties.will_delay_interval = Some(if expiry == 5 { 3 } else { 5 });
+        c.will = Some(will);
+        let id = sim.connect_with(c, Default::default());
+        sim.cut(id);
+        if sent_after > 0 {
+            sim.advance(Duration::from_secs(sent_after - 1));
+            assert!(sim.messages(w).is_empty(), "expiry {expiry}: not yet");
+            sim.advance(Duration::from_secs(1));
+        }
+        assert_eq!(sim.payloads(w), ["gone"], "expiry {expiry}");
+    }
+}
+
 #[test]
 fn empty_client_id_is_assigned() {
     // 5.0 [MQTT-3.1.3-7]: the assigned id is returned in CONNACK.
