@@ -4,7 +4,9 @@
 //! - **One model.** [`Packet`] covers all 15 control packets (the 14 of 3.1.1 plus AUTH)
 //!   for every version; the [`Decoder`] and [`Packet::encode`] switch on
 //!   [`ProtocolVersion`]. 5.0 properties are typed per packet ([`PublishProperties`],
-//!   ...), with every property identifier of the specification.
+//!   ...), with every property identifier of the specification; the packets carried by
+//!   value in [`Packet`] keep them out of line in [`Properties`], allocated only when a
+//!   property is set, so that a packet is 80 bytes.
 //! - **Streaming.** [`Decoder::decode`] takes whatever bytes have arrived and returns the
 //!   next packet or `Ok(None)` ("need more bytes") without consuming anything. A packet
 //!   over the maximum size is refused as soon as its fixed header is read.
