@@ -1193,6 +1193,8 @@ impl Connection {
                     reason_code: e.reason_code(),
                     properties: Default::default(),
                 }));
+                // The connection speaks 5.0 from here on, as its CONNACK does.
+                self.version = Some(ProtocolVersion::V5);
                 let _ = c.encode(&mut self.out, ProtocolVersion::V5, MAX_PACKET_SIZE);
                 self.sent(now);
             }

@@ -945,6 +945,8 @@ fn a_bad_v5_connect_gets_a_connack_with_the_reason() {
             "{bytes:?}: {got:?}"
         );
         assert!(server.is_closed());
+        // The connection's version is the one its CONNACK was written in.
+        assert_eq!(server.version(), Some(V5));
     }
     let mut server = Connection::server(Config::default(), t);
     server.handle_input(t, b"\x10\x0d\x00\x04MQTT\x04\x03\x00\x00\x00\x01r");
