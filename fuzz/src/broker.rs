@@ -1044,6 +1044,9 @@ struct Track {
     shadow_dead: bool,
     /// The first CONNECT the client sent.
     connect: Option<Box<Connect>>,
+    /// A CONNECT that did not decode but says protocol level 5: the broker answers it
+    /// with a 5.0 CONNACK.
+    bad_v5_connect: bool,
     /// CONNACK sent: with success?
     connack: Option<bool>,
     /// `ClientConnected`: the session, and whether it was resumed.
@@ -1080,6 +1083,7 @@ impl Track {
             shadow_buf: BytesMut::new(),
             shadow_dead: false,
             connect: None,
+            bad_v5_connect: false,
             connack: None,
             session: None,
             present: false,
@@ -1170,12 +1174,25 @@ impl Track {
                 Ok(Some(_)) => {}
                 Ok(None) => return,
                 Err(_) => {
+                    if self.connect.is_none() {
+                        self.bad_v5_connect = connect_level(&self.shadow_buf) == Some(5);
+                    }
                     self.shadow_dead = true;
                     return;
                 }
             }
         }
     }
+}
+
+/// The protocol level of the CONNECT at the front of `b`, if that much of it is there.
+fn connect_level(b: &[u8]) -> Option<u8> {
+    if b.first() != Some(&0x10) {
+        return None;
+    }
+    let name_at = 1 + (1..5).find(|&i| b.get(i).is_some_and(|x| x & 0x80 == 0))?;
+    let name_len = usize::from(u16::from_be_bytes([*b.get(name_at)?, *b.get(name_at + 1)?]));
+    b.get(name_at + 2 + name_len).copied()
 }
 
 /// The broker under test with what the checks need.
@@ -1718,6 +1735,7 @@ impl World {
                     .filter(|_| c.protocol_version.is_v5())
                     .map_or(MAX_PACKET_SIZE, NonZeroU32::get),
             ),
+            None if t.bad_v5_connect => (ProtocolVersion::V5, MAX_PACKET_SIZE),
             None => (ProtocolVersion::V3_1_1, MAX_PACKET_SIZE),
         };
         let mut decoder = Decoder::client(v).with_max_packet_size(max);
