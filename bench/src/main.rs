@@ -74,6 +74,9 @@ struct Cli {
     /// Upper bound of one run (not the fixed-rate ones), seconds.
     #[arg(long, default_value_t = 30)]
     run_timeout: u64,
+    /// Threads of the load generator (1: a current-thread tokio runtime).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
     /// Small counts and one repetition: checks the set-up in a minute.
     #[arg(long)]
     quick: bool,
@@ -335,9 +338,16 @@ fn main() -> Result<()> {
 
     let programs = find_programs(&cli, &root)?;
     let scenarios = scenarios(&cli, idle_connections);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = if cli.client_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.client_threads)
+            .enable_all()
+            .build()?
+    };
     let started = Instant::now();
     let mut records = Vec::new();
     for rep in 1..=cli.reps {

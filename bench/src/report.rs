@@ -522,7 +522,7 @@ fn markdown(scenarios: &[Scenario], records: &[Record], meta: &Meta, charts: &[&
         metric_table(&mut md, &tp, records, &|r| r.cpu_us_per_msg, &us);
         md.push_str("Broker peak resident memory (VmHWM, lower is better):\n\n");
         metric_table(&mut md, &tp, records, &|r| r.rss_peak_kib as f64, &mib_text);
-        md.push_str("Load generator CPU as a share of the run's wall time (one thread):\n\n");
+        md.push_str("Load generator CPU as a share of the run's wall time:\n\n");
         metric_table(
             &mut md,
             &tp,
