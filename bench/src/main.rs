@@ -54,7 +54,7 @@ struct Cli {
     #[arg(long, default_value_t = 200_000)]
     fan_in_messages: u64,
     /// Messages of a fan-out run (each reaches every subscriber).
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 10_000)]
     fan_out_messages: u64,
     /// Subscribers of a fan-out run.
     #[arg(long, default_value_t = 100)]
@@ -317,7 +317,7 @@ fn main() -> Result<()> {
     if cli.quick {
         cli.reps = 1;
         cli.fan_in_messages = cli.fan_in_messages.min(20_000);
-        cli.fan_out_messages = cli.fan_out_messages.min(200);
+        cli.fan_out_messages = cli.fan_out_messages.min(1_000);
         cli.rate_secs = cli.rate_secs.min(2);
         cli.idle_connections = cli.idle_connections.min(1_000);
     }
