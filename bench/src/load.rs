@@ -29,7 +29,7 @@ const BATCH: usize = 64;
 /// Keep alive of every client, seconds: longer than any run, so no PINGREQ is needed.
 const KEEP_ALIVE: u16 = 600;
 /// A run ends when all publishers are done and nothing arrived for this long.
-const STALL: Duration = Duration::from_secs(2);
+const STALL: Duration = Duration::from_secs(5);
 
 /// The clock the payload timestamps count from.
 fn epoch() -> Instant {

@@ -294,6 +294,8 @@ pub struct Record {
     pub p999_us: f64,
     /// Broker CPU seconds (user + system) during the run.
     pub broker_cpu_s: f64,
+    /// The system (kernel) part of it.
+    pub broker_sys_s: f64,
     /// Broker CPU microseconds per delivery (idle: per connection).
     pub cpu_us_per_msg: f64,
     /// Broker resident memory before the run, KiB.
@@ -470,17 +472,9 @@ async fn run_inner(s: &Scenario, v: &Variant, programs: &Programs) -> Result<Rec
     if let Some(spec) = &s.flow {
         let flow = Flow::setup(addr, spec).await.context("set-up")?;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let (cpu0, rss0, gen0) = (
-            proc::cpu_seconds(pid)?,
-            proc::rss(pid)?,
-            proc::own_cpu_seconds()?,
-        );
+        let (cpu0, rss0, gen0) = (proc::cpu(pid)?, proc::rss(pid)?, proc::own_cpu()?);
         let res = flow.run().await?;
-        let (cpu1, rss1, gen1) = (
-            proc::cpu_seconds(pid)?,
-            proc::rss(pid)?,
-            proc::own_cpu_seconds()?,
-        );
+        let (cpu1, rss1, gen1) = (proc::cpu(pid)?, proc::rss(pid)?, proc::own_cpu()?);
         r.sent = res.sent;
         r.expected = res.expected;
         r.delivered = res.delivered;
@@ -501,12 +495,13 @@ async fn run_inner(s: &Scenario, v: &Variant, programs: &Programs) -> Result<Rec
         } else {
             (r.p50_us, r.p99_us, r.p999_us) = (f64::NAN, f64::NAN, f64::NAN);
         }
-        r.broker_cpu_s = cpu1 - cpu0;
+        r.broker_cpu_s = cpu1.since(cpu0).total();
+        r.broker_sys_s = cpu1.since(cpu0).system;
         r.cpu_us_per_msg = r.broker_cpu_s * 1e6 / res.delivered.max(1) as f64;
         r.rss_before_kib = rss0.now_kib;
         r.rss_after_kib = rss1.now_kib;
         r.rss_peak_kib = rss1.peak_kib;
-        r.gen_cpu_s = gen1 - gen0;
+        r.gen_cpu_s = gen1.since(gen0).total();
         r.rss_per_conn_b = f64::NAN;
         r.connect_rate = f64::NAN;
         if res.timed_out {
@@ -519,29 +514,22 @@ async fn run_inner(s: &Scenario, v: &Variant, programs: &Programs) -> Result<Rec
         }
     } else {
         let n = s.idle_connections;
-        let (cpu0, rss0, gen0) = (
-            proc::cpu_seconds(pid)?,
-            proc::rss(pid)?,
-            proc::own_cpu_seconds()?,
-        );
+        let (cpu0, rss0, gen0) = (proc::cpu(pid)?, proc::rss(pid)?, proc::own_cpu()?);
         let idle = idle::open(addr, s.version, n).await?;
         // Let the broker finish its own work on the last connections.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let (cpu1, rss1, gen1) = (
-            proc::cpu_seconds(pid)?,
-            proc::rss(pid)?,
-            proc::own_cpu_seconds()?,
-        );
+        let (cpu1, rss1, gen1) = (proc::cpu(pid)?, proc::rss(pid)?, proc::own_cpu()?);
         r.connections = idle.conns.len();
         r.secs = idle.elapsed.as_secs_f64();
         r.connect_rate = n as f64 / r.secs;
-        r.broker_cpu_s = cpu1 - cpu0;
+        r.broker_cpu_s = cpu1.since(cpu0).total();
+        r.broker_sys_s = cpu1.since(cpu0).system;
         r.cpu_us_per_msg = r.broker_cpu_s * 1e6 / n.max(1) as f64;
         r.rss_before_kib = rss0.now_kib;
         r.rss_after_kib = rss1.now_kib;
         r.rss_peak_kib = rss1.peak_kib;
         r.rss_per_conn_b = (rss1.now_kib as f64 - rss0.now_kib as f64) * 1024.0 / n.max(1) as f64;
-        r.gen_cpu_s = gen1 - gen0;
+        r.gen_cpu_s = gen1.since(gen0).total();
         (r.p50_us, r.p99_us, r.p999_us, r.throughput, r.loss_pct) =
             (f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN);
         drop(idle);

@@ -18,28 +18,55 @@ fn clock_ticks() -> f64 {
     })
 }
 
-/// User plus system CPU time, in clock ticks, from the text of `/proc/PID/stat`. The
+/// User and system CPU time, in clock ticks, from the text of `/proc/PID/stat`. The
 /// command name (field 2) may hold spaces and parentheses, so fields are counted after
 /// its last `)`: utime and stime are fields 14 and 15.
-pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+pub fn parse_stat_ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut f = rest.split_whitespace().skip(11);
     let utime: u64 = f.next()?.parse().ok()?;
     let stime: u64 = f.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
-/// CPU time (user plus system, all threads) the process has used, in seconds.
-pub fn cpu_seconds(pid: u32) -> Result<f64> {
+/// CPU time a process has used (all threads, those that ended included), in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Cpu {
+    /// In user space.
+    pub user: f64,
+    /// In the kernel.
+    pub system: f64,
+}
+
+impl Cpu {
+    /// User plus system.
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+
+    /// The time used since `before`.
+    pub fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - before.user,
+            system: self.system - before.system,
+        }
+    }
+}
+
+/// CPU time the process has used.
+pub fn cpu(pid: u32) -> Result<Cpu> {
     let path = format!("/proc/{pid}/stat");
     let s = std::fs::read_to_string(&path).with_context(|| path.clone())?;
-    let ticks = parse_stat_ticks(&s).with_context(|| format!("{path}: unexpected format"))?;
-    Ok(ticks as f64 / clock_ticks())
+    let (u, k) = parse_stat_ticks(&s).with_context(|| format!("{path}: unexpected format"))?;
+    Ok(Cpu {
+        user: u as f64 / clock_ticks(),
+        system: k as f64 / clock_ticks(),
+    })
 }
 
-/// CPU time of this process, in seconds.
-pub fn own_cpu_seconds() -> Result<f64> {
-    cpu_seconds(std::process::id())
+/// CPU time of this process.
+pub fn own_cpu() -> Result<Cpu> {
+    cpu(std::process::id())
 }
 
 /// Resident memory now (`VmRSS`) and at its peak so far (`VmHWM`).
@@ -82,7 +109,7 @@ mod tests {
     #[test]
     fn stat_with_spaces_in_name() {
         let s = "4242 (my (odd) name) S 1 2 3 4 5 6 7 8 9 10 250 30 0 0 20 0 9 0 100 ...";
-        assert_eq!(parse_stat_ticks(s), Some(280));
+        assert_eq!(parse_stat_ticks(s), Some((250, 30)));
         assert_eq!(parse_stat_ticks("garbage"), None);
     }
 
@@ -100,7 +127,7 @@ mod tests {
 
     #[test]
     fn own_process() {
-        assert!(own_cpu_seconds().unwrap() >= 0.0);
+        assert!(own_cpu().unwrap().total() >= 0.0);
         assert!(rss(std::process::id()).unwrap().now_kib > 0);
     }
 }

@@ -45,11 +45,12 @@ pub fn line(r: &Record) -> String {
         )
     } else {
         let mut s = format!(
-            "{}: {} msg/s, loss {:.2} %, {:.2} µs CPU/msg, RSS {:.1} → {:.1} MiB (peak {:.1}), load generator CPU {:.0} %",
+            "{}: {} msg/s, loss {:.2} %, {:.2} µs CPU/msg ({:.0} % kernel), RSS {:.1} → {:.1} MiB (peak {:.1}), load generator CPU {:.0} %",
             r.broker,
             si(r.throughput),
             r.loss_pct,
             r.cpu_us_per_msg,
+            100.0 * r.broker_sys_s / r.broker_cpu_s.max(1e-9),
             mib(r.rss_before_kib),
             mib(r.rss_after_kib),
             mib(r.rss_peak_kib),
@@ -363,7 +364,7 @@ fn chart_groups(
 fn runs_csv(records: &[Record]) -> String {
     let mut s = String::from(
         "rep,scenario,broker,error,sent,expected,delivered,secs,throughput_msg_s,loss_pct,\
-         p50_us,p99_us,p999_us,broker_cpu_s,broker_cpu_us_per_msg,rss_before_kib,\
+         p50_us,p99_us,p999_us,broker_cpu_s,broker_sys_s,broker_cpu_us_per_msg,rss_before_kib,\
          rss_after_kib,rss_peak_kib,loadgen_cpu_s,connections,connect_rate_s,rss_per_conn_b\n",
     );
     let num = |x: f64| {
@@ -376,7 +377,7 @@ fn runs_csv(records: &[Record]) -> String {
     for r in records {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.rep,
             r.scenario,
             r.broker,
@@ -391,6 +392,7 @@ fn runs_csv(records: &[Record]) -> String {
             num(r.p99_us),
             num(r.p999_us),
             num(r.broker_cpu_s),
+            num(r.broker_sys_s),
             num(r.cpu_us_per_msg),
             r.rss_before_kib,
             r.rss_after_kib,
@@ -520,6 +522,14 @@ fn markdown(scenarios: &[Scenario], records: &[Record], meta: &Meta, charts: &[&
         metric_table(&mut md, &tp, records, &|r| r.loss_pct, &pct);
         md.push_str("Broker CPU time (user + system) per delivered message (lower is better):\n\n");
         metric_table(&mut md, &tp, records, &|r| r.cpu_us_per_msg, &us);
+        md.push_str("Share of that CPU time spent in the kernel (system time):\n\n");
+        metric_table(
+            &mut md,
+            &tp,
+            records,
+            &|r| 100.0 * r.broker_sys_s / r.broker_cpu_s.max(1e-9),
+            &|x| format!("{x:.0} %"),
+        );
         md.push_str("Broker peak resident memory (VmHWM, lower is better):\n\n");
         metric_table(&mut md, &tp, records, &|r| r.rss_peak_kib as f64, &mib_text);
         md.push_str("Load generator CPU as a share of the run's wall time:\n\n");
