@@ -321,12 +321,12 @@ impl Running {
 
 impl Drop for Running {
     /// SIGTERM first, so that a broker under a profiler can write its profile, then
-    /// SIGKILL if it is still there after two seconds.
+    /// SIGKILL if it is still there after five seconds.
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if !matches!(self.child.try_wait(), Ok(None)) {
                 return;
