@@ -106,10 +106,17 @@ impl Cli {
             1 => "debug".into(),
             _ => "trace".into(),
         };
+        // The store's own engine reports its housekeeping at info; only its warnings
+        // belong in the broker's log unless asked for with -v or RUST_LOG.
+        let filter = if self.verbose == 0 {
+            format!("{level},fjall=warn,lsm_tree=warn")
+        } else {
+            level
+        };
         tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
             )
             .init();
     }
