@@ -659,6 +659,16 @@ async fn connection<L: Link>(id: ConnId, mut link: L, info: ConnInfo, core: mpsc
             _ = outbox.wake.notified() => {}
             chunk = link.read_chunk() => match chunk {
                 Ok(b) if !b.is_empty() => {
+                    if b[0] >> 4 == 3 {
+                        // Input that starts with a PUBLISH waits one scheduling round. Of
+                        // the tasks woken together, tokio runs the last woken first, which
+                        // would let a PUBLISH overtake a SUBSCRIBE that reached another
+                        // connection just before it; waiting restores the arrival order.
+                        // MQTT orders nothing across connections, but a client that
+                        // subscribes and then has another client publish expects the
+                        // message.
+                        tokio::task::yield_now().await;
+                    }
                     if core.send(Input::Data(id, b)).await.is_err() {
                         break;
                     }

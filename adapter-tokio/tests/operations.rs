@@ -1,6 +1,7 @@
 //! Operations: the metrics endpoint, anonymous access per listener, max connections,
 //! graceful shutdown telling 5.0 clients why, a connection the broker closes letting the
-//! client read its last packets, and enhanced authentication refused.
+//! client read its last packets, enhanced authentication refused, and a SUBSCRIBE and a
+//! PUBLISH that arrive together on two connections handled in arrival order.
 
 use adapter_tokio::client::{Client, ClientOptions};
 use adapter_tokio::config::Config;
@@ -244,6 +245,68 @@ async fn an_enhanced_authentication_method_is_refused() {
     assert_eq!(&rest[..4], b"\x20\x03\x00\x8c", "{rest:?}");
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Client B sends a SUBSCRIBE and, right after, client A a PUBLISH on that topic; both
+/// become readable in the same instant. On one worker thread tokio runs the task woken
+/// last first, so without care A's PUBLISH would be routed before B's subscription exists.
+/// The broker handles them in arrival order and B gets every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_subscribe_and_a_publish_arriving_together_keep_their_order() {
+    use bytes::BytesMut;
+    use mqtt_proto::{Decoder, Packet, ProtocolVersion};
+    let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n\
+                [persistence]\nenabled = false\n";
+    let running = start(Config::parse(text).unwrap(), None).await.unwrap();
+    let addr = running.local_addrs[0];
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    a.set_nodelay(true).unwrap();
+    b.set_nodelay(true).unwrap();
+    for (s, id) in [(&mut a, b'a'), (&mut b, b'b')] {
+        s.write_all(&[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 1, id])
+            .await
+            .unwrap();
+        let mut connack = [0u8; 4];
+        s.read_exact(&mut connack).await.unwrap();
+        assert_eq!(connack, [0x20, 2, 0, 0]);
+    }
+    let mut decoder = Decoder::client(ProtocolVersion::V3_1_1);
+    let mut buf = BytesMut::new();
+    let mut missed = vec![];
+    for i in 0..20u8 {
+        let topic = [b't', b'/', b'a' + i];
+        // SUBSCRIBE (packet id i + 1) at QoS 0 on B, then PUBLISH at QoS 0 on A.
+        let mut sub = vec![0x82, 8, 0, i + 1, 0, 3];
+        sub.extend_from_slice(&topic);
+        sub.push(0);
+        let mut publish = vec![0x30, 6, 0, 3];
+        publish.extend_from_slice(&topic);
+        publish.push(b'x');
+        b.write_all(&sub).await.unwrap();
+        a.write_all(&publish).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        let got = 'wait: loop {
+            while let Some(p) = decoder.decode(&mut buf).unwrap() {
+                if let Packet::Publish(p) = p {
+                    assert_eq!(p.topic.as_str().as_bytes(), topic);
+                    break 'wait true;
+                }
+            }
+            match tokio::time::timeout_at(deadline, b.read_buf(&mut buf)).await {
+                Ok(n) => assert!(n.unwrap() > 0, "B's connection closed"),
+                Err(_) => break false,
+            }
+        };
+        if !got {
+            missed.push(i);
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "B missed the messages of rounds {missed:?}"
+    );
+    running.shutdown().await;
 }
 
 struct Stamp;
