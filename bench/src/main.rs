@@ -351,6 +351,7 @@ fn main() -> Result<()> {
             .build()?
     };
     let started = Instant::now();
+    let load_start = report::load_average();
     let mut records = Vec::new();
     for rep in 1..=cli.reps {
         for s in &scenarios {
@@ -374,6 +375,7 @@ fn main() -> Result<()> {
         args: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         open_files: limit,
         idle_asked: cli.idle_connections,
+        load_start,
     };
     report::write_all(&out_dir, &scenarios, &records, &meta)?;
     println!(

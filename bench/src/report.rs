@@ -23,6 +23,18 @@ pub struct Meta {
     pub open_files: u64,
     /// Idle connections asked for.
     pub idle_asked: usize,
+    /// The load average when the measurements began.
+    pub load_start: String,
+}
+
+/// The 1, 5 and 15 minute load averages, comma-separated.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One line per run for the console.
@@ -473,13 +485,9 @@ fn markdown(scenarios: &[Scenario], records: &[Record], meta: &Meta, charts: &[&
     let _ = writeln!(md, "- **Machine**: {}", machine());
     let _ = writeln!(
         md,
-        "- **Load average at the end** (1, 5, 15 min): {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(", ")
+        "- **Load average** (1, 5, 15 min) at the start: {}; at the end: {}",
+        meta.load_start,
+        load_average()
     );
     let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
     let dirty =
