@@ -309,6 +309,7 @@ pub fn write_all(
                 s.title.clone()
             }),
             &si,
+            Scale::Linear,
         );
         std::fs::write(dir.join("throughput.svg"), svg)?;
         charts.push("throughput.svg");
@@ -321,6 +322,7 @@ pub fn write_all(
                 "fan-in 10→1, QoS 1, 3.1.1".into()
             }),
             &si,
+            Scale::Linear,
         );
         std::fs::write(dir.join("persistence.svg"), svg)?;
         charts.push("persistence.svg");
@@ -341,6 +343,7 @@ pub fn write_all(
             "Fixed rate: latency in µs (median; whiskers: min–max)",
             &groups,
             &|x| format!("{x:.0}"),
+            Scale::Log,
         );
         std::fs::write(dir.join("latency.svg"), svg)?;
         charts.push("latency.svg");
@@ -476,7 +479,15 @@ fn summary_csv(scenarios: &[Scenario], records: &[Record]) -> String {
 fn markdown(scenarios: &[Scenario], records: &[Record], meta: &Meta, charts: &[&str]) -> String {
     let mut md = String::new();
     let p = &meta.programs;
-    let _ = writeln!(md, "- **Command**: `mqtt-bench {}`", meta.args);
+    let _ = writeln!(
+        md,
+        "- **Command**: `cargo run --release -p mqtt-bench{}`",
+        if meta.args.is_empty() {
+            String::new()
+        } else {
+            format!(" -- {}", meta.args)
+        }
+    );
     let _ = writeln!(
         md,
         "- **Date**: {}",
@@ -695,6 +706,15 @@ fn targets(md: &mut String, scenarios: &[Scenario], records: &[Record]) {
     md.push('\n');
 }
 
+/// How values map to bar lengths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Proportional, from zero.
+    Linear,
+    /// Logarithmic, between powers of ten around the data.
+    Log,
+}
+
 const COLORS: [&str; 6] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#d62728",
 ];
@@ -712,7 +732,12 @@ fn xml(s: &str) -> String {
 
 /// A horizontal grouped bar chart: one group per scenario, one bar per broker, a whisker
 /// from the minimum to the maximum, the median written after the bar.
-pub fn bar_chart(title: &str, groups: &[ChartGroup], fmt: &dyn Fn(f64) -> String) -> String {
+pub fn bar_chart(
+    title: &str,
+    groups: &[ChartGroup],
+    fmt: &dyn Fn(f64) -> String,
+    scale: Scale,
+) -> String {
     let mut brokers: Vec<String> = Vec::new();
     for (_, bars) in groups {
         for (b, _) in bars {
@@ -726,7 +751,26 @@ pub fn bar_chart(title: &str, groups: &[ChartGroup], fmt: &dyn Fn(f64) -> String
         .flat_map(|(_, bars)| bars.iter().map(|(_, s)| s.max))
         .fold(0.0f64, f64::max)
         .max(1e-9);
+    let min = groups
+        .iter()
+        .flat_map(|(_, bars)| bars.iter().map(|(_, s)| s.min))
+        .filter(|m| *m > 0.0)
+        .fold(f64::INFINITY, f64::min)
+        .min(max);
     let (label_w, plot_w, bar_h, gap, top) = (330.0, 520.0, 16.0, 14.0, 56.0);
+    let (lo, hi) = (
+        10f64.powf(min.log10().floor()),
+        10f64.powf(max.log10().ceil()),
+    );
+    // Where a value lies along the plot, 0 to plot_w.
+    let pos = |v: f64| -> f64 {
+        match scale {
+            Scale::Linear => plot_w * v / max,
+            Scale::Log => {
+                plot_w * (v.max(lo).log10() - lo.log10()) / (hi.log10() - lo.log10()).max(1e-9)
+            }
+        }
+    };
     let rows: usize = groups.iter().map(|(_, b)| b.len().max(1)).sum();
     let height = top + rows as f64 * bar_h + groups.len() as f64 * gap + 40.0;
     let width = label_w + plot_w + 110.0;
@@ -762,7 +806,7 @@ pub fn bar_chart(title: &str, groups: &[ChartGroup], fmt: &dyn Fn(f64) -> String
             xml(name)
         );
         for (b, sp) in bars {
-            let w = plot_w * sp.median / max;
+            let w = pos(sp.median);
             let _ = writeln!(
                 s,
                 r#"<rect x="{label_w}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="{}"><title>{}: {}</title></rect>"#,
@@ -772,10 +816,7 @@ pub fn bar_chart(title: &str, groups: &[ChartGroup], fmt: &dyn Fn(f64) -> String
                 xml(b),
                 fmt(sp.median)
             );
-            let (x0, x1) = (
-                label_w + plot_w * sp.min / max,
-                label_w + plot_w * sp.max / max,
-            );
+            let (x0, x1) = (label_w + pos(sp.min), label_w + pos(sp.max));
             let cy = y + bar_h / 2.0;
             let _ = writeln!(
                 s,
@@ -804,6 +845,27 @@ pub fn bar_chart(title: &str, groups: &[ChartGroup], fmt: &dyn Fn(f64) -> String
         r##"<line x1="{label_w}" y1="{top}" x2="{label_w}" y2="{:.1}" stroke="#444"/>"##,
         y - gap
     );
+    if scale == Scale::Log {
+        // A grid line and label at each power of ten.
+        let mut t = lo;
+        while t <= hi * 1.0001 {
+            let x = label_w + pos(t);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{:.1}" stroke="#ccc"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+                y - gap,
+                y - gap + 16.0,
+                fmt(t)
+            );
+            t *= 10.0;
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">(log scale)</text>"#,
+            label_w - 8.0,
+            y - gap + 16.0
+        );
+    }
     s.push_str("</svg>\n");
     s
 }
@@ -840,7 +902,8 @@ mod tests {
                 },
             )],
         )];
-        let s = bar_chart("t", &g, &si);
+        let s = bar_chart("t", &g, &si, Scale::Linear);
+        assert!(bar_chart("t", &g, &si, Scale::Log).contains("(log scale)"));
         assert!(s.starts_with("<svg") && s.contains("fan-in &lt;x&gt;") && s.ends_with("</svg>\n"));
     }
 }
