@@ -501,8 +501,19 @@ fn markdown(scenarios: &[Scenario], records: &[Record], meta: &Meta, charts: &[&
         load_average()
     );
     let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
-    let dirty =
-        !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    // The results being written are not changes to the code measured.
+    let dirty = !command_output(
+        "git",
+        &[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)bench/results",
+        ],
+    )
+    .is_empty();
     let _ = writeln!(
         md,
         "- **Code measured**: commit `{commit}`{}",
