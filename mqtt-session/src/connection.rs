@@ -1485,7 +1485,9 @@ impl Connection {
                 return Err(Violation::RetainNotSupported);
             }
         }
-        if let Some(alias) = p.properties.topic_alias.take() {
+        // `get_mut`: taking the alias through `DerefMut` would store an empty property set
+        // (an allocation) in every PUBLISH that has none, and every copy would clone it.
+        if let Some(alias) = p.properties.get_mut().and_then(|s| s.topic_alias.take()) {
             if alias.get() > self.config.topic_alias_maximum {
                 return Err(Violation::TopicAliasTooLarge(alias.get()));
             }
