@@ -1,4 +1,4 @@
-//! The checks behind the `config` fuzz target: `adapter_tokio::config::Config::parse` on
+//! The checks behind the `config` fuzz target: `mqtt_adapter_common::config::Config::parse` on
 //! any text (the target makes the input UTF-8 first, replacing what is not).
 //!
 //! Any failed check is a panic:
@@ -21,7 +21,7 @@
 //!   every deadline the configuration can set, up to 200 years. Nothing panics (a
 //!   duration added to an `Instant` used to overflow here).
 
-use adapter_tokio::config::{Config, MAX_SECS};
+use mqtt_adapter_common::config::{Config, MAX_SECS};
 use bytes::BytesMut;
 use mqtt_broker::{AuthResult, Broker, ConnInfo, DropPolicy, Output};
 use mqtt_proto::{

@@ -371,7 +371,7 @@ fn check_config_seeds() {
     for name in &names {
         let text = std::fs::read_to_string(dir.join(name)).expect("read seed");
         mqtt_proto_fuzz::config::run(&text);
-        let accepted = adapter_tokio::config::Config::parse(&text);
+        let accepted = mqtt_adapter_common::config::Config::parse(&text);
         assert_eq!(
             accepted.is_ok(),
             name != "seed-mistakes",
