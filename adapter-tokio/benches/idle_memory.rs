@@ -5,7 +5,11 @@
 //!
 //! ```sh
 //! cargo bench -p adapter-tokio --bench idle_memory -- 10000
+//! cargo bench -p adapter-tokio --bench idle_memory -- 10000 --subscribe
 //! ```
+//!
+//! With `--subscribe`, each connection also subscribes to a topic of its own (`idle/N`,
+//! QoS 1) and reads its SUBACK before going quiet.
 //!
 //! N defaults to 10000 and is capped at 100000 and by the open-files limit (each process
 //! needs one descriptor per connection): raise it with `ulimit -n` first if needed.
@@ -59,21 +63,27 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("--clients") {
         let addr: SocketAddr = args.get(1).expect("address").parse()?;
         let n: usize = args.get(2).expect("count").parse()?;
-        return clients(addr, n);
+        let subscribe = args.get(3).map(String::as_str) == Some("--subscribe");
+        return clients(addr, n, subscribe);
     }
+    let subscribe = args.iter().any(|a| a == "--subscribe");
+    let args: Vec<String> = args.into_iter().filter(|a| a != "--subscribe").collect();
     let asked: usize = match args.first() {
         Some(a) => a
             .parse()
-            .map_err(|_| anyhow::anyhow!("usage: idle_memory [N]"))?,
+            .map_err(|_| anyhow::anyhow!("usage: idle_memory [N] [--subscribe]"))?,
         None => DEFAULT_CONNECTIONS,
     };
     let limit = open_files_limit()?;
     let n = asked.min(MAX_CONNECTIONS).min(limit.saturating_sub(64));
-    println!("open files limit (soft): {limit}; connections: {n} (asked {asked})");
+    println!(
+        "open files limit (soft): {limit}; connections: {n} (asked {asked}){}",
+        if subscribe { ", each subscribed" } else { "" }
+    );
     anyhow::ensure!(n > 0, "no connections possible");
 
-    let mut rows = vec![ours(n)?];
-    match mosquitto(n) {
+    let mut rows = vec![ours(n, subscribe)?];
+    match mosquitto(n, subscribe) {
         Ok(row) => rows.push(row),
         Err(e) => println!("mosquitto not measured: {e:#}"),
     }
@@ -115,7 +125,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// The broker in this process.
-fn ours(n: usize) -> anyhow::Result<Row> {
+fn ours(n: usize, subscribe: bool) -> anyhow::Result<Row> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -131,7 +141,7 @@ fn ours(n: usize) -> anyhow::Result<Row> {
     std::thread::sleep(Duration::from_millis(200));
     let before = rss("self")?;
     let heap_before = heap();
-    let mut child = spawn_clients(addr, n)?;
+    let mut child = spawn_clients(addr, n, subscribe)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while rt.block_on(running.gauges())?.sessions < n {
         anyhow::ensure!(
@@ -155,7 +165,7 @@ fn ours(n: usize) -> anyhow::Result<Row> {
 }
 
 /// mosquitto from the PATH, on a free loopback port.
-fn mosquitto(n: usize) -> anyhow::Result<Row> {
+fn mosquitto(n: usize, subscribe: bool) -> anyhow::Result<Row> {
     let version = Command::new("mosquitto")
         .arg("-h")
         .output()
@@ -190,7 +200,7 @@ fn mosquitto(n: usize) -> anyhow::Result<Row> {
         std::thread::sleep(Duration::from_millis(200));
         let pid = broker.id().to_string();
         let before = rss(&pid)?;
-        let mut child = spawn_clients(addr, n)?;
+        let mut child = spawn_clients(addr, n, subscribe)?;
         std::thread::sleep(Duration::from_millis(500));
         let after = rss(&pid)?;
         stop_clients(&mut child)?;
@@ -210,9 +220,10 @@ fn mosquitto(n: usize) -> anyhow::Result<Row> {
 
 /// Starts this program as the client process and waits until all its connections have
 /// their CONNACK.
-fn spawn_clients(addr: SocketAddr, n: usize) -> anyhow::Result<Child> {
+fn spawn_clients(addr: SocketAddr, n: usize, subscribe: bool) -> anyhow::Result<Child> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--clients", &addr.to_string(), &n.to_string()])
+        .args(subscribe.then_some("--subscribe"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -228,8 +239,9 @@ fn stop_clients(child: &mut Child) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The client process: N connections, then idle until standard input closes.
-fn clients(addr: SocketAddr, n: usize) -> anyhow::Result<()> {
+/// The client process: N connections (each subscribed to `idle/N` if asked), then idle
+/// until standard input closes.
+fn clients(addr: SocketAddr, n: usize, subscribe: bool) -> anyhow::Result<()> {
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         let mut s = TcpStream::connect(addr)?;
@@ -238,6 +250,12 @@ fn clients(addr: SocketAddr, n: usize) -> anyhow::Result<()> {
         let mut connack = [0u8; 4];
         s.read_exact(&mut connack)?;
         anyhow::ensure!(connack == [0x20, 2, 0, 0], "CONNACK {connack:?}");
+        if subscribe {
+            s.write_all(&subscribe_packet(&format!("idle/{i}")))?;
+            let mut suback = [0u8; 5];
+            s.read_exact(&mut suback)?;
+            anyhow::ensure!(suback == [0x90, 3, 0, 1, 1], "SUBACK {suback:?}");
+        }
         conns.push(s);
     }
     println!("ready {n}");
@@ -281,4 +299,15 @@ fn open_files_limit() -> anyhow::Result<usize> {
         .next()
         .unwrap_or("unlimited");
     Ok(soft.parse().unwrap_or(usize::MAX))
+}
+
+/// MQTT 3.1.1 SUBSCRIBE, packet id 1, one filter at QoS 1.
+fn subscribe_packet(filter: &str) -> Vec<u8> {
+    let mut body = vec![0, 1];
+    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    body.push(1);
+    let mut p = vec![0x82, body.len() as u8];
+    p.extend_from_slice(&body);
+    p
 }
