@@ -3,6 +3,7 @@
 use crate::acl::Acl;
 use crate::config::{BrokerConfig, DropPolicy};
 use crate::store::{Record, Snapshot};
+use crate::submap::SubMap;
 use crate::tree::{Match, SessionKey, SubEntry, SubscriptionTree};
 use crate::types::*;
 use bytes::Bytes;
@@ -85,7 +86,7 @@ struct Session {
     /// Messages that arrived while offline.
     offline: VecDeque<Queued>,
     offline_bytes: usize,
-    subscriptions: BTreeMap<String, (TopicFilter, SubEntry)>,
+    subscriptions: SubMap,
     /// How long the session lives after its connection closes (0: it ends then).
     expiry: Duration,
     expires_at: Option<Instant>,
@@ -417,8 +418,7 @@ impl Broker {
                 };
                 self.tree.insert(&sub.filter, key, entry.clone());
                 let s = self.sessions.get_mut(&key).expect("session exists");
-                s.subscriptions
-                    .insert(sub.filter.to_string(), (sub.filter, entry));
+                s.subscriptions.insert(sub.filter, entry);
             }
             let s = self.sessions.get_mut(&key).expect("session exists");
             s.stored = self.config.persistence;
@@ -1013,7 +1013,7 @@ impl Broker {
                 state: SessionState::default(),
                 offline: VecDeque::new(),
                 offline_bytes: 0,
-                subscriptions: BTreeMap::new(),
+                subscriptions: SubMap::default(),
                 expiry: Duration::ZERO,
                 expires_at: None,
                 will: None,
@@ -1694,7 +1694,7 @@ impl Broker {
                     };
                     session
                         .subscriptions
-                        .insert(s.filter.to_string(), (s.filter.clone(), entry.clone()));
+                        .insert(s.filter.clone(), entry.clone());
                     self.tree.insert(&s.filter, key, entry.clone());
                     // Retained messages on subscribe, by Retain Handling; never for a
                     // shared subscription.
@@ -1763,7 +1763,7 @@ impl Broker {
         let mut codes = Vec::with_capacity(u.filters.len());
         for f in u.filters {
             let session = self.sessions.get_mut(&key).expect("session exists");
-            let existed = session.subscriptions.remove(f.as_str()).is_some();
+            let existed = session.subscriptions.remove(f.as_str());
             if existed {
                 self.tree.remove(&f, key);
                 if session.stored {

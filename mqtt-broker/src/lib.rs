@@ -12,6 +12,7 @@ mod acl;
 mod broker;
 mod config;
 mod store;
+mod submap;
 mod tree;
 mod types;
 
