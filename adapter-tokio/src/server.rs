@@ -306,19 +306,21 @@ async fn accept_loop(
         let core_tx = core_tx.clone();
         if let Transport::Tcp = transport {
             // The connection itself is the task: nothing else lives as long as it does.
-            tokio::spawn(async move {
-                connection(id, TcpLink(stream), Box::new(info), core_tx).await;
-                drop(live);
-            });
+            tokio::spawn(connection(
+                id,
+                TcpLink(stream),
+                Box::new(info),
+                core_tx,
+                live,
+            ));
             continue;
         }
         let transport = transport.clone();
         let listener = name.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve(id, stream, info, core_tx, transport, handshake).await {
+            if let Err(e) = serve(id, stream, info, core_tx, transport, handshake, live).await {
                 info!(conn = id, %listener, %peer, "handshake failed: {e}");
             }
-            drop(live);
         });
     }
 }
@@ -352,19 +354,22 @@ async fn serve(
     // The TLS and WebSocket handshakes get the connect timeout; CONNECT gets it again
     // after them.
     handshake: Duration,
+    live: Live,
 ) -> anyhow::Result<()> {
     // Each transport's future is boxed: a connection's task is as large as its own
     // transport needs, not as the largest (TLS and WebSocket state are kilobytes).
     match transport {
         // TCP connections are spawned without this wrapper (see `accept_loop`).
-        Transport::Tcp => Box::pin(connection(id, TcpLink(stream), Box::new(info), core)).await,
+        Transport::Tcp => {
+            Box::pin(connection(id, TcpLink(stream), Box::new(info), core, live)).await
+        }
         Transport::Tls(tls, use_identity) => {
             Box::pin(async move {
                 let s = tokio::time::timeout(handshake, tls.acceptor().accept(stream)).await??;
                 if use_identity {
                     info.tls_identity = Some(client_identity(s.get_ref().1)?);
                 }
-                connection(id, StreamLink::new(s), Box::new(info), core).await;
+                connection(id, StreamLink::new(s), Box::new(info), core, live).await;
                 anyhow::Ok(())
             })
             .await?
@@ -373,7 +378,7 @@ async fn serve(
             Box::pin(async move {
                 let ws = tokio::time::timeout(handshake, ws_accept(stream, &path, limit)).await??;
                 let who = format!("{} {}", info.listener, info.peer);
-                connection(id, WsLink(ws, who), Box::new(info), core).await;
+                connection(id, WsLink(ws, who), Box::new(info), core, live).await;
                 anyhow::Ok(())
             })
             .await?
@@ -389,7 +394,7 @@ async fn serve(
                 })
                 .await??;
                 let who = format!("{} {}", info.listener, info.peer);
-                connection(id, WsLink(ws, who), Box::new(info), core).await;
+                connection(id, WsLink(ws, who), Box::new(info), core, live).await;
                 anyhow::Ok(())
             })
             .await?
@@ -708,6 +713,8 @@ fn connection<L: Link>(
     // Boxed: the future keeps its arguments for as long as it lives.
     info: Box<ConnInfo>,
     core: mpsc::Sender<ToCore>,
+    // Dropped when the connection ends.
+    live: Live,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let Some(outbox) = Box::pin(register(id, info, &core)).await else {
@@ -780,6 +787,7 @@ fn connection<L: Link>(
             permit.send(Input::Data(id, b));
         }
         Box::pin(close(id, link, core, closed_by_broker)).await;
+        drop(live);
     }
 }
 
@@ -993,7 +1001,8 @@ mod tests {
             tls_identity: None,
             allow_anonymous: Some(true),
         };
-        let future = connection(1, TcpLink(stream), Box::new(info), core);
+        let live = Live(Arc::new(AtomicUsize::new(1)));
+        let future = connection(1, TcpLink(stream), Box::new(info), core, live);
         let size = std::mem::size_of_val(&future);
         println!("TCP connection future: {size} B");
         // 832 B in a debug build (608 B in release) before its waits became `poll` functions and its rare

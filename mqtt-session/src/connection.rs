@@ -68,6 +68,15 @@ struct PendingAck {
     reason: Option<ReasonCode>,
 }
 
+/// The topic alias maps of one connection (5.0).
+#[derive(Debug, Default)]
+struct Aliases {
+    /// The peer's aliases: alias to topic.
+    incoming: HashMap<u16, TopicName>,
+    /// Ours: topic to alias.
+    outgoing: HashMap<TopicName, NonZeroU16>,
+}
+
 /// One MQTT connection's protocol state, in the client or the server role.
 ///
 /// Pure and deterministic: it does no IO and never reads the clock. Methods fall into
@@ -123,8 +132,8 @@ pub struct Connection {
     /// 5.0 Request Problem Information of the client (server role): when false, Reason
     /// Strings and User Properties are left out of acknowledgements.
     problem_information: bool,
-    aliases_in: HashMap<u16, TopicName>,
-    aliases_out: HashMap<TopicName, NonZeroU16>,
+    /// Topic aliases, boxed on first use: most connections never use one.
+    aliases: Option<Box<Aliases>>,
     /// Client: the CONNECT to send.
     connect: Option<Box<Connect>>,
 }
@@ -157,8 +166,7 @@ impl Connection {
             ping_outstanding: false,
             session_expiry_zero: true,
             problem_information: true,
-            aliases_in: HashMap::new(),
-            aliases_out: HashMap::new(),
+            aliases: None,
             connect: None,
         }
     }
@@ -1011,7 +1019,10 @@ impl Connection {
                 let r = wire.encode(&mut self.out, v, max);
                 // The mapping exists only once the peer has seen it.
                 if let (Ok(_), Some(alias)) = (&r, new_alias) {
-                    self.aliases_out.insert(publish.topic.clone(), alias);
+                    self.aliases
+                        .get_or_insert_with(Box::default)
+                        .outgoing
+                        .insert(publish.topic.clone(), alias);
                 }
                 r
             }
@@ -1050,12 +1061,14 @@ impl Connection {
         if publish.topic.is_empty() {
             return (wire, None);
         }
-        if let Some(&alias) = self.aliases_out.get(&publish.topic) {
+        let outgoing = self.aliases.as_ref().map(|a| &a.outgoing);
+        let mapped = outgoing.map_or(0, HashMap::len);
+        if let Some(&alias) = outgoing.and_then(|m| m.get(&publish.topic)) {
             wire.topic = TopicName::empty();
             wire.properties.topic_alias = Some(alias);
             (wire, None)
-        } else if self.aliases_out.len() < usize::from(self.peer.topic_alias_maximum) {
-            let alias = NonZeroU16::new(self.aliases_out.len() as u16 + 1).expect("non-zero");
+        } else if mapped < usize::from(self.peer.topic_alias_maximum) {
+            let alias = NonZeroU16::new(mapped as u16 + 1).expect("non-zero");
             wire.properties.topic_alias = Some(alias);
             (wire, Some(alias))
         } else {
@@ -1493,12 +1506,16 @@ impl Connection {
             }
             if p.topic.is_empty() {
                 p.topic = self
-                    .aliases_in
-                    .get(&alias.get())
+                    .aliases
+                    .as_ref()
+                    .and_then(|a| a.incoming.get(&alias.get()))
                     .cloned()
                     .ok_or(Violation::UnknownTopicAlias(alias.get()))?;
             } else {
-                self.aliases_in.insert(alias.get(), p.topic.clone());
+                self.aliases
+                    .get_or_insert_with(Box::default)
+                    .incoming
+                    .insert(alias.get(), p.topic.clone());
             }
         }
         let Some(id) = p.packet_id else {
