@@ -154,6 +154,8 @@ pub struct Broker {
     /// the new connection.
     held_acks: IdMap<u64, (SessionKey, PacketId, ReasonCode)>,
     matches: Vec<Match>,
+    /// Scratch space for routing: the non-shared matches, by session.
+    targets: Vec<(SessionKey, QoS, bool, Option<NonZeroU32>)>,
     /// Payload bytes in all offline queues.
     offline_bytes: usize,
 }
@@ -192,6 +194,7 @@ impl Broker {
             next_seq: 0,
             held_acks: IdMap::default(),
             matches: Vec::new(),
+            targets: Vec::new(),
             offline_bytes: 0,
         };
         // The broker acknowledges every QoS 1/2 message itself, after routing it.
@@ -1398,7 +1401,8 @@ impl Broker {
         }
         // One copy per session for its non-shared subscriptions: the highest QoS, every
         // Subscription Identifier; shared groups each deliver their own copy.
-        let mut per_session: BTreeMap<SessionKey, (QoS, bool, Vec<NonZeroU32>)> = BTreeMap::new();
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
         let mut shared: Vec<(SessionKey, QoS, bool, Option<NonZeroU32>, TopicFilter)> = vec![];
         for m in &matches {
             let o = &m.entry.options;
@@ -1409,23 +1413,31 @@ impl Broker {
             if o.no_local && Some(m.key) == origin {
                 continue;
             }
-            let e = per_session
-                .entry(m.key)
-                .or_insert((QoS::AtMostOnce, false, vec![]));
-            e.0 = e.0.max(o.qos);
-            e.1 |= o.retain_as_published;
-            if let Some(id) = m.entry.id {
-                e.2.push(id);
-            }
+            targets.push((m.key, o.qos, o.retain_as_published, m.entry.id));
         }
         self.matches = matches;
+        // Sessions in key order; a session's matches stay in match order (a stable sort).
+        targets.sort_by_key(|t| t.0);
         let mut n = 0;
         let mut cache = EncodeCache::default();
         let mut body = Body::new(&p);
-        for (key, (qos, rap, ids)) in per_session {
+        let mut i = 0;
+        while i < targets.len() {
+            let key = targets[i].0;
+            let (mut qos, mut rap, mut ids) = (QoS::AtMostOnce, false, vec![]);
+            while let Some(&(k, q, r, id)) = targets.get(i) {
+                if k != key {
+                    break;
+                }
+                qos = qos.max(q);
+                rap |= r;
+                ids.extend(id);
+                i += 1;
+            }
             let m = copy_for(&p, qos, rap, ids);
             n += usize::from(self.deliver(now, key, m, &mut cache, None, &mut body));
         }
+        self.targets = targets;
         for (key, qos, rap, id, filter) in shared {
             let m = copy_for(&p, qos, rap, id.into_iter().collect());
             n += usize::from(self.deliver(now, key, m, &mut cache, Some(filter), &mut body));

@@ -117,8 +117,10 @@ pub struct Connection {
     state: SessionState,
     ids: PacketIds,
     queued_bytes: usize,
-    /// The time the Message Expiry Intervals of queued messages are counted from.
-    queue_aged_at: Option<Instant>,
+    /// One second after the time the Message Expiry Intervals of queued messages are
+    /// counted from: before it, there is nothing to count (a comparison per message,
+    /// where a subtraction of instants would cost several times more).
+    queue_age_due: Option<Instant>,
     /// Incoming QoS 1/2 messages whose acknowledgement has not left yet.
     pending_acks: VecDeque<PendingAck>,
     /// Client: SUBSCRIBE / UNSUBSCRIBE ids waiting for SUBACK / UNSUBACK, with the number
@@ -158,7 +160,7 @@ impl Connection {
             state: SessionState::default(),
             ids: PacketIds::default(),
             queued_bytes: 0,
-            queue_aged_at: None,
+            queue_age_due: None,
             pending_acks: VecDeque::new(),
             pending_subs: BTreeMap::new(),
             peer: PeerLimits::default(),
@@ -304,15 +306,17 @@ impl Connection {
     /// sends; a caller parking the session state calls it before
     /// [`into_state`](Self::into_state).
     pub fn age_queue(&mut self, now: Instant) {
-        let Some(at) = self.queue_aged_at else {
-            self.queue_aged_at = Some(now);
+        const SECOND: Duration = Duration::from_secs(1);
+        let Some(due) = self.queue_age_due else {
+            self.queue_age_due = Some(now + SECOND);
             return;
         };
-        let secs = now.saturating_duration_since(at).as_secs();
-        if secs == 0 {
+        if now < due {
             return;
         }
-        self.queue_aged_at = Some(at + Duration::from_secs(secs));
+        // Whole seconds since the time counted from (one second before `due`).
+        let secs = now.saturating_duration_since(due).as_secs() + 1;
+        self.queue_age_due = Some(due + Duration::from_secs(secs));
         let secs = u32::try_from(secs).unwrap_or(u32::MAX);
         let mut kept = VecDeque::with_capacity(self.state.queue.len());
         for mut p in std::mem::take(&mut self.state.queue) {

@@ -72,35 +72,82 @@ impl SessionState {
 
 /// Packet identifiers in use, allocated from 1..=65535 ([MQTT-2.2.1-3]) and never handed
 /// out twice while in use. Independent of the inflight limit.
+///
+/// A bitmap, and the lowest free identifier is handed out: identifiers in use stay
+/// packed at the low end, so the bitmap is as long as the most identifiers ever in use at
+/// once need (a word for 64), and allocating and freeing are a few instructions each.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PacketIds {
-    in_use: BTreeSet<u16>,
-    next: u16,
+    /// Bit `id % 64` of word `id / 64` is set when `id` is in use; bit 0 (id 0, never
+    /// valid) is set once the first word exists.
+    words: Vec<u64>,
+    /// Identifiers in use.
+    used: usize,
+    /// No word before this one has a free bit.
+    first_free: usize,
 }
+
+/// Words for ids 0..=65535.
+const ID_WORDS: usize = 1 << 10;
 
 impl PacketIds {
     pub(crate) fn alloc(&mut self) -> Option<PacketId> {
-        if self.in_use.len() >= usize::from(u16::MAX) {
+        if self.used >= usize::from(u16::MAX) {
             return None;
         }
-        loop {
-            self.next = self.next.checked_add(1).unwrap_or(1);
-            if self.in_use.insert(self.next) {
-                return PacketId::new(self.next);
+        let mut i = self.first_free;
+        while i < self.words.len() && self.words[i] == u64::MAX {
+            i += 1;
+        }
+        if i == self.words.len() {
+            if i == ID_WORDS {
+                return None;
+            }
+            self.push_word();
+        }
+        self.first_free = i;
+        let bit = (!self.words[i]).trailing_zeros() as usize;
+        self.words[i] |= 1 << bit;
+        self.used += 1;
+        // Below 65536: the last word's bits are all ids 65472..=65535.
+        PacketId::new((i * 64 + bit) as u16)
+    }
+
+    pub(crate) fn mark(&mut self, id: PacketId) {
+        let (i, bit) = Self::place(id);
+        while self.words.len() <= i {
+            self.push_word();
+        }
+        if self.words[i] & bit == 0 {
+            self.words[i] |= bit;
+            self.used += 1;
+        }
+    }
+
+    pub(crate) fn free(&mut self, id: PacketId) {
+        let (i, bit) = Self::place(id);
+        if let Some(w) = self.words.get_mut(i) {
+            if *w & bit != 0 {
+                *w &= !bit;
+                self.used -= 1;
+                self.first_free = self.first_free.min(i);
             }
         }
     }
 
-    pub(crate) fn mark(&mut self, id: PacketId) {
-        self.in_use.insert(id.get());
-    }
-
-    pub(crate) fn free(&mut self, id: PacketId) {
-        self.in_use.remove(&id.get());
-    }
-
     pub(crate) fn len(&self) -> usize {
-        self.in_use.len()
+        self.used
+    }
+
+    fn place(id: PacketId) -> (usize, u64) {
+        let id = usize::from(id.get());
+        (id / 64, 1 << (id % 64))
+    }
+
+    fn push_word(&mut self) {
+        // Id 0 is never handed out.
+        let w = if self.words.is_empty() { 1 } else { 0 };
+        self.words.push(w);
     }
 
     /// The ids a resumed state holds.
@@ -113,9 +160,6 @@ impl PacketIds {
             if let Some(id) = p.packet_id {
                 ids.mark(id);
             }
-        }
-        if let Some(&last) = ids.in_use.iter().next_back() {
-            ids.next = last;
         }
         ids
     }
@@ -172,5 +216,49 @@ impl EncodedPublish {
             && self.qos == p.qos
             && self.retain == p.retain
             && self.bytes.len() <= max as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Never an id in use twice, never 0, the lowest free one first, and all 65,535 can be
+    /// in use at once ([MQTT-2.2.1-3]).
+    #[test]
+    fn packet_ids_are_unique_and_low() {
+        let mut ids = PacketIds::default();
+        let mut model = BTreeSet::new();
+        let mut x: u32 = 7;
+        for _ in 0..5_000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            if (x >> 16).is_multiple_of(3) && !model.is_empty() {
+                let nth = (x as usize >> 4) % model.len();
+                let id = *model.iter().nth(nth).unwrap();
+                model.remove(&id);
+                ids.free(PacketId::new(id).unwrap());
+            } else {
+                let id = ids.alloc().unwrap().get();
+                let lowest = (1..=u16::MAX).find(|i| !model.contains(i)).unwrap();
+                assert_eq!(id, lowest);
+                assert!(model.insert(id));
+            }
+            assert_eq!(ids.len(), model.len());
+        }
+        let mut all = PacketIds::default();
+        for want in 1..=u16::MAX {
+            assert_eq!(all.alloc().map(PacketId::get), Some(want));
+        }
+        assert_eq!(all.alloc(), None);
+        all.free(PacketId::new(40_000).unwrap());
+        assert_eq!(all.alloc().map(PacketId::get), Some(40_000));
+        // Marking an id twice or freeing one not in use changes nothing.
+        let mut m = PacketIds::default();
+        m.mark(PacketId::new(300).unwrap());
+        m.mark(PacketId::new(300).unwrap());
+        m.free(PacketId::new(9).unwrap());
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.alloc().map(PacketId::get), Some(1));
     }
 }

@@ -248,9 +248,11 @@ impl Sim {
             )
             .unwrap();
         self.run();
+        // The latest: packet ids are reused once acknowledged.
         self.clients[&id]
             .events
             .iter()
+            .rev()
             .find_map(|e| match e {
                 Event::SubAck(s) if s.packet_id == pid => Some(s.reason_codes.clone()),
                 _ => None,
