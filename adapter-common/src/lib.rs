@@ -8,6 +8,8 @@
 //!   when the files change or on SIGHUP; the client certificate's identity.
 //! - [`ws`]: the WebSocket handshake rules (path, subprotocol `mqtt`) and server frames.
 //! - [`metrics`]: the Prometheus text and the tiny HTTP answer around it.
+//! - [`console`]: the web console and its JSON API on the metrics listener: request
+//!   parsing and routing, basic auth, the core's answers as JSON, the page itself.
 //! - [`persistence`]: opening the durable store (moving a damaged one aside when
 //!   configured), restoring the broker from it, and the group-commit thread.
 //! - [`core`]: the owner of the broker core for adapters that bring their own channels
@@ -24,6 +26,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod endpoint;
 pub mod metrics;
