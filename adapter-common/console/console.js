@@ -107,7 +107,7 @@ function showOverview(o) {
     $("r-bytes-out").textContent = bytes(point.bytesOut);
   }
   last = { t: now, s };
-  chart($("chart-msgs"), history.msgIn, history.msgOut, num, "msg/s");
+  chart($("chart-msgs"), history.msgIn, history.msgOut, num, " msg/s");
   chart($("chart-bytes"), history.bytesIn, history.bytesOut, bytes, "/s");
 }
 
@@ -116,7 +116,7 @@ function chart(canvas, a, b, fmt, unit) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 18;
   ctx.clearRect(0, 0, w, h);
-  const max = Math.max(1, ...a, ...b);
+  const max = Math.max(1, ...a, ...b) * 1.2; // headroom above the highest point
   ctx.strokeStyle = "#e2e5ea";
   ctx.lineWidth = 1;
   ctx.fillStyle = "#6b7385";
@@ -124,15 +124,17 @@ function chart(canvas, a, b, fmt, unit) {
   for (const f of [0, 0.5, 1]) {
     const y = pad + (h - 2 * pad) * (1 - f);
     ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(w, y); ctx.stroke();
-    ctx.fillText(fmt(max * f) + " " + unit, 4, y - 3);
+    ctx.fillText(fmt(max * f) + unit, 4, y - 3);
   }
   const line = (series, color) => {
     if (series.length < 2) return;
     ctx.strokeStyle = color;
     ctx.lineWidth = 2;
     ctx.beginPath();
+    // Until the history is full the points spread over the whole width.
+    const step = w / Math.max(series.length - 1, 1);
     series.forEach((v, i) => {
-      const x = w - (series.length - 1 - i) * (w / (HISTORY - 1));
+      const x = i * step;
       const y = pad + (h - 2 * pad) * (1 - v / max);
       if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
     });
