@@ -110,6 +110,69 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
     }
 }
 
+/// Reads a request head from a blocking stream (whose read timeout the caller set),
+/// up to [`MAX_REQUEST`] bytes: `None` if the peer closed or the read failed first.
+pub fn read_request(s: &mut impl std::io::Read) -> Option<Result<Request, Response>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match parse_request(&buf) {
+            Parsed::Partial => {}
+            Parsed::Request(r) => return Some(Ok(r)),
+            Parsed::Bad(r) => return Some(Err(r)),
+        }
+    }
+}
+
+/// How many of something may run at once (HTTP connections, password checks), for
+/// adapters without a semaphore of their own.
+#[derive(Debug)]
+pub struct Limit {
+    running: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+/// One place taken in a [`Limit`], given back on drop.
+#[derive(Debug)]
+pub struct Taken(Arc<Limit>);
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        self.0
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Limit {
+    /// At most `max` at once.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            running: std::sync::atomic::AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// A place, or `None` when all are taken.
+    pub fn try_take(self: &Arc<Self>) -> Option<Taken> {
+        use std::sync::atomic::Ordering;
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Taken(self.clone()))
+    }
+}
+
+/// Open HTTP connections an adapter serves at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// An HTTP response; the connection closes after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -837,6 +900,29 @@ mod tests {
             panic!("too many headers")
         };
         assert_eq!(r.status, 431);
+    }
+
+    #[test]
+    fn limits_count_places() {
+        let l = Limit::new(2);
+        let a = l.try_take().unwrap();
+        let _b = l.try_take().unwrap();
+        assert!(l.try_take().is_none());
+        drop(a);
+        assert!(l.try_take().is_some());
+    }
+
+    #[test]
+    fn requests_are_read_from_a_stream() {
+        let mut ok = &b"GET /api/overview HTTP/1.1\r\nHost: a\r\n\r\n"[..];
+        assert!(matches!(read_request(&mut ok), Some(Ok(r)) if r.target == "/api/overview"));
+        let mut short = &b"GET / HTTP/1.1\r\n"[..];
+        assert!(read_request(&mut short).is_none());
+        // A head that never ends is cut at MAX_REQUEST, not read to its end.
+        let long = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(3 * MAX_REQUEST));
+        let mut rest = long.as_bytes();
+        assert!(matches!(read_request(&mut rest), Some(Err(r)) if r.status == 431));
+        assert!(rest.len() > MAX_REQUEST);
     }
 
     #[test]
