@@ -1069,8 +1069,10 @@ mod tests {
         Packet::Connect(Box::new(connect))
             .encode(&mut bytes, ProtocolVersion::V5, u32::MAX)
             .unwrap();
-        let mut options = SubscriptionOptions::default();
-        options.qos = QoS::AtLeastOnce;
+        let options = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            ..Default::default()
+        };
         Packet::Subscribe(Subscribe {
             packet_id: std::num::NonZeroU16::MIN,
             properties: Default::default(),
