@@ -305,6 +305,8 @@ pub enum Route {
 #[derive(Debug)]
 pub struct Console {
     enabled: bool,
+    /// Answer only requests addressed to an IP address or localhost.
+    local_names_only: bool,
     passwords: Option<Arc<Passwords>>,
     listeners: Vec<ListenerInfo>,
     checked: Mutex<HashMap<u64, Instant>>,
@@ -322,6 +324,7 @@ impl Console {
     ) -> Self {
         Self {
             enabled,
+            local_names_only: passwords.is_none(),
             passwords,
             listeners,
             checked: Mutex::new(HashMap::new()),
@@ -347,7 +350,13 @@ impl Console {
             })
             .collect();
         let passwords = passwords.filter(|_| config.metrics.basic_auth);
-        Self::new(config.metrics.console, passwords, listeners)
+        let mut console = Self::new(config.metrics.console, passwords, listeners);
+        // A console opened to the network on purpose (`allow_public_console`) is reached
+        // by whatever name the network gives it.
+        if !config.metrics.bind.is_some_and(|b| b.ip().is_loopback()) {
+            console.local_names_only = false;
+        }
+        console
     }
 
     /// Whether requests need credentials.
@@ -406,10 +415,10 @@ impl Console {
         if !self.enabled {
             return Route::Respond(Response::text(404, "not found\n"));
         }
-        // Without credentials the console answers only requests addressed to an IP
-        // address or localhost: a page elsewhere that points its own name at this
+        // On loopback without credentials the console answers only requests addressed to
+        // an IP address or localhost: a page elsewhere that points its own name at this
         // machine's loopback address (DNS rebinding) gets nothing.
-        if !self.needs_auth() && !req.host.as_deref().is_some_and(is_local_host) {
+        if self.local_names_only && !req.host.as_deref().is_some_and(is_local_host) {
             return Route::Respond(Response::text(
                 403,
                 "the Host header must be an IP address or localhost\n",
@@ -999,6 +1008,16 @@ mod tests {
             status(c.route(&request("GET / HTTP/1.1\r\n\r\n"))),
             403,
             "no Host"
+        );
+        // Opened to the network on purpose: any name.
+        let config = crate::config::Config::parse(
+            "[metrics]\nbind = \"0.0.0.0:9100\"\nconsole = true\nallow_public_console = true",
+        )
+        .unwrap();
+        let public = Console::from_config(&config, None, &[]);
+        assert_eq!(
+            public.route(&with_host("broker.lan:9100")),
+            Route::Query(Query::Clients)
         );
         // A POST from another site's page.
         let post = |origin: &str| {
