@@ -126,7 +126,7 @@ struct Retained {
 /// - **Queries**: [`clients`](Self::clients), [`sessions`](Self::sessions),
 ///   [`subscriptions`](Self::subscriptions), [`retained`](Self::retained),
 ///   [`stats`](Self::stats), [`gauges`](Self::gauges),
-///   [`queue_gauges`](Self::queue_gauges).
+///   [`queue_gauges`](Self::queue_gauges), [`started`](Self::started).
 ///
 /// After every input or command, drain `poll_output` and arm a timer for `poll_timeout`.
 /// A publisher never waits for a subscriber: each session has a bounded queue with a
