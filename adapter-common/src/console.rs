@@ -12,6 +12,7 @@
 //!     Route::Metrics    -> Input::Metrics to the core -> write metrics_response(text)
 //!     Route::Query(q)   -> Input::Console(q) to the core, which calls query(broker, now, q)
 //!                        -> write console.answer(answer)
+//! (the write within WRITE_TIMEOUT; at most MAX_CONNECTIONS at once)
 //! ```
 //!
 //! The core only collects data ([`query`]); the JSON is written off its thread
@@ -38,6 +39,9 @@ pub const MAX_REQUEST: usize = 8 * 1024;
 
 /// How long a client may take to send its request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client may take to read the response.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Retained payloads are shown up to this many bytes.
 pub const PAYLOAD_PREVIEW: usize = 256;

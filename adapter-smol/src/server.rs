@@ -701,8 +701,14 @@ async fn http_loop(
                 Ok(req) => respond(req, &core, &console, &checks).await,
                 Err(bad) => bad,
             };
-            let _ = s.write_all(&response.to_bytes()).await;
-            let _ = s.close().await;
+            let write = async {
+                let _ = s.write_all(&response.to_bytes()).await;
+                let _ = s.close().await;
+            };
+            future::or(write, async {
+                Timer::after(console::WRITE_TIMEOUT).await;
+            })
+            .await;
             drop(place);
         });
     }

@@ -588,7 +588,7 @@ fn http_loop(listener: TcpListener, shared: Arc<Shared>, console: Arc<Console>) 
             .spawn(move || {
                 let _place = place;
                 let _ = s.set_read_timeout(Some(console::READ_TIMEOUT));
-                let _ = s.set_write_timeout(Some(console::READ_TIMEOUT));
+                let _ = s.set_write_timeout(Some(console::WRITE_TIMEOUT));
                 let response = match console::read_request(&mut s) {
                     None => return,
                     Some(Err(bad)) => bad,

@@ -944,9 +944,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Open HTTP connections at most; more are closed at once.
-const HTTP_CONNECTIONS: usize = 64;
-
 /// The HTTP listener: `GET /metrics` answers with the Prometheus text, and with
 /// `[metrics] console = true` the web console and its API are served too. What a request
 /// means is decided in [`mqtt_adapter_common::console`]; this moves the bytes.
@@ -957,7 +954,7 @@ async fn http_loop(
     checks: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let open = Arc::new(Semaphore::new(HTTP_CONNECTIONS));
+    let open = Arc::new(Semaphore::new(console::MAX_CONNECTIONS));
     loop {
         let (s, _) = tokio::select! {
             a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
@@ -989,8 +986,11 @@ async fn http(
         Ok(req) => respond(req, &core, &console, &checks).await,
         Err(bad) => bad,
     };
-    let _ = s.write_all(&response.to_bytes()).await;
-    let _ = s.shutdown().await;
+    let _ = tokio::time::timeout(console::WRITE_TIMEOUT, async {
+        let _ = s.write_all(&response.to_bytes()).await;
+        let _ = s.shutdown().await;
+    })
+    .await;
 }
 
 /// Reads a request head (up to [`console::MAX_REQUEST`] bytes); `None` if the peer
