@@ -82,12 +82,56 @@ impl Persistence {
     }
 }
 
-/// `[metrics]`
+/// `[metrics]`: the HTTP listener of the Prometheus metrics and the web console.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
     /// Address of the HTTP endpoint serving `GET /metrics`; off when not set.
     pub bind: Option<SocketAddr>,
+    /// Serve the web console (`/`) and its JSON API (`/api/...`) there too. Default
+    /// false.
+    #[serde(default)]
+    pub console: bool,
+    /// Ask for HTTP basic auth (the users of `auth.password_file`) on every path of
+    /// that listener, `/metrics` included. Default false.
+    #[serde(default)]
+    pub basic_auth: bool,
+    /// Allow the console on an address other than loopback without `basic_auth`.
+    /// Default false: such a configuration is refused.
+    #[serde(default)]
+    pub allow_public_console: bool,
+}
+
+impl Metrics {
+    /// The checks of `[metrics]`: the console needs the listener, basic auth needs a
+    /// password file, and a console reachable from elsewhere needs credentials (or says
+    /// explicitly that it does not).
+    pub fn check(&self, password_file: Option<&Path>) -> Result<(), String> {
+        if self.basic_auth && password_file.is_none() {
+            return Err(
+                "metrics.basic_auth: needs auth.password_file (the users who may log in)".into(),
+            );
+        }
+        let Some(bind) = self.bind else {
+            if self.console {
+                return Err("metrics.console: needs metrics.bind (the console's address)".into());
+            }
+            return Ok(());
+        };
+        if self.console
+            && !bind.ip().is_loopback()
+            && !self.basic_auth
+            && !self.allow_public_console
+        {
+            return Err(format!(
+                "metrics.console: the console on {bind}, not a loopback address, without \
+                 credentials would show every client and let anyone who reaches it disconnect \
+                 them; set metrics.basic_auth = true (with auth.password_file), bind a \
+                 loopback address, or set metrics.allow_public_console = true"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A listener.
@@ -455,6 +499,7 @@ impl Config {
                 return Err(format!("{key}: {secs} is above {MAX_SECS} seconds"));
             }
         }
+        self.metrics.check(self.auth.password_file.as_deref())?;
         if !matches!(
             self.log.level.as_str(),
             "error" | "warn" | "info" | "debug" | "trace"
@@ -586,5 +631,44 @@ mod tests {
         assert!(e.contains("sessions.max_session_expiry_secs"), "{e}");
         assert!(Config::parse("[sessions]\nmax_session_expiry_secs = 4294967295").is_ok());
         assert!(Config::parse("[sys]\ninterval_secs = 4294967296").is_err());
+    }
+
+    #[test]
+    fn console_is_off_by_default_and_safe_when_on() {
+        let c = Config::parse("[metrics]\nbind = \"127.0.0.1:9100\"").unwrap();
+        assert!(!c.metrics.console && !c.metrics.basic_auth);
+        let c = Config::parse("[metrics]\nbind = \"127.0.0.1:9100\"\nconsole = true").unwrap();
+        assert!(c.metrics.console);
+        // No listener for it.
+        let e = Config::parse("[metrics]\nconsole = true").unwrap_err();
+        assert!(
+            e.contains("metrics.console") && e.contains("metrics.bind"),
+            "{e}"
+        );
+        // Credentials need a password file.
+        let e =
+            Config::parse("[metrics]\nbind = \"127.0.0.1:9100\"\nbasic_auth = true").unwrap_err();
+        assert!(e.contains("metrics.basic_auth"), "{e}");
+        assert!(Config::parse(
+            "[auth]\npassword_file = \"p\"\n[metrics]\nbind = \"127.0.0.1:9100\"\nbasic_auth = true"
+        )
+        .is_ok());
+        // Reachable from elsewhere: credentials, or an explicit choice.
+        let public = "[metrics]\nbind = \"0.0.0.0:9100\"\nconsole = true\n";
+        let e = Config::parse(public).unwrap_err();
+        assert!(
+            e.contains("metrics.console") && e.contains("0.0.0.0:9100") && e.contains("basic_auth"),
+            "{e}"
+        );
+        assert!(Config::parse(&format!("{public}allow_public_console = true")).is_ok());
+        assert!(Config::parse(&format!(
+            "[auth]\npassword_file = \"p\"\n{public}basic_auth = true"
+        ))
+        .is_ok());
+        // Metrics alone on a public address stay as they were.
+        assert!(Config::parse("[metrics]\nbind = \"0.0.0.0:9100\"").is_ok());
+        let e =
+            Config::parse("[metrics]\nbind = \"127.0.0.1:9100\"\nconsole = \"yes\"").unwrap_err();
+        assert!(e.contains("console"), "{e}");
     }
 }

@@ -88,6 +88,9 @@ pub enum Input<C> {
     Gauges(Reply<Gauges>),
     /// The Prometheus text.
     Metrics(Reply<String>),
+    /// A question of the web console (a disconnect included); see
+    /// [`console`](crate::console).
+    Console(crate::console::Query, Reply<crate::console::Answer>),
     /// Stop: disconnect every client (5.0: 0x8B) and finish once they are gone.
     Shutdown,
 }
@@ -254,6 +257,7 @@ impl<C: Conn> Core<C> {
                 &b.gauges(),
                 &b.queue_gauges(),
             )),
+            Input::Console(query, reply) => reply(crate::console::query(b, now, query)),
             Input::Shutdown => {
                 if !self.stopping {
                     self.stopping = true;

@@ -7,7 +7,9 @@
 //! - [`tls`]: rustls server configurations from PEM files, reloaded by a watcher thread
 //!   when the files change or on SIGHUP; the client certificate's identity.
 //! - [`ws`]: the WebSocket handshake rules (path, subprotocol `mqtt`) and server frames.
-//! - [`metrics`]: the Prometheus text and the tiny HTTP answer around it.
+//! - [`metrics`]: the Prometheus text.
+//! - [`console`]: the HTTP side of the metrics listener: request parsing and routing,
+//!   basic auth, the web console's page and its JSON API built from the core's answers.
 //! - [`persistence`]: opening the durable store (moving a damaged one aside when
 //!   configured), restoring the broker from it, and the group-commit thread.
 //! - [`core`]: the owner of the broker core for adapters that bring their own channels
@@ -24,6 +26,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod endpoint;
 pub mod metrics;

@@ -1,5 +1,5 @@
-//! Prometheus metrics over a minimal HTTP endpoint (`GET /metrics`), off by default: the
-//! text exposition and the HTTP answer; each adapter serves it on its own sockets.
+//! Prometheus metrics (`GET /metrics` on `[metrics] bind`, off by default): the text
+//! exposition. The HTTP side, shared with the web console, is [`console`](crate::console).
 
 use mqtt_broker::{Gauges, QueueGauges, Stats};
 use std::fmt::Write;
@@ -138,26 +138,5 @@ pub fn render(stats: &Stats, gauges: &Gauges, queues: &QueueGauges) -> String {
         "Connections refused by authentication.",
         stats.auth_failures,
     );
-    out
-}
-
-/// Whether an HTTP request (its first bytes) asks for `GET /metrics`.
-pub fn is_metrics_request(request: &[u8]) -> bool {
-    request.starts_with(b"GET /metrics ")
-}
-
-/// The HTTP response: the metrics text, or 404 without it. The connection closes after
-/// it.
-pub fn http_response(body: Option<&str>) -> Vec<u8> {
-    let (status, body) = match body {
-        Some(b) => ("200 OK", b),
-        None => ("404 Not Found", "not found\n"),
-    };
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body.as_bytes());
     out
 }

@@ -21,6 +21,7 @@ use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_util::StreamExt;
 use mqtt_adapter_common::config::{Config, Listener};
+use mqtt_adapter_common::console::{self, Console, Limit, Route};
 use mqtt_adapter_common::core::{self, AuthDone, Conn, Core, Flow, Input, Offload};
 use mqtt_adapter_common::tls::{client_identity, Reloading, TlsFiles};
 use mqtt_broker::{BrokerEvent, ConnId, ConnInfo, Gauges, Hooks};
@@ -188,7 +189,13 @@ pub async fn start_with(
     events: Option<Sender<BrokerEvent>>,
     spawner: Spawner,
 ) -> anyhow::Result<Running> {
+    // A configuration built in code has not been through `Config::parse`'s checks.
+    config
+        .metrics
+        .check(config.auth.password_file.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let (mut broker, passwords) = core::broker(&config, hooks)?;
+    let console_passwords = passwords.clone();
     let (core_tx, core_rx) = async_channel::bounded::<Input<SmolConn>>(4096);
     // The durable state comes back before any listener accepts.
     let persister = {
@@ -243,9 +250,17 @@ pub async fn start_with(
                 .map_err(|e| anyhow::anyhow!("metrics {bind}: {e}"))?;
             let addr = l.local_addr()?;
             info!(%addr, "metrics on http://{addr}/metrics");
+            if config.metrics.console {
+                info!(%addr, basic_auth = config.metrics.basic_auth, "web console on http://{addr}/");
+            }
+            let console = Arc::new(Console::from_config(
+                &config,
+                console_passwords,
+                &local_addrs,
+            ));
             let (shared, stop, done) = (shared.clone(), stop_rx.clone(), listeners_tx.clone());
             spawner.spawn(async move {
-                metrics_loop(l, shared, stop).await;
+                http_loop(l, shared, console, stop).await;
                 drop(done);
             });
             Some(addr)
@@ -649,8 +664,18 @@ async fn next_batch(
     Some((data, close))
 }
 
-/// A minimal HTTP endpoint: `GET /metrics` answers with the Prometheus text.
-async fn metrics_loop(listener: TcpListener, shared: Arc<Shared>, stop: Receiver<()>) {
+/// The HTTP listener: `GET /metrics` answers with the Prometheus text, and with
+/// `[metrics] console = true` the web console and its API are served too. What a request
+/// means is decided in [`mqtt_adapter_common::console`]; this moves the bytes.
+async fn http_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    console: Arc<Console>,
+    stop: Receiver<()>,
+) {
+    let open = Limit::new(console::MAX_CONNECTIONS);
+    // Password checks (argon2: memory and a core each) on `blocking`'s threads.
+    let checks = Limit::new(std::thread::available_parallelism().map_or(1, |n| n.get()));
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             let _ = stop.recv().await;
@@ -662,32 +687,92 @@ async fn metrics_loop(listener: TcpListener, shared: Arc<Shared>, stop: Receiver
             Some(Ok((s, _))) => s,
             Some(Err(_)) => continue,
         };
-        let core = shared.core.clone();
+        let Some(place) = open.try_take() else {
+            continue;
+        };
+        let (core, console, checks) = (shared.core.clone(), console.clone(), checks.clone());
         shared.spawner.spawn(async move {
-            let mut req = vec![0u8; 1024];
-            let read = future::or(async { s.read(&mut req).await.ok() }, async {
-                Timer::after(Duration::from_secs(5)).await;
+            let read = future::or(read_request(&mut s), async {
+                Timer::after(console::READ_TIMEOUT).await;
                 None
             });
-            let Some(n) = read.await else { return };
-            let body = if mqtt_adapter_common::metrics::is_metrics_request(&req[..n]) {
-                let (tx, rx) = async_channel::bounded(1);
-                let reply: core::Reply<String> = Box::new(move |t| {
-                    let _ = tx.try_send(t);
-                });
-                if core.send(Input::Metrics(reply)).await.is_err() {
-                    return;
-                }
-                Some(rx.recv().await.unwrap_or_default())
-            } else {
-                None
+            let Some(req) = read.await else { return };
+            let response = match req {
+                Ok(req) => respond(req, &core, &console, &checks).await,
+                Err(bad) => bad,
             };
-            let _ = s
-                .write_all(&mqtt_adapter_common::metrics::http_response(
-                    body.as_deref(),
-                ))
-                .await;
-            let _ = s.close().await;
+            let write = async {
+                let _ = s.write_all(&response.to_bytes()).await;
+                let _ = s.close().await;
+            };
+            future::or(write, async {
+                Timer::after(console::WRITE_TIMEOUT).await;
+            })
+            .await;
+            drop(place);
         });
     }
+}
+
+/// Reads a request head (up to [`console::MAX_REQUEST`] bytes); `None` if the peer
+/// closed first.
+async fn read_request(s: &mut TcpStream) -> Option<Result<console::Request, console::Response>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match console::parse_request(&buf) {
+            console::Parsed::Partial => {}
+            console::Parsed::Request(r) => return Some(Ok(r)),
+            console::Parsed::Bad(r) => return Some(Err(r)),
+        }
+    }
+}
+
+async fn respond(
+    req: console::Request,
+    core: &ToCore,
+    console: &Arc<Console>,
+    checks: &Arc<Limit>,
+) -> console::Response {
+    if console.needs_auth() {
+        let Some(place) = checks.try_take() else {
+            return console::unavailable();
+        };
+        let (c, header) = (console.clone(), req.authorization.clone());
+        let ok = blocking::unblock(move || {
+            let _place = place;
+            c.authorized(header.as_deref(), Instant::now())
+        })
+        .await;
+        if !ok {
+            return console::unauthorized();
+        }
+    }
+    match console.route(&req) {
+        Route::Respond(r) => r,
+        Route::Metrics => ask(core, Input::Metrics)
+            .await
+            .map_or_else(console::unavailable, console::metrics_response),
+        Route::Query(q) => ask(core, |reply| Input::Console(q, reply))
+            .await
+            .map_or_else(console::unavailable, |a| console.answer(a)),
+    }
+}
+
+/// Sends the core a question and waits for its answer (`None`: the broker stopped).
+async fn ask<T: Send + 'static>(
+    core: &ToCore,
+    input: impl FnOnce(core::Reply<T>) -> Input<SmolConn>,
+) -> Option<T> {
+    let (tx, rx) = async_channel::bounded(1);
+    let reply: core::Reply<T> = Box::new(move |answer| {
+        let _ = tx.try_send(answer);
+    });
+    core.send(input(reply)).await.ok()?;
+    rx.recv().await.ok()
 }

@@ -22,6 +22,7 @@
 use crate::io::{Out, Reader, SharedTls, TlsRead, TlsWrite, ToWriter, Wake, WsSide, WsWrite};
 use bytes::{Bytes, BytesMut};
 use mqtt_adapter_common::config::{Config, Listener};
+use mqtt_adapter_common::console::{self, Console, Limit, Route};
 use mqtt_adapter_common::core::{self, AuthDone, Conn, Core, Flow, Input, Offload};
 use mqtt_adapter_common::tls::{client_identity, Reloading, TlsFiles};
 use mqtt_broker::{BrokerEvent, ConnId, ConnInfo, Gauges, Hooks};
@@ -179,7 +180,13 @@ pub fn start_with(
     hooks: Option<Box<dyn Hooks>>,
     events: Option<SyncSender<BrokerEvent>>,
 ) -> anyhow::Result<Running> {
+    // A configuration built in code has not been through `Config::parse`'s checks.
+    config
+        .metrics
+        .check(config.auth.password_file.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let (mut broker, passwords) = core::broker(&config, hooks)?;
+    let console_passwords = passwords.clone();
     let (core_tx, core_rx) = mpsc::sync_channel::<Input<StdConn>>(4096);
     // The durable state comes back before any listener accepts.
     let persister = {
@@ -233,10 +240,18 @@ pub fn start_with(
             let l = TcpListener::bind(bind).map_err(|e| anyhow::anyhow!("metrics {bind}: {e}"))?;
             let addr = l.local_addr()?;
             info!(%addr, "metrics on http://{addr}/metrics");
+            if config.metrics.console {
+                info!(%addr, basic_auth = config.metrics.basic_auth, "web console on http://{addr}/");
+            }
+            let console = Arc::new(Console::from_config(
+                &config,
+                console_passwords,
+                &local_addrs,
+            ));
             let shared = shared.clone();
             let t = std::thread::Builder::new()
-                .name("metrics".into())
-                .spawn(move || metrics_loop(l, shared))?;
+                .name("http".into())
+                .spawn(move || http_loop(l, shared, console))?;
             listeners.push((wake_addr(addr), t));
             Some(addr)
         }
@@ -551,37 +566,75 @@ fn end_frame(frame: &mut Vec<u8>, buf: &mut Vec<u8>) {
     }
 }
 
-/// A minimal HTTP endpoint: `GET /metrics` answers with the Prometheus text.
-fn metrics_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// The HTTP listener: `GET /metrics` answers with the Prometheus text, and with
+/// `[metrics] console = true` the web console and its API are served too; a thread per
+/// request. What a request means is decided in [`mqtt_adapter_common::console`]; this
+/// moves the bytes.
+fn http_loop(listener: TcpListener, shared: Arc<Shared>, console: Arc<Console>) {
+    let open = Limit::new(console::MAX_CONNECTIONS);
+    // Password checks (argon2: memory and a core each).
+    let checks = Limit::new(std::thread::available_parallelism().map_or(1, |n| n.get()));
     for s in listener.incoming() {
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(mut s) = s else { continue };
-        let core = shared.core.clone();
+        let Some(place) = open.try_take() else {
+            continue;
+        };
+        let (core, console, checks) = (shared.core.clone(), console.clone(), checks.clone());
         let _ = std::thread::Builder::new()
-            .name("metrics request".into())
+            .name("http request".into())
             .spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
-                let mut req = vec![0u8; 1024];
-                let Ok(n) = s.read(&mut req) else { return };
-                let body = if mqtt_adapter_common::metrics::is_metrics_request(&req[..n]) {
-                    let (tx, rx) = mpsc::channel();
-                    let reply: core::Reply<String> = Box::new(move |t| {
-                        let _ = tx.send(t);
-                    });
-                    if core.send(Input::Metrics(reply)).is_err() {
-                        return;
-                    }
-                    Some(rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default())
-                } else {
-                    None
+                let _place = place;
+                let _ = s.set_read_timeout(Some(console::READ_TIMEOUT));
+                let _ = s.set_write_timeout(Some(console::WRITE_TIMEOUT));
+                let response = match console::read_request(&mut s) {
+                    None => return,
+                    Some(Err(bad)) => bad,
+                    Some(Ok(req)) => respond(req, &core, &console, &checks),
                 };
-                let _ = s.write_all(&mqtt_adapter_common::metrics::http_response(
-                    body.as_deref(),
-                ));
+                let _ = s.write_all(&response.to_bytes());
                 let _ = s.shutdown(Shutdown::Both);
             });
     }
+}
+
+/// The answer to one request (on the request's own thread: the password check may take
+/// a while).
+fn respond(
+    req: console::Request,
+    core: &ToCore,
+    console: &Console,
+    checks: &Arc<Limit>,
+) -> console::Response {
+    if console.needs_auth() {
+        let Some(_place) = checks.try_take() else {
+            return console::unavailable();
+        };
+        if !console.authorized(req.authorization.as_deref(), Instant::now()) {
+            return console::unauthorized();
+        }
+    }
+    match console.route(&req) {
+        Route::Respond(r) => r,
+        Route::Metrics => {
+            ask(core, Input::Metrics).map_or_else(console::unavailable, console::metrics_response)
+        }
+        Route::Query(q) => ask(core, |reply| Input::Console(q, reply))
+            .map_or_else(console::unavailable, |a| console.answer(a)),
+    }
+}
+
+/// Sends the driver a question and waits (5 s at most) for its answer.
+fn ask<T: Send + 'static>(
+    core: &ToCore,
+    input: impl FnOnce(core::Reply<T>) -> Input<StdConn>,
+) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    let reply: core::Reply<T> = Box::new(move |answer| {
+        let _ = tx.send(answer);
+    });
+    core.send(input(reply)).ok()?;
+    rx.recv_timeout(Duration::from_secs(5)).ok()
 }

@@ -7,7 +7,8 @@ use crate::tls::{client_identity, Reloading, TlsFiles};
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, StreamExt};
-use mqtt_adapter_common::core::{AuthDone, Conn, Core, Flow, Input, Job, Offload};
+use mqtt_adapter_common::console::{self, Console, Route};
+use mqtt_adapter_common::core::{AuthDone, Conn, Core, Flow, Input, Job, Offload, Reply};
 use mqtt_broker::{BrokerEvent, ConnId, ConnInfo, Hooks};
 use mqtt_proto::{Publish, ReasonCode};
 use std::net::SocketAddr;
@@ -149,6 +150,11 @@ pub async fn start_with(
     hooks: Option<Box<dyn Hooks>>,
     events: Option<mpsc::Sender<BrokerEvent>>,
 ) -> anyhow::Result<Running> {
+    // A configuration built in code has not been through `Config::parse`'s checks.
+    config
+        .metrics
+        .check(config.auth.password_file.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let (mut broker, passwords) = mqtt_adapter_common::core::broker(&config, hooks)?;
     let (core_tx, core_rx) = mpsc::channel::<ToCore>(4096);
     // The durable state comes back before any listener accepts.
@@ -208,6 +214,11 @@ pub async fn start_with(
             Duration::from_secs(config.limits.connect_timeout_secs),
         )));
     }
+    // Password checks run on blocking threads, as many at once as there are cores: each
+    // takes the argon2 hash's memory (19 MiB with the defaults) and a core for a while.
+    let checks = Arc::new(Semaphore::new(
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    ));
     let metrics_addr = match config.metrics.bind {
         Some(bind) => {
             let l = TcpListener::bind(bind)
@@ -215,9 +226,15 @@ pub async fn start_with(
                 .map_err(|e| anyhow::anyhow!("metrics {bind}: {e}"))?;
             let addr = l.local_addr()?;
             info!(%addr, "metrics on http://{addr}/metrics");
-            listeners.push(tokio::spawn(metrics_loop(
+            if config.metrics.console {
+                info!(%addr, basic_auth = config.metrics.basic_auth, "web console on http://{addr}/");
+            }
+            let console = Console::from_config(&config, passwords.clone(), &local_addrs);
+            listeners.push(tokio::spawn(http_loop(
                 l,
                 core_tx.clone(),
+                Arc::new(console),
+                checks.clone(),
                 shutdown_rx.clone(),
             )));
             Some(addr)
@@ -225,11 +242,6 @@ pub async fn start_with(
         None => None,
     };
     let (done_tx, done_rx) = oneshot::channel();
-    // Password checks run on blocking threads, as many at once as there are cores: each
-    // takes the argon2 hash's memory (19 MiB with the defaults) and a core for a while.
-    let checks = Arc::new(Semaphore::new(
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-    ));
     let offload: Offload = Box::new(move |job: Job| {
         let checks = checks.clone();
         tokio::spawn(async move {
@@ -940,46 +952,119 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// A minimal HTTP endpoint: `GET /metrics` answers with the Prometheus text.
-async fn metrics_loop(
+/// The HTTP listener: `GET /metrics` answers with the Prometheus text, and with
+/// `[metrics] console = true` the web console and its API are served too. What a request
+/// means is decided in [`mqtt_adapter_common::console`]; this moves the bytes.
+async fn http_loop(
     listener: TcpListener,
     core: mpsc::Sender<ToCore>,
+    console: Arc<Console>,
+    checks: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let open = Arc::new(Semaphore::new(console::MAX_CONNECTIONS));
     loop {
-        let (mut s, _) = tokio::select! {
+        let (s, _) = tokio::select! {
             a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
             _ = shutdown.changed() => return,
         };
-        let core = core.clone();
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            continue;
+        };
+        let (core, console, checks) = (core.clone(), console.clone(), checks.clone());
         tokio::spawn(async move {
-            let mut req = vec![0u8; 1024];
-            let n = match tokio::time::timeout(Duration::from_secs(5), s.read(&mut req)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let line = String::from_utf8_lossy(&req[..n]);
-            let (status, body) = if line.starts_with("GET /metrics ") {
-                let (tx, rx) = oneshot::channel();
-                let reply = Box::new(move |text| {
-                    let _ = tx.send(text);
-                });
-                if core.send(Input::Metrics(reply)).await.is_err() {
-                    return;
-                }
-                ("200 OK", rx.await.unwrap_or_default())
-            } else {
-                ("404 Not Found", "not found\n".to_string())
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(body.as_bytes()).await;
-            let _ = s.shutdown().await;
+            http(s, core, console, checks).await;
+            drop(permit);
         });
     }
+}
+
+/// One HTTP request and its response; the connection closes after it.
+async fn http(
+    mut s: TcpStream,
+    core: mpsc::Sender<ToCore>,
+    console: Arc<Console>,
+    checks: Arc<Semaphore>,
+) {
+    let req = match tokio::time::timeout(console::READ_TIMEOUT, read_request(&mut s)).await {
+        Ok(Some(r)) => r,
+        _ => return,
+    };
+    let response = match req {
+        Ok(req) => respond(req, &core, &console, &checks).await,
+        Err(bad) => bad,
+    };
+    let _ = tokio::time::timeout(console::WRITE_TIMEOUT, async {
+        let _ = s.write_all(&response.to_bytes()).await;
+        let _ = s.shutdown().await;
+    })
+    .await;
+}
+
+/// Reads a request head (up to [`console::MAX_REQUEST`] bytes); `None` if the peer
+/// closed first.
+async fn read_request(s: &mut TcpStream) -> Option<Result<console::Request, console::Response>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match console::parse_request(&buf) {
+            console::Parsed::Partial => {}
+            console::Parsed::Request(r) => return Some(Ok(r)),
+            console::Parsed::Bad(r) => return Some(Err(r)),
+        }
+    }
+}
+
+async fn respond(
+    req: console::Request,
+    core: &mpsc::Sender<ToCore>,
+    console: &Arc<Console>,
+    checks: &Arc<Semaphore>,
+) -> console::Response {
+    if console.needs_auth() {
+        // The password check (argon2) runs on a blocking thread, counted with the MQTT
+        // clients' checks.
+        let Ok(permit) = checks.clone().acquire_owned().await else {
+            return console::unavailable();
+        };
+        let (c, header) = (console.clone(), req.authorization.clone());
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            c.authorized(header.as_deref(), Instant::now())
+        })
+        .await
+        .unwrap_or(false);
+        if !ok {
+            return console::unauthorized();
+        }
+    }
+    match console.route(&req) {
+        Route::Respond(r) => r,
+        Route::Metrics => ask(core, Input::Metrics)
+            .await
+            .map_or_else(console::unavailable, console::metrics_response),
+        Route::Query(q) => ask(core, |reply| Input::Console(q, reply))
+            .await
+            .map_or_else(console::unavailable, |a| console.answer(a)),
+    }
+}
+
+/// Sends the core a question and waits for its answer (`None`: the broker stopped).
+async fn ask<T: Send + 'static>(
+    core: &mpsc::Sender<ToCore>,
+    input: impl FnOnce(Reply<T>) -> ToCore,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    let reply: Reply<T> = Box::new(move |answer| {
+        let _ = tx.send(answer);
+    });
+    core.send(input(reply)).await.ok()?;
+    rx.await.ok()
 }
 
 #[cfg(test)]

@@ -69,6 +69,8 @@ struct Conn {
     assigned: bool,
     /// Deadline registered in the timer heap.
     deadline: Option<Instant>,
+    /// When the transport connection opened.
+    opened: Instant,
 }
 
 struct Queued {
@@ -124,7 +126,7 @@ struct Retained {
 /// - **Queries**: [`clients`](Self::clients), [`sessions`](Self::sessions),
 ///   [`subscriptions`](Self::subscriptions), [`retained`](Self::retained),
 ///   [`stats`](Self::stats), [`gauges`](Self::gauges),
-///   [`queue_gauges`](Self::queue_gauges).
+///   [`queue_gauges`](Self::queue_gauges), [`started`](Self::started).
 ///
 /// After every input or command, drain `poll_output` and arm a timer for `poll_timeout`.
 /// A publisher never waits for a subscriber: each session has a bounded queue with a
@@ -274,6 +276,7 @@ impl Broker {
                 pending: None,
                 assigned: false,
                 deadline: None,
+                opened: now,
             }),
         );
         self.touch(id);
@@ -524,6 +527,8 @@ impl Broker {
                     client_id: c.client_id.clone()?,
                     username: c.username.clone(),
                     peer: c.info.peer.clone(),
+                    listener: c.info.listener.clone(),
+                    connected_at: c.opened,
                     version: c.conn.version()?,
                     keep_alive: c.conn.keep_alive().as_secs(),
                     inflight: c.conn.inflight(),
@@ -552,6 +557,7 @@ impl Broker {
                     subscriptions: s.subscriptions.len(),
                     queued,
                     expiry_secs: s.expiry.as_secs(),
+                    expires_at: if s.conn.is_none() { s.expires_at } else { None },
                 }
             })
             .collect();
@@ -580,6 +586,12 @@ impl Broker {
     /// Retained messages.
     pub fn retained(&self) -> Vec<Publish> {
         self.retained.values().map(|r| r.publish.clone()).collect()
+    }
+
+    /// When the broker started (the `now` given to [`new`](Self::new)): uptime counts
+    /// from it.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Counters.

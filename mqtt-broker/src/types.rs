@@ -215,6 +215,10 @@ pub struct ClientInfo {
     pub username: Option<String>,
     /// Peer address.
     pub peer: String,
+    /// Name of the listener it came in on.
+    pub listener: String,
+    /// When its transport connection opened.
+    pub connected_at: std::time::Instant,
     /// Protocol version.
     pub version: ProtocolVersion,
     /// Keep-alive in seconds.
@@ -236,8 +240,10 @@ pub struct SessionInfo {
     pub subscriptions: usize,
     /// Messages waiting (offline queue, or the connection's queue and inflight).
     pub queued: usize,
-    /// Seconds until it expires once offline (`None`: ends at disconnect... 0).
+    /// How long it lives once offline, in seconds (0: it ends with its connection).
     pub expiry_secs: u64,
+    /// Offline sessions: when it expires (`None` while online, or when it never does).
+    pub expires_at: Option<std::time::Instant>,
 }
 
 /// Counters, also published under `$SYS`.

@@ -74,6 +74,15 @@ impl Broker {
         }
     }
 
+    /// The metrics (and web console) listener's address, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Broker::Tokio(r) => r.metrics_addr,
+            Broker::Std(r) => r.metrics_addr,
+            Broker::Smol(r) => r.metrics_addr,
+        }
+    }
+
     /// The first listener's port.
     pub fn port(&self) -> u16 {
         self.local_addrs()[0].port()
