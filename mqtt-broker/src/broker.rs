@@ -1500,17 +1500,15 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(&key) else {
             return Sent::Dropped;
         };
-        let client_id = s.client_id.clone();
         // What a stored session records of this copy.
         let record = (s.stored && m.qos != QoS::AtMostOnce).then(|| Record::Queued {
-            client_id: client_id.clone(),
+            client_id: s.client_id.clone(),
             seq: 0,
             qos: m.qos,
             retain: m.retain,
             subscription_identifiers: m.properties.subscription_identifiers.clone(),
             packet_id: None,
         });
-        let mut done = None;
         let sent = match s.conn {
             Some(id) => {
                 let Some(c) = self.conns.get_mut(&id) else {
@@ -1524,6 +1522,7 @@ impl Broker {
                     Some(e) => c.conn.publish_encoded(now, m, &e),
                     None => c.conn.publish(now, m),
                 };
+                let mut done = None;
                 let r = match r {
                     Err(UsageError::QueueFull(m))
                         if self.config.drop_policy == DropPolicy::DropOldest =>
@@ -1533,15 +1532,14 @@ impl Broker {
                         self.stats.dropped_queue_full += 1;
                         self.out
                             .push_back(Output::Event(BrokerEvent::MessageDropped {
-                                client_id: client_id.clone(),
+                                client_id: s.client_id.clone(),
                                 reason: Drop::QueueFull,
                             }));
                         c.conn.publish(now, *m)
                     }
                     r => r,
                 };
-                self.touch(id);
-                match r {
+                let sent = match r {
                     Ok(id) => {
                         self.stats.messages_sent += 1;
                         Sent::Online(id)
@@ -1550,13 +1548,22 @@ impl Broker {
                         self.stats.dropped_queue_full += 1;
                         self.out
                             .push_back(Output::Event(BrokerEvent::MessageDropped {
-                                client_id: client_id.clone(),
+                                client_id: s.client_id.clone(),
                                 reason: Drop::QueueFull,
                             }));
                         Sent::Dropped
                     }
                     Err(_) => Sent::Dropped,
+                };
+                if let Some((seq, packet_id)) = done {
+                    self.out.push_back(Output::Store(Record::Delivered {
+                        client_id: s.client_id.clone(),
+                        seq,
+                        packet_id: Some(packet_id),
+                    }));
                 }
+                self.touch(id);
+                sent
             }
             None => 'offline: {
                 if m.qos == QoS::AtMostOnce && !self.config.queue_qos0_offline {
@@ -1573,7 +1580,7 @@ impl Broker {
                         self.stats.dropped_queue_full += 1;
                         self.out
                             .push_back(Output::Event(BrokerEvent::MessageDropped {
-                                client_id: client_id.clone(),
+                                client_id: s.client_id.clone(),
                                 reason: Drop::QueueFull,
                             }));
                         break 'offline Sent::Dropped;
@@ -1587,12 +1594,12 @@ impl Broker {
                         self.stats.dropped_queue_full += 1;
                         self.out
                             .push_back(Output::Event(BrokerEvent::MessageDropped {
-                                client_id: client_id.clone(),
+                                client_id: s.client_id.clone(),
                                 reason: Drop::QueueFull,
                             }));
                         if let Some(seq) = old.seq {
                             self.out.push_back(Output::Store(Record::Delivered {
-                                client_id: client_id.clone(),
+                                client_id: s.client_id.clone(),
                                 seq,
                                 packet_id: None,
                             }));
@@ -1606,7 +1613,7 @@ impl Broker {
                     self.stats.dropped_memory_budget += 1;
                     self.out
                         .push_back(Output::Event(BrokerEvent::MessageDropped {
-                            client_id: client_id.clone(),
+                            client_id: s.client_id.clone(),
                             reason: Drop::MemoryBudget,
                         }));
                     break 'offline Sent::Dropped;
@@ -1621,13 +1628,6 @@ impl Broker {
                 Sent::Queued
             }
         };
-        if let Some((seq, packet_id)) = done {
-            self.out.push_back(Output::Store(Record::Delivered {
-                client_id: client_id.clone(),
-                seq,
-                packet_id: Some(packet_id),
-            }));
-        }
         let Some(Record::Queued {
             client_id,
             qos,
