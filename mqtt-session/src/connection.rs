@@ -117,6 +117,9 @@ pub struct Connection {
     state: SessionState,
     ids: PacketIds,
     queued_bytes: usize,
+    /// Bytes of the last [`poll_transmit`](Self::poll_transmit): the output buffer is
+    /// sized for as much when it runs out, rather than growing by doubling each time.
+    last_transmit: usize,
     /// One second after the time the Message Expiry Intervals of queued messages are
     /// counted from: before it, there is nothing to count (a comparison per message,
     /// where a subtraction of instants would cost several times more).
@@ -160,6 +163,7 @@ impl Connection {
             state: SessionState::default(),
             ids: PacketIds::default(),
             queued_bytes: 0,
+            last_transmit: 0,
             queue_age_due: None,
             pending_acks: VecDeque::new(),
             pending_subs: BTreeMap::new(),
@@ -376,6 +380,7 @@ impl Connection {
         }
         let capacity = self.out.capacity();
         let bytes = self.out.split().freeze();
+        self.last_transmit = bytes.len();
         if capacity > KEPT_OUTPUT_CAPACITY {
             // After a burst, the large allocation leaves with the bytes handed out.
             self.out = BytesMut::new();
@@ -923,6 +928,16 @@ impl Connection {
 
     // ----- Internals: sending -----------------------------------------------------------
 
+    /// Room for `n` more output bytes: when the buffer has too little, it gets as much
+    /// as the last transmit took (up to [`KEPT_OUTPUT_CAPACITY`]), so that a burst of
+    /// copies costs one allocation instead of a series of reallocations.
+    fn reserve_out(&mut self, n: usize) {
+        if self.out.capacity() - self.out.len() < n {
+            self.out
+                .reserve(n.max(self.last_transmit.min(KEPT_OUTPUT_CAPACITY)));
+        }
+    }
+
     fn version_or_default(&self) -> ProtocolVersion {
         self.version.unwrap_or(ProtocolVersion::V3_1_1)
     }
@@ -1011,6 +1026,7 @@ impl Connection {
         let max = self.peer.max_packet_size;
         let sent = match shared {
             Some(e) if e.fits(&publish, v, max) && !self.aliases_apply() => {
+                self.reserve_out(e.bytes.len());
                 let start = self.out.len();
                 self.out.extend_from_slice(&e.bytes);
                 if let (Some(at), Some(id)) = (e.id_at, publish.packet_id) {
