@@ -104,6 +104,25 @@ impl Decoder {
                 }
             }
         }
+        // An acknowledgement of two bytes (a packet id; in 5.0 reason Success and no
+        // properties) is read in place: no view of the frame is taken.
+        if size == 4 && self.version.is_some() {
+            let id = u16::from_be_bytes([buf[2], buf[3]]);
+            if let Some(id) = PacketId::new(id) {
+                let ack = PubResponse::new(id);
+                let packet = match ptype {
+                    PacketType::PubAck => Some(Packet::PubAck(ack)),
+                    PacketType::PubRec => Some(Packet::PubRec(ack)),
+                    PacketType::PubRel => Some(Packet::PubRel(ack)),
+                    PacketType::PubComp => Some(Packet::PubComp(ack)),
+                    _ => None,
+                };
+                if let Some(packet) = packet {
+                    buf.advance(4);
+                    return Ok(Some(packet));
+                }
+            }
+        }
         self.decode_frame(buf, first, ptype, flags, header, size)
     }
 
