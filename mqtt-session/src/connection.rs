@@ -398,8 +398,9 @@ impl Connection {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         let e = self.events.pop_front();
-        if e.is_none() && self.events.capacity() > 0 {
-            // Events are large (a PUBLISH each): an idle connection holds no queue.
+        if e.is_none() && self.events.capacity() > 0 && self.state.inflight.is_empty() {
+            // Events are large (a PUBLISH each): a connection with nothing in flight holds
+            // no queue. One with messages in flight keeps it for their acknowledgements.
             self.events = VecDeque::new();
         }
         e
