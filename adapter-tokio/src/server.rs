@@ -318,13 +318,7 @@ async fn accept_loop(
         let core_tx = core_tx.clone();
         if let Transport::Tcp = transport {
             // The connection itself is the task: nothing else lives as long as it does.
-            tokio::spawn(connection(
-                id,
-                TcpLink(stream),
-                Box::new(info),
-                core_tx,
-                live,
-            ));
+            tokio::spawn(connection(id, TcpLink(stream), info, core_tx, live));
             continue;
         }
         let transport = transport.clone();
@@ -372,16 +366,14 @@ async fn serve(
     // transport needs, not as the largest (TLS and WebSocket state are kilobytes).
     match transport {
         // TCP connections are spawned without this wrapper (see `accept_loop`).
-        Transport::Tcp => {
-            Box::pin(connection(id, TcpLink(stream), Box::new(info), core, live)).await
-        }
+        Transport::Tcp => Box::pin(connection(id, TcpLink(stream), info, core, live)).await,
         Transport::Tls(tls, use_identity) => {
             Box::pin(async move {
                 let s = tokio::time::timeout(handshake, tls.acceptor().accept(stream)).await??;
                 if use_identity {
                     info.tls_identity = Some(client_identity(s.get_ref().1)?);
                 }
-                connection(id, StreamLink::new(s), Box::new(info), core, live).await;
+                connection(id, StreamLink::new(s), info, core, live).await;
                 anyhow::Ok(())
             })
             .await?
@@ -390,7 +382,7 @@ async fn serve(
             Box::pin(async move {
                 let ws = tokio::time::timeout(handshake, ws_accept(stream, &path, limit)).await??;
                 let who = format!("{} {}", info.listener, info.peer);
-                connection(id, WsLink(ws, who), Box::new(info), core, live).await;
+                connection(id, WsLink(ws, who), info, core, live).await;
                 anyhow::Ok(())
             })
             .await?
@@ -406,7 +398,7 @@ async fn serve(
                 })
                 .await??;
                 let who = format!("{} {}", info.listener, info.peer);
-                connection(id, WsLink(ws, who), Box::new(info), core, live).await;
+                connection(id, WsLink(ws, who), info, core, live).await;
                 anyhow::Ok(())
             })
             .await?
@@ -430,6 +422,10 @@ const ABORT: u8 = 2;
 /// What the core hands one connection: bytes to write and whether to close. A lock
 /// around a list and a wake-up, so an idle connection holds no channel buffer.
 struct Outbox {
+    /// The connection's id.
+    id: ConnId,
+    /// Counts the connection as live while the outbox exists.
+    _live: Live,
     queue: std::sync::Mutex<OutQueue>,
     /// The connection's task, woken when `woken` is set.
     waker: AtomicWaker,
@@ -445,11 +441,17 @@ struct Outbox {
 struct OutQueue {
     data: Vec<Bytes>,
     close: bool,
+    /// When a write in progress is given up after a close ([`CLOSE_LINGER`] after the
+    /// close was first seen). Kept here rather than in the connection's future, which
+    /// every idle connection holds.
+    linger_until: Option<tokio::time::Instant>,
 }
 
 impl Outbox {
-    fn new() -> Self {
+    fn new(id: ConnId, live: Live) -> Self {
         Self {
+            id,
+            _live: live,
             queue: std::sync::Mutex::new(OutQueue::default()),
             waker: AtomicWaker::new(),
             woken: AtomicBool::new(false),
@@ -488,14 +490,18 @@ impl Outbox {
 
     /// Completes when a write in progress should be given up: at once after
     /// [`abort`](Self::abort), [`CLOSE_LINGER`] after the close was first seen (kept in
-    /// `deadline`); never while open.
-    async fn give_up(&self, deadline: &mut Option<tokio::time::Instant>) {
+    /// `linger_until`); never while open.
+    async fn give_up(&self) {
         loop {
             match self.state.load(Ordering::Acquire) {
                 OPEN => std::future::poll_fn(|cx| self.poll_woken(cx)).await,
                 CLOSING => {
-                    let at =
-                        *deadline.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_LINGER);
+                    let at = *self
+                        .queue
+                        .lock()
+                        .expect("not poisoned")
+                        .linger_until
+                        .get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_LINGER);
                     tokio::select! {
                         _ = tokio::time::sleep_until(at) => return,
                         // An abort cuts the linger short.
@@ -550,15 +556,19 @@ impl Outbox {
     }
 }
 
-async fn register(
+/// What a connection's task needs until it is registered with the core.
+struct Opening {
     id: ConnId,
-    info: Box<ConnInfo>,
-    core: &mpsc::Sender<ToCore>,
-) -> Option<Arc<Outbox>> {
-    let outbox = Arc::new(Outbox::new());
+    info: ConnInfo,
+    live: Live,
+}
+
+async fn register(opening: Box<Opening>, core: &mpsc::Sender<ToCore>) -> Option<Arc<Outbox>> {
+    let Opening { id, info, live } = *opening;
+    let outbox = Arc::new(Outbox::new(id, live));
     core.send(Input::Open {
         id,
-        info: *info,
+        info,
         conn: OutboxHandle(outbox.clone()),
     })
     .await
@@ -722,37 +732,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Link for WsLink<S> {
 fn connection<L: Link>(
     id: ConnId,
     mut link: L,
-    // Boxed: the future keeps its arguments for as long as it lives.
-    info: Box<ConnInfo>,
+    info: ConnInfo,
     core: mpsc::Sender<ToCore>,
-    // Dropped when the connection ends.
+    // Held until the connection ends (by its outbox).
     live: Live,
 ) -> impl std::future::Future<Output = ()> + Send {
+    // Boxed: the future keeps what it captures for as long as it lives, and this is
+    // needed only until the connection is registered.
+    let opening = Box::new(Opening { id, info, live });
     async move {
-        let Some(outbox) = Box::pin(register(id, info, &core)).await else {
+        let Some(outbox) = Box::pin(register(opening, &core)).await else {
             return;
         };
-        let mut deadline = None;
         let mut closed_by_broker = false;
         loop {
-            // What the core queued leaves before more is read.
-            let (mut data, close) = outbox.take();
-            if outbox.aborted() {
-                break;
-            }
-            let wrote = !data.is_empty();
-            if wrote {
-                if link.try_write(&mut data).is_err() {
+            // What the core queued leaves before more is read. In a block of its own, so
+            // that the batch takes no room in this future while it waits below.
+            let (wrote, close) = {
+                let (mut data, close) = outbox.take();
+                if outbox.aborted() {
                     break;
                 }
-                // A peer that does not read blocks the write: "too slow" (an abort) ends
-                // it at once, a close after the linger.
-                if !data.is_empty()
-                    && !Box::pin(write_or_give_up(&mut link, data, &outbox, &mut deadline)).await
-                {
-                    break;
+                let wrote = !data.is_empty();
+                if wrote {
+                    if link.try_write(&mut data).is_err() {
+                        break;
+                    }
+                    // A peer that does not read blocks the write: "too slow" (an abort)
+                    // ends it at once, a close after the linger.
+                    if !data.is_empty()
+                        && !Box::pin(write_or_give_up(&mut link, data, &outbox)).await
+                    {
+                        break;
+                    }
                 }
-            }
+                (wrote, close)
+            };
             if close {
                 closed_by_broker = true;
                 break;
@@ -796,24 +811,18 @@ fn connection<L: Link>(
                 },
                 Err(mpsc::error::TrySendError::Closed(())) => break,
             };
-            permit.send(Input::Data(id, b));
+            permit.send(Input::Data(outbox.id, b));
         }
-        Box::pin(close(id, link, core, closed_by_broker)).await;
-        drop(live);
+        Box::pin(close(outbox.id, link, core, closed_by_broker)).await;
     }
 }
 
 /// Writes `data` unless the connection is aborted, or closing and past its linger;
 /// whether it was written.
-async fn write_or_give_up<L: Link>(
-    link: &mut L,
-    data: Bytes,
-    outbox: &Outbox,
-    deadline: &mut Option<tokio::time::Instant>,
-) -> bool {
+async fn write_or_give_up<L: Link>(link: &mut L, data: Bytes, outbox: &Outbox) -> bool {
     tokio::select! {
         r = link.write(data) => r.is_ok(),
-        _ = outbox.give_up(deadline) => false,
+        _ = outbox.give_up() => false,
     }
 }
 
@@ -1087,11 +1096,12 @@ mod tests {
             allow_anonymous: Some(true),
         };
         let live = Live(Arc::new(AtomicUsize::new(1)));
-        let future = connection(1, TcpLink(stream), Box::new(info), core, live);
+        let future = connection(1, TcpLink(stream), info, core, live);
         let size = std::mem::size_of_val(&future);
         println!("TCP connection future: {size} B");
-        // 832 B in a debug build (608 B in release) before its waits became `poll` functions and its rare
-        // paths were boxed.
-        assert!(size <= 256, "TCP connection future is {size} B");
+        // 832 B in a debug build (608 B in release) before its waits became `poll`
+        // functions and its rare paths were boxed. tokio's task cell is aligned to 128
+        // bytes: in release, a future of up to about 150 bytes makes a 256-byte cell.
+        assert!(size <= 160, "TCP connection future is {size} B");
     }
 }
