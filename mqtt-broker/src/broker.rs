@@ -80,14 +80,37 @@ struct Queued {
     seq: Option<u64>,
 }
 
-struct Session {
-    client_id: MqttString,
-    conn: Option<ConnId>,
+/// What an offline session holds: boxed, so that a connected session (where all of it
+/// is empty) costs a pointer for it.
+struct Parked {
     /// The protocol state parked while offline.
     state: SessionState,
     /// Messages that arrived while offline.
     offline: VecDeque<Queued>,
     offline_bytes: usize,
+    /// Acknowledgements made durable while the session was offline.
+    durable_acks: Vec<(PacketId, ReasonCode)>,
+    /// When `state` was parked: its queued messages' expiry counts from then.
+    at: Instant,
+}
+
+impl Parked {
+    fn new(at: Instant) -> Box<Self> {
+        Box::new(Parked {
+            state: SessionState::default(),
+            offline: VecDeque::new(),
+            offline_bytes: 0,
+            durable_acks: Vec::new(),
+            at,
+        })
+    }
+}
+
+struct Session {
+    client_id: MqttString,
+    conn: Option<ConnId>,
+    /// Offline: the parked state and what arrived meanwhile.
+    parked: Option<Box<Parked>>,
     subscriptions: SubMap,
     /// How long the session lives after its connection closes (0: it ends then).
     expiry: Duration,
@@ -97,10 +120,6 @@ struct Session {
     /// QoS 1 messages sent to this session through a shared subscription and not yet
     /// acknowledged: if its connection ends they go to another member.
     shared_inflight: IdMap<PacketId, TopicFilter>,
-    /// Acknowledgements made durable while the session was offline.
-    durable_acks: Vec<(PacketId, ReasonCode)>,
-    /// When `state` was parked: its queued messages' expiry counts from then.
-    parked_at: Instant,
     /// The store keeps this session (persistence on and an expiry above zero).
     stored: bool,
     /// Stored sessions: message number of each QoS 1/2 copy with a packet id.
@@ -386,7 +405,11 @@ impl Broker {
                         }
                     }
                     // Offline: the acknowledgement leaves when the session resumes.
-                    None => s.durable_acks.push((packet_id, code)),
+                    None => s
+                        .parked
+                        .get_or_insert_with(|| Parked::new(now))
+                        .durable_acks
+                        .push((packet_id, code)),
                 }
             }
         }
@@ -429,24 +452,27 @@ impl Broker {
             let s = self.sessions.get_mut(&key).expect("session exists");
             s.stored = self.config.persistence;
             s.expiry = stored.expiry;
-            s.parked_at = now;
-            s.state.incoming_qos2 = stored.incoming_qos2;
+            let parked = s.parked.insert(Parked::new(now));
+            parked.state.incoming_qos2 = stored.incoming_qos2;
             for m in stored.messages {
                 match m.publish.packet_id {
                     Some(id) if m.received => {
-                        s.state.inflight.push_back(Inflight::Released(id));
+                        parked.state.inflight.push_back(Inflight::Released(id));
                         s.seqs.insert(id, m.seq);
                     }
                     // It may have been sent: resent with this id, DUP=1, on resume.
                     Some(id) => {
-                        s.state.inflight.push_back(Inflight::Publish(m.publish));
+                        parked
+                            .state
+                            .inflight
+                            .push_back(Inflight::Publish(m.publish));
                         s.seqs.insert(id, m.seq);
                     }
                     None => {
                         let len = m.publish.payload.len();
-                        s.offline_bytes += len;
+                        parked.offline_bytes += len;
                         self.offline_bytes += len;
-                        s.offline.push_back(Queued {
+                        parked.offline.push_back(Queued {
                             at: now,
                             publish: m.publish,
                             seq: Some(m.seq),
@@ -549,7 +575,9 @@ impl Broker {
             .map(|s| {
                 let queued = match s.conn.and_then(|id| self.conns.get(&id)) {
                     Some(c) => c.conn.queued() + c.conn.inflight(),
-                    None => s.offline.len() + s.state.queue.len() + s.state.inflight.len(),
+                    None => s.parked.as_ref().map_or(0, |p| {
+                        p.offline.len() + p.state.queue.len() + p.state.inflight.len()
+                    }),
                 };
                 SessionInfo {
                     client_id: s.client_id.clone(),
@@ -618,11 +646,14 @@ impl Broker {
         for s in self.sessions.values() {
             let (queued, bytes, inflight) = match s.conn.and_then(|id| self.conns.get(&id)) {
                 Some(c) => (c.conn.queued(), c.conn.queued_bytes(), c.conn.inflight()),
-                None => (
-                    s.offline.len() + s.state.queue.len(),
-                    s.offline_bytes + s.state.queue.iter().map(|p| p.payload.len()).sum::<usize>(),
-                    s.state.inflight.len(),
-                ),
+                None => s.parked.as_ref().map_or((0, 0, 0), |p| {
+                    (
+                        p.offline.len() + p.state.queue.len(),
+                        p.offline_bytes
+                            + p.state.queue.iter().map(|q| q.payload.len()).sum::<usize>(),
+                        p.state.inflight.len(),
+                    )
+                }),
             };
             g.queued_messages += queued;
             g.queued_bytes += bytes;
@@ -915,10 +946,17 @@ impl Broker {
         session.expires_at = None;
         // A delayed will of an earlier connection is cancelled by the resume.
         session.will = None;
-        let mut state = std::mem::take(&mut session.state);
+        let parked = session.parked.take().unwrap_or_else(|| Parked::new(now));
+        let Parked {
+            mut state,
+            offline,
+            offline_bytes,
+            durable_acks,
+            at: parked_at,
+        } = *parked;
         // Messages that waited in the parked connection's queue: the time offline counts
         // against their expiry too ([MQTT-3.3.2-5]).
-        let waited = now.saturating_duration_since(session.parked_at);
+        let waited = now.saturating_duration_since(parked_at);
         let queued = std::mem::take(&mut state.queue);
         let mut done = vec![];
         for p in queued {
@@ -933,9 +971,7 @@ impl Broker {
                 }
             }
         }
-        let offline = std::mem::take(&mut session.offline);
-        self.offline_bytes -= session.offline_bytes;
-        session.offline_bytes = 0;
+        self.offline_bytes -= offline_bytes;
         // Messages that arrived while offline get their packet ids now, so a stored
         // session records them before anything is sent.
         let start = state.queue.len();
@@ -1000,10 +1036,8 @@ impl Broker {
         c.client_id = Some(client_id.clone());
         let _ = c.conn.accept(now, connack, Some(state));
         // Acknowledgements that became durable while the session was offline.
-        if let Some(s) = self.sessions.get_mut(&key) {
-            for (packet_id, code) in std::mem::take(&mut s.durable_acks) {
-                let _ = c.conn.ack(now, packet_id, code);
-            }
+        for (packet_id, code) in durable_acks {
+            let _ = c.conn.ack(now, packet_id, code);
         }
         self.stats.connections_total += 1;
         self.out
@@ -1025,16 +1059,12 @@ impl Broker {
             Box::new(Session {
                 client_id: client_id.clone(),
                 conn: None,
-                state: SessionState::default(),
-                offline: VecDeque::new(),
-                offline_bytes: 0,
+                parked: None,
                 subscriptions: SubMap::default(),
                 expiry: Duration::ZERO,
                 expires_at: None,
                 will: None,
                 shared_inflight: IdMap::default(),
-                durable_acks: Vec::new(),
-                parked_at: self.started,
                 stored: false,
                 seqs: IdMap::default(),
             }),
@@ -1095,8 +1125,10 @@ impl Broker {
             return;
         }
         s.conn = None;
-        s.state = state;
-        s.parked_at = now;
+        // Anything parked already (acknowledgements that became durable meanwhile) stays.
+        let parked = s.parked.get_or_insert_with(|| Parked::new(now));
+        parked.state = state;
+        parked.at = now;
         self.redeliver_shared(now, key);
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
@@ -1159,8 +1191,9 @@ impl Broker {
         let shared = std::mem::take(&mut s.shared_inflight);
         let mut moved = vec![];
         let take = |p: &Publish| p.packet_id.and_then(|id| shared.get(&id)).cloned();
+        let parked = s.parked.get_or_insert_with(|| Parked::new(now));
         let mut kept = std::collections::VecDeque::new();
-        for e in std::mem::take(&mut s.state.inflight) {
+        for e in std::mem::take(&mut parked.state.inflight) {
             match &e {
                 mqtt_session::Inflight::Publish(p) if take(p).is_some() => {
                     moved.push((take(p).expect("checked"), p.clone()))
@@ -1168,15 +1201,15 @@ impl Broker {
                 _ => kept.push_back(e),
             }
         }
-        s.state.inflight = kept;
+        parked.state.inflight = kept;
         let mut kept = std::collections::VecDeque::new();
-        for p in std::mem::take(&mut s.state.queue) {
+        for p in std::mem::take(&mut parked.state.queue) {
             match take(&p) {
                 Some(f) => moved.push((f, p)),
                 None => kept.push_back(p),
             }
         }
-        s.state.queue = kept;
+        parked.state.queue = kept;
         for (filter, p) in moved {
             let s = self.sessions.get_mut(&key).expect("session exists");
             let client_id = s.client_id.clone();
@@ -1206,7 +1239,11 @@ impl Broker {
                 // No other member online: it stays with this session, with its packet
                 // id.
                 let s = self.sessions.get_mut(&key).expect("session exists");
-                s.state.queue.push_back(p);
+                s.parked
+                    .get_or_insert_with(|| Parked::new(now))
+                    .state
+                    .queue
+                    .push_back(p);
                 continue;
             };
             let mut copy = p.clone();
@@ -1239,7 +1276,7 @@ impl Broker {
         let Some(s) = self.sessions.remove(&key) else {
             return;
         };
-        self.offline_bytes -= s.offline_bytes;
+        self.offline_bytes -= s.parked.as_ref().map_or(0, |p| p.offline_bytes);
         if let Some(id) = s.conn {
             if let Some(c) = self.conns.get_mut(&id) {
                 c.session = None;
@@ -1570,12 +1607,13 @@ impl Broker {
                     self.stats.qos0_offline_skipped += 1;
                     break 'offline Sent::Dropped;
                 }
-                let full = |s: &Session, extra: usize| {
-                    s.offline.len() >= self.config.max_offline_messages
-                        || s.offline_bytes + extra > self.config.max_offline_bytes
+                let parked = s.parked.get_or_insert_with(|| Parked::new(now));
+                let full = |p: &Parked, extra: usize| {
+                    p.offline.len() >= self.config.max_offline_messages
+                        || p.offline_bytes + extra > self.config.max_offline_bytes
                 };
                 let len = m.payload.len();
-                if full(s, len) {
+                if full(parked, len) {
                     if self.config.drop_policy == DropPolicy::DropNewest {
                         self.stats.dropped_queue_full += 1;
                         self.out
@@ -1585,11 +1623,11 @@ impl Broker {
                             }));
                         break 'offline Sent::Dropped;
                     }
-                    while full(s, len) {
-                        let Some(old) = s.offline.pop_front() else {
+                    while full(parked, len) {
+                        let Some(old) = parked.offline.pop_front() else {
                             break;
                         };
-                        s.offline_bytes -= old.publish.payload.len();
+                        parked.offline_bytes -= old.publish.payload.len();
                         self.offline_bytes -= old.publish.payload.len();
                         self.stats.dropped_queue_full += 1;
                         self.out
@@ -1605,7 +1643,7 @@ impl Broker {
                             }));
                         }
                     }
-                    if full(s, len) {
+                    if full(parked, len) {
                         break 'offline Sent::Dropped;
                     }
                 }
@@ -1619,8 +1657,8 @@ impl Broker {
                     break 'offline Sent::Dropped;
                 }
                 self.offline_bytes += len;
-                s.offline_bytes += len;
-                s.offline.push_back(Queued {
+                parked.offline_bytes += len;
+                parked.offline.push_back(Queued {
                     at: now,
                     publish: m,
                     seq: None,
@@ -1666,7 +1704,7 @@ impl Broker {
                 s.seqs.insert(id, seq);
             }
             None => {
-                if let Some(q) = s.offline.back_mut() {
+                if let Some(q) = s.parked.as_mut().and_then(|p| p.offline.back_mut()) {
                     q.seq = Some(seq);
                 }
             }
