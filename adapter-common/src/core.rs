@@ -130,8 +130,6 @@ pub struct Core<C: Conn> {
     offload: Offload,
     auth_done: AuthDone,
     stopping: bool,
-    /// Listener and peer address, for the log line that says why a connection closed.
-    peers: HashMap<ConnId, Peer>,
 }
 
 /// The broker a configuration describes, with its ACL and hooks, and the password file
@@ -179,7 +177,6 @@ impl<C: Conn> Core<C> {
             offload,
             auth_done,
             stopping: false,
-            peers: HashMap::new(),
         }
     }
 
@@ -220,13 +217,6 @@ impl<C: Conn> Core<C> {
                 // A TLS identity reaches this point only from a listener that uses it
                 // as the user name.
                 let identity_as_username = info.tls_identity.is_some();
-                self.peers.insert(
-                    id,
-                    Peer {
-                        listener: info.listener.clone(),
-                        addr: info.peer.clone(),
-                    },
-                );
                 self.conns.insert(
                     id,
                     Handle {
@@ -321,7 +311,7 @@ impl<C: Conn> Core<C> {
                 if let Some(c) = self.conns.get(&id) {
                     let pending = c.conn.send(bytes);
                     if pending > self.max_pending {
-                        let peer = self.peers.get(&id).cloned().unwrap_or_default();
+                        let peer = peer_of(&self.broker, id);
                         warn!(
                             conn = id,
                             listener = %peer.listener,
@@ -370,14 +360,14 @@ impl<C: Conn> Core<C> {
                 }
                 let passwords = self.passwords.clone();
                 let done = self.auth_done.clone();
-                let peer = self.peers.get(&req.conn).cloned().unwrap_or_default();
+                let peer = peer_of(&self.broker, req.conn);
                 (self.offload)(Box::new(move || {
                     let (conn, result) = verify(&passwords, &req, &peer);
                     done(conn, result);
                 }));
             }
             Output::Event(e) => {
-                log_event(&e, &mut self.peers);
+                log_event(&e);
                 if let Some(f) = self.events.as_mut() {
                     f(e);
                 }
@@ -385,6 +375,17 @@ impl<C: Conn> Core<C> {
             _ => {}
         }
     }
+}
+
+/// Where a connection came from, for log lines; empty if the broker no longer knows it.
+fn peer_of(broker: &Broker, id: ConnId) -> Peer {
+    broker
+        .conn_info(id)
+        .map(|i| Peer {
+            listener: i.listener.clone(),
+            addr: i.peer.clone(),
+        })
+        .unwrap_or_default()
 }
 
 /// Checks a password (slow on purpose): the connection and the answer for the core.
@@ -418,7 +419,7 @@ fn verify(
 
 /// Logs a broker event (connections at info, with where they came from and why they
 /// closed; dropped messages at debug; the rest at trace).
-pub fn log_event(e: &BrokerEvent, peers: &mut HashMap<ConnId, Peer>) {
+pub fn log_event(e: &BrokerEvent) {
     match e {
         BrokerEvent::ClientConnected {
             conn,
@@ -426,16 +427,20 @@ pub fn log_event(e: &BrokerEvent, peers: &mut HashMap<ConnId, Peer>) {
             username,
             version,
             session_present,
+            info: conn_info,
+            ..
         } => {
-            let Peer { listener, addr } = peers.get(conn).cloned().unwrap_or_default();
+            let (listener, addr) = (&conn_info.listener, &conn_info.peer);
             info!(conn, %listener, peer = %addr, %client_id, username = %username.as_deref().unwrap_or(""), %version, session_present, "client connected")
         }
         BrokerEvent::ClientDisconnected {
             conn,
             client_id,
             reason,
+            info: conn_info,
+            ..
         } => {
-            let Peer { listener, addr } = peers.remove(conn).unwrap_or_default();
+            let (listener, addr) = (&conn_info.listener, &conn_info.peer);
             let client_id = client_id.as_deref().unwrap_or("");
             let reason = describe(reason);
             info!(conn, %listener, peer = %addr, %client_id, %reason, "client disconnected")

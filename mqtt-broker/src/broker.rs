@@ -542,6 +542,11 @@ impl Broker {
 
     // ----- Queries ----------------------------------------------------------------------
 
+    /// What the adapter said of an open connection when it opened (peer, listener).
+    pub fn conn_info(&self, id: ConnId) -> Option<&ConnInfo> {
+        self.conns.get(&id).map(|c| &c.info)
+    }
+
     /// Connected clients.
     pub fn clients(&self) -> Vec<ClientInfo> {
         let mut v: Vec<ClientInfo> = self
@@ -1047,6 +1052,7 @@ impl Broker {
                 username: c.username.clone(),
                 version: v,
                 session_present,
+                info: c.info.clone(),
             }));
         self.touch(id);
     }
@@ -1097,6 +1103,7 @@ impl Broker {
             session: key,
             will,
             client_id,
+            info,
             ..
         } = *c;
         // Its last bytes (a DISCONNECT or CONNACK refusal), then the close.
@@ -1114,6 +1121,7 @@ impl Broker {
                 conn: id,
                 client_id,
                 reason: reason.clone(),
+                info,
             }));
         let Some(key) = key else {
             return;

@@ -97,6 +97,8 @@ pub enum BrokerEvent {
         version: ProtocolVersion,
         /// Whether a stored session was resumed.
         session_present: bool,
+        /// What the adapter said of the connection when it opened (peer, listener).
+        info: ConnInfo,
     },
     /// A client's connection closed.
     ClientDisconnected {
@@ -106,6 +108,8 @@ pub enum BrokerEvent {
         client_id: Option<MqttString>,
         /// Why.
         reason: CloseReason,
+        /// What the adapter said of the connection when it opened (peer, listener).
+        info: ConnInfo,
     },
     /// A client subscribed.
     Subscribed {
