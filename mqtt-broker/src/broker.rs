@@ -158,7 +158,8 @@ pub struct Broker {
     // size (a connection with its protocol state is about a kilobyte).
     conns: IdMap<ConnId, Box<Conn>>,
     sessions: IdMap<SessionKey, Box<Session>>,
-    by_client_id: HashMap<String, SessionKey>,
+    /// Keyed by the session's own client id (a shared view, not a copy).
+    by_client_id: HashMap<MqttString, SessionKey>,
     next_key: SessionKey,
     next_assigned: u64,
     tree: SubscriptionTree,
@@ -1075,7 +1076,7 @@ impl Broker {
                 seqs: IdMap::default(),
             }),
         );
-        self.by_client_id.insert(client_id.to_string(), key);
+        self.by_client_id.insert(client_id.clone(), key);
         key
     }
 

@@ -109,6 +109,14 @@ impl Deref for MqttString {
     }
 }
 
+/// Hashes and compares as the text it holds, so a map keyed by `MqttString` is looked up
+/// with a `&str`.
+impl std::borrow::Borrow<str> for MqttString {
+    fn borrow(&self) -> &str {
+        self
+    }
+}
+
 impl AsRef<str> for MqttString {
     fn as_ref(&self) -> &str {
         &self.0
