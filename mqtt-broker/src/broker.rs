@@ -176,6 +176,8 @@ pub struct Broker {
     /// the new connection.
     held_acks: IdMap<u64, (SessionKey, PacketId, ReasonCode)>,
     matches: Vec<Match>,
+    /// `config.session`, shared by every connection.
+    session_config: std::sync::Arc<mqtt_session::Config>,
     /// Scratch space for routing: the non-shared matches, by session.
     targets: Vec<(SessionKey, QoS, bool, Option<NonZeroU32>)>,
     /// Payload bytes in all offline queues.
@@ -216,11 +218,13 @@ impl Broker {
             next_seq: 0,
             held_acks: IdMap::default(),
             matches: Vec::new(),
+            session_config: Default::default(),
             targets: Vec::new(),
             offline_bytes: 0,
         };
         // The broker acknowledges every QoS 1/2 message itself, after routing it.
         b.config.session.manual_acks = true;
+        b.session_config = std::sync::Arc::new(b.config.session.clone());
         // Durations too long for an Instant (a deadline past its range) never come.
         if let Some(at) = b.config.sys_interval.and_then(|i| now.checked_add(i)) {
             b.timers.push(Reverse((at, TimerKey::Sys)));
@@ -283,7 +287,7 @@ impl Broker {
 
     /// A transport connection opened.
     pub fn handle_connection(&mut self, now: Instant, id: ConnId, info: ConnInfo) {
-        let conn = Connection::server(self.config.session.clone(), now);
+        let conn = Connection::server(self.session_config.clone(), now);
         self.conns.insert(
             id,
             Box::new(Conn {

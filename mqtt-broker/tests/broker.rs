@@ -1074,7 +1074,7 @@ fn durable_ack_follows_the_session_to_its_next_connection() {
         c.transport_open = false;
         std::mem::replace(
             &mut c.conn,
-            mqtt_session::Connection::client(Default::default()),
+            mqtt_session::Connection::client(mqtt_session::Config::default()),
         )
         .into_state()
     };
@@ -1084,7 +1084,8 @@ fn durable_ack_follows_the_session_to_its_next_connection() {
     sim.next_id += 1;
     sim.broker
         .handle_connection(sim.now, id, ConnInfo::default());
-    let mut conn = mqtt_session::Connection::client_with_state(Default::default(), state);
+    let mut conn =
+        mqtt_session::Connection::client_with_state(mqtt_session::Config::default(), state);
     let mut c = Connect::new(V5, MqttString::new("p").unwrap());
     c.clean_start = false;
     c.keep_alive = 0;

@@ -12,6 +12,7 @@ use mqtt_proto::{
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroU16;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Output buffer capacity kept between transmits; a larger buffer is let go once its
@@ -106,7 +107,8 @@ struct Aliases {
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
+    /// Shared: a server's connections usually all have the same configuration.
+    config: Arc<Config>,
     phase: Phase,
     version: Option<ProtocolVersion>,
     decoder: Decoder,
@@ -144,7 +146,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(role: Role, config: Config, version: Option<ProtocolVersion>) -> Self {
+    fn new(role: Role, config: Arc<Config>, version: Option<ProtocolVersion>) -> Self {
         let decoder = match version {
             Some(v) => Decoder::client(v),
             None => Decoder::server(),
@@ -178,9 +180,10 @@ impl Connection {
     }
 
     /// A server-side connection whose transport opened at `now`. It waits for CONNECT
-    /// for `config.connect_timeout`.
-    pub fn server(config: Config, now: Instant) -> Self {
-        let mut c = Self::new(Role::Server, config, None);
+    /// for `config.connect_timeout`. The configuration can be shared (`Arc<Config>`)
+    /// by many connections, so that each does not keep a copy.
+    pub fn server(config: impl Into<Arc<Config>>, now: Instant) -> Self {
+        let mut c = Self::new(Role::Server, config.into(), None);
         if let Some(at) = now.checked_add(c.config.connect_timeout) {
             c.timers.set(Timer::Connect, at);
         }
@@ -189,13 +192,13 @@ impl Connection {
 
     /// A client-side connection with a fresh session. Call [`connect`](Self::connect) to
     /// send CONNECT.
-    pub fn client(config: Config) -> Self {
-        Self::new(Role::Client, config, None)
+    pub fn client(config: impl Into<Arc<Config>>) -> Self {
+        Self::new(Role::Client, config.into(), None)
     }
 
     /// A client-side connection that resumes `state` if the server has kept the session
     /// (CONNECT with Clean Start 0 and CONNACK with Session Present 1).
-    pub fn client_with_state(config: Config, state: SessionState) -> Self {
+    pub fn client_with_state(config: impl Into<Arc<Config>>, state: SessionState) -> Self {
         let mut c = Self::client(config);
         c.set_state(state);
         c
