@@ -16,7 +16,7 @@ use mqtt_session::{
     CloseReason, Connection, DropReason, EncodedPublish, Event, Inflight, SessionState, UsageError,
 };
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 /// numbers, packet ids it assigns): no client picks these keys, so the map needs no keyed
 /// hasher, and SipHash on every lookup was a fifth of the core's instructions.
 type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
-type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
 /// One multiply per integer (FxHash's mixing step): fast, deterministic.
 #[derive(Default)]
@@ -67,6 +66,8 @@ struct Conn {
     pending: Option<Box<Connect>>,
     /// The client sent an empty client id and got one assigned.
     assigned: bool,
+    /// In `Broker::dirty`: to be processed and flushed.
+    dirty: bool,
     /// Deadline registered in the timer heap.
     deadline: Option<Instant>,
     /// When the transport connection opened.
@@ -166,7 +167,6 @@ pub struct Broker {
     retained: BTreeMap<String, Retained>,
     out: VecDeque<Output>,
     dirty: Vec<ConnId>,
-    dirty_set: IdSet<ConnId>,
     timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
     stats: Stats,
     started: Instant,
@@ -211,7 +211,6 @@ impl Broker {
             retained: BTreeMap::new(),
             out: VecDeque::new(),
             dirty: Vec::new(),
-            dirty_set: IdSet::default(),
             timers: BinaryHeap::new(),
             stats: Stats::default(),
             started: now,
@@ -299,6 +298,7 @@ impl Broker {
                 will: None,
                 pending: None,
                 assigned: false,
+                dirty: false,
                 deadline: None,
                 opened: now,
             }),
@@ -676,8 +676,11 @@ impl Broker {
     // ----- The work loop ----------------------------------------------------------------
 
     fn touch(&mut self, id: ConnId) {
-        if self.dirty_set.insert(id) {
-            self.dirty.push(id);
+        if let Some(c) = self.conns.get_mut(&id) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
         }
     }
 
@@ -685,7 +688,9 @@ impl Broker {
     /// output per connection) and registers its next deadline.
     fn drain(&mut self, now: Instant) {
         while let Some(id) = self.dirty.pop() {
-            self.dirty_set.remove(&id);
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.dirty = false;
+            }
             self.process(now, id);
         }
     }
@@ -1094,7 +1099,9 @@ impl Broker {
             );
         }
         // Handle its Closed event now, so the session is parked before it resumes.
-        self.dirty_set.remove(&old);
+        if let Some(c) = self.conns.get_mut(&old) {
+            c.dirty = false;
+        }
         self.dirty.retain(|&id| id != old);
         self.process(now, old);
     }
@@ -1612,7 +1619,11 @@ impl Broker {
                         packet_id: Some(packet_id),
                     }));
                 }
-                self.touch(id);
+                // `touch`, with the connection at hand.
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(id);
+                }
                 sent
             }
             None => 'offline: {
