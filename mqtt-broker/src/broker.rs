@@ -745,8 +745,15 @@ impl Broker {
                     .and_then(|c| c.session)
                     .and_then(|k| self.sessions.get_mut(&k))
                 {
-                    s.shared_inflight.remove(&packet_id);
-                    if let Some(seq) = s.seqs.remove(&packet_id) {
+                    // Both maps are empty unless the session is stored or takes part in
+                    // shared subscriptions: no hashing then.
+                    if !s.shared_inflight.is_empty() {
+                        s.shared_inflight.remove(&packet_id);
+                    }
+                    if let Some(seq) = (!s.seqs.is_empty())
+                        .then(|| s.seqs.remove(&packet_id))
+                        .flatten()
+                    {
                         self.out.push_back(Output::Store(Record::Delivered {
                             client_id: s.client_id.clone(),
                             seq,
