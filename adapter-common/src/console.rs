@@ -851,6 +851,14 @@ fn overview(version: String, uptime_secs: u64, s: &Stats, g: &Gauges, q: &QueueG
     })
 }
 
+/// The log lines that say where the HTTP listener of `metrics` serves, from every adapter.
+pub fn log_listening(addr: std::net::SocketAddr, metrics: &crate::config::Metrics) {
+    tracing::info!(%addr, "metrics on http://{addr}/metrics");
+    if metrics.console {
+        tracing::info!(%addr, basic_auth = metrics.basic_auth, "web console on http://{addr}/");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -249,10 +249,7 @@ pub async fn start_with(
                 .await
                 .map_err(|e| anyhow::anyhow!("metrics {bind}: {e}"))?;
             let addr = l.local_addr()?;
-            info!(%addr, "metrics on http://{addr}/metrics");
-            if config.metrics.console {
-                info!(%addr, basic_auth = config.metrics.basic_auth, "web console on http://{addr}/");
-            }
+            console::log_listening(addr, &config.metrics);
             let console = Arc::new(Console::from_config(
                 &config,
                 console_passwords,

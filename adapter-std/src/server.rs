@@ -239,10 +239,7 @@ pub fn start_with(
         Some(bind) => {
             let l = TcpListener::bind(bind).map_err(|e| anyhow::anyhow!("metrics {bind}: {e}"))?;
             let addr = l.local_addr()?;
-            info!(%addr, "metrics on http://{addr}/metrics");
-            if config.metrics.console {
-                info!(%addr, basic_auth = config.metrics.basic_auth, "web console on http://{addr}/");
-            }
+            console::log_listening(addr, &config.metrics);
             let console = Arc::new(Console::from_config(
                 &config,
                 console_passwords,

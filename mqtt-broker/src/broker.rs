@@ -750,10 +750,12 @@ impl Broker {
                     if !s.shared_inflight.is_empty() {
                         s.shared_inflight.remove(&packet_id);
                     }
-                    if let Some(seq) = (!s.seqs.is_empty())
-                        .then(|| s.seqs.remove(&packet_id))
-                        .flatten()
-                    {
+                    let seq = if s.seqs.is_empty() {
+                        None
+                    } else {
+                        s.seqs.remove(&packet_id)
+                    };
+                    if let Some(seq) = seq {
                         self.out.push_back(Output::Store(Record::Delivered {
                             client_id: s.client_id.clone(),
                             seq,
