@@ -17,6 +17,48 @@ const MOSQUITTO_CONFIG: &str = include_str!("../configs/mosquitto.conf");
 const MOSQUITTO_PERSISTENCE_CONFIG: &str = include_str!("../configs/mosquitto-persistence.conf");
 /// rumqttd (`bench/configs/rumqttd.toml`).
 const RUMQTTD_CONFIG: &str = include_str!("../configs/rumqttd.toml");
+/// The broker under test with a memory budget per client
+/// (`bench/configs/mqtt-broker-bounded.toml`).
+const OURS_BOUNDED_CONFIG: &str = include_str!("../configs/mqtt-broker-bounded.toml");
+/// mosquitto in memory with bounded queues (`bench/configs/mosquitto-bounded.conf`).
+const MOSQUITTO_BOUNDED_CONFIG: &str = include_str!("../configs/mosquitto-bounded.conf");
+
+/// Which configuration a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// Queues without a practical limit (`mqtt-broker.toml`, `mosquitto.conf`).
+    #[default]
+    Standard,
+    /// What is held for one client is bounded (`mqtt-broker-bounded.toml`,
+    /// `mosquitto-bounded.conf`; rumqttd keeps `rumqttd.toml`, see there).
+    Bounded,
+}
+
+/// How to start a broker.
+#[derive(Debug, Clone, Copy)]
+pub struct StartOptions {
+    /// The configuration.
+    pub profile: Profile,
+    /// Listeners for 3.1.1 clients (more than one when one port's ephemeral ports
+    /// would not be enough).
+    pub listeners: usize,
+    /// Connections the broker must accept (rumqttd's `max_connections`).
+    pub connections: usize,
+    /// Turn Nagle's algorithm off where it is on by default (mosquitto's
+    /// `set_tcp_nodelay true`; mqtt-broker and rumqttd always set TCP_NODELAY).
+    pub nodelay: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            profile: Profile::Standard,
+            listeners: 1,
+            connections: 0,
+            nodelay: false,
+        }
+    }
+}
 
 /// Which program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,6 +69,8 @@ pub enum Kind {
     Mosquitto,
     /// rumqttd.
     Rumqttd,
+    /// The harness itself (the TCP echo baseline): always there.
+    Harness,
 }
 
 /// A program and how it is configured for a run.
@@ -42,6 +86,8 @@ pub enum Variant {
     MosquittoPersistence,
     /// rumqttd (in memory; it has no persistence).
     Rumqttd,
+    /// No broker: a TCP echo server in the harness, the baseline of the round trips.
+    TcpEcho,
 }
 
 impl Variant {
@@ -51,6 +97,7 @@ impl Variant {
             Variant::OursMemory | Variant::OursDurable(_) => Kind::Ours,
             Variant::MosquittoMemory | Variant::MosquittoPersistence => Kind::Mosquitto,
             Variant::Rumqttd => Kind::Rumqttd,
+            Variant::TcpEcho => Kind::Harness,
         }
     }
 
@@ -62,6 +109,7 @@ impl Variant {
             Variant::MosquittoMemory => "mosquitto".into(),
             Variant::MosquittoPersistence => "mosquitto persistence".into(),
             Variant::Rumqttd => "rumqttd".into(),
+            Variant::TcpEcho => "TCP echo".into(),
         }
     }
 }
@@ -84,7 +132,13 @@ impl Programs {
             Kind::Ours => self.ours.as_deref(),
             Kind::Mosquitto => self.mosquitto.as_ref().map(|m| m.0.as_path()),
             Kind::Rumqttd => self.rumqttd.as_ref().map(|m| m.0.as_path()),
+            Kind::Harness => None,
         }
+    }
+
+    /// Whether the program of `kind` can run (the harness always can).
+    pub fn available(&self, kind: Kind) -> bool {
+        kind == Kind::Harness || self.path(kind).is_some()
     }
 }
 
@@ -152,6 +206,15 @@ pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
     s
 }
 
+/// One more 3.1.1 listener section for rumqttd's configuration.
+fn rumqttd_v4_listener(n: usize, port: u16) -> String {
+    format!(
+        "\n[v4.{n}]\nname = \"v4-{n}\"\nlisten = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 0\n    \
+         [v4.{n}.connections]\n    connection_timeout_ms = 60000\n    max_payload_size = 1048576\n    \
+         max_inflight_count = 1000\n    dynamic_filters = true\n"
+    )
+}
+
 /// A fresh, empty temporary directory, removed on drop.
 pub struct TempDir(PathBuf);
 
@@ -188,13 +251,15 @@ pub struct Running {
     pub pid: u32,
     port_v4: u16,
     port_v5: u16,
+    /// Further 3.1.1 listeners.
+    extra_ports: Vec<u16>,
     dir: TempDir,
 }
 
 impl Running {
     /// Starts `variant` on fresh loopback ports with a fresh directory, and waits until
     /// it accepts connections.
-    pub fn start(variant: &Variant, programs: &Programs) -> Result<Running> {
+    pub fn start(variant: &Variant, programs: &Programs, opts: StartOptions) -> Result<Running> {
         let kind = variant.kind();
         let program = programs
             .path(kind)
@@ -207,7 +272,11 @@ impl Running {
         } else {
             port_v4
         };
+        let extra_ports = (1..opts.listeners.max(1))
+            .map(|_| free_port())
+            .collect::<Result<Vec<u16>>>()?;
         let (p4, p5) = (port_v4.to_string(), port_v5.to_string());
+        let bounded = opts.profile == Profile::Bounded;
         let mut cmd = Command::new(program);
         match variant {
             Variant::OursMemory | Variant::OursDurable(_) => {
@@ -216,39 +285,63 @@ impl Running {
                     _ => "none",
                 };
                 let conf = dir.path().join("mqtt-broker.toml");
-                std::fs::write(
-                    &conf,
-                    fill(
-                        OURS_CONFIG,
-                        &[("port", &p4), ("dir", d), ("durability", durability)],
-                    ),
-                )?;
+                let mut text = fill(
+                    if bounded {
+                        OURS_BOUNDED_CONFIG
+                    } else {
+                        OURS_CONFIG
+                    },
+                    &[("port", &p4), ("dir", d), ("durability", durability)],
+                );
+                for p in &extra_ports {
+                    text.push_str(&format!("\n[[listener]]\nbind = \"127.0.0.1:{p}\"\n"));
+                }
+                std::fs::write(&conf, text)?;
                 cmd.arg("-c").arg(&conf);
                 if *variant == Variant::OursMemory {
                     cmd.arg("--no-persistence");
                 }
             }
             Variant::MosquittoMemory | Variant::MosquittoPersistence => {
-                let template = if *variant == Variant::MosquittoMemory {
-                    MOSQUITTO_CONFIG
-                } else {
-                    MOSQUITTO_PERSISTENCE_CONFIG
+                let template = match variant {
+                    Variant::MosquittoMemory if bounded => MOSQUITTO_BOUNDED_CONFIG,
+                    Variant::MosquittoMemory => MOSQUITTO_CONFIG,
+                    _ => MOSQUITTO_PERSISTENCE_CONFIG,
                 };
                 let conf = dir.path().join("mosquitto.conf");
-                std::fs::write(&conf, fill(template, &[("port", &p4), ("dir", d)]))?;
+                let mut text = fill(template, &[("port", &p4), ("dir", d)]);
+                if opts.nodelay {
+                    text.push_str("set_tcp_nodelay true\n");
+                }
+                for p in &extra_ports {
+                    text.push_str(&format!("listener {p} 127.0.0.1\n"));
+                }
+                std::fs::write(&conf, text)?;
                 cmd.arg("-c").arg(&conf);
             }
             Variant::Rumqttd => {
                 let conf = dir.path().join("rumqttd.toml");
-                std::fs::write(
-                    &conf,
-                    fill(
-                        RUMQTTD_CONFIG,
-                        &[("port", &p4), ("port_v5", &p5), ("dir", d)],
-                    ),
-                )?;
+                let max = opts
+                    .connections
+                    .saturating_add(1000)
+                    .max(20_000)
+                    .to_string();
+                let mut text = fill(
+                    RUMQTTD_CONFIG,
+                    &[
+                        ("port", &p4),
+                        ("port_v5", &p5),
+                        ("dir", d),
+                        ("max_connections", &max),
+                    ],
+                );
+                for (i, p) in extra_ports.iter().enumerate() {
+                    text.push_str(&rumqttd_v4_listener(i + 2, *p));
+                }
+                std::fs::write(&conf, text)?;
                 cmd.arg("--config").arg(&conf).arg("--quiet");
             }
+            Variant::TcpEcho => bail!("the TCP echo baseline is not a broker"),
         }
         let log = std::fs::File::create(dir.path().join("broker.log"))?;
         cmd.current_dir(dir.path())
@@ -263,6 +356,7 @@ impl Running {
             child,
             port_v4,
             port_v5,
+            extra_ports,
             dir,
         };
         r.wait_ready()
@@ -279,9 +373,21 @@ impl Running {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// Every 3.1.1 listener's address (the first is [`addr`](Self::addr)'s).
+    pub fn addrs_v4(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.port_v4)
+            .chain(self.extra_ports.iter().copied())
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect()
+    }
+
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        for port in [self.port_v4, self.port_v5] {
+        let ports: Vec<u16> = [self.port_v4, self.port_v5]
+            .into_iter()
+            .chain(self.extra_ports.iter().copied())
+            .collect();
+        for port in ports {
             loop {
                 if let Some(status) = self.child.try_wait()? {
                     bail!("exited with {status}");
@@ -359,5 +465,9 @@ mod tests {
         assert!(MOSQUITTO_CONFIG.contains("listener {port} 127.0.0.1"));
         assert!(MOSQUITTO_PERSISTENCE_CONFIG.contains("persistence_location {dir}/"));
         assert!(RUMQTTD_CONFIG.contains("{port}") && RUMQTTD_CONFIG.contains("{port_v5}"));
+        assert!(RUMQTTD_CONFIG.contains("{max_connections}"));
+        assert!(OURS_BOUNDED_CONFIG.contains("{port}") && OURS_BOUNDED_CONFIG.contains("{dir}"));
+        assert!(MOSQUITTO_BOUNDED_CONFIG.contains("listener {port} 127.0.0.1"));
+        assert!(rumqttd_v4_listener(2, 1999).contains("[v4.2.connections]"));
     }
 }

@@ -1,5 +1,7 @@
 //! Many idle connections: each connects, subscribes to a topic of its own and then sends
-//! nothing.
+//! nothing. Connections go round-robin over the broker's listeners: one client address
+//! and one listener port give at most as many connections as there are ephemeral ports
+//! (`/proc/sys/net/ipv4/ip_local_port_range`, 28,232 by default).
 
 use crate::client::{Conn, ConnectOptions};
 use anyhow::{Context, Result};
@@ -21,13 +23,34 @@ pub struct Idle {
     pub elapsed: Duration,
 }
 
-/// Opens `n` connections to `addr`, each with CONNECT and a SUBSCRIBE to `idle/N`.
-pub async fn open(addr: SocketAddr, version: ProtocolVersion, n: usize) -> Result<Idle> {
+/// Ephemeral ports of this machine (Linux), 28,232 when unknown.
+pub fn ephemeral_ports() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<usize>().ok());
+            Some(it.next()??..=it.next()??)
+        })
+        .map_or(28_232, |r| r.count())
+}
+
+/// Listeners needed so that `n` connections from one address find ephemeral ports, with
+/// a tenth of them left for everything else.
+pub fn listeners_for(n: usize) -> usize {
+    let per_port = (ephemeral_ports() * 9 / 10).max(1);
+    n.div_ceil(per_port).max(1)
+}
+
+/// Opens `n` connections over `addrs` in turn, each with CONNECT and a SUBSCRIBE to
+/// `idle/N`.
+pub async fn open(addrs: &[SocketAddr], version: ProtocolVersion, n: usize) -> Result<Idle> {
+    anyhow::ensure!(!addrs.is_empty(), "no listener");
     let t0 = Instant::now();
     let gate = Arc::new(Semaphore::new(CONCURRENCY));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let gate = gate.clone();
+        let addr = addrs[i % addrs.len()];
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await?;
             let opts = ConnectOptions {

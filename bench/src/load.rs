@@ -7,6 +7,10 @@
 //! number), and write many messages per system call. At QoS 1 each publisher keeps up to
 //! `window` messages unacknowledged. Subscribers read whatever has arrived, decode all of
 //! it and answer every QoS 1 PUBLISH in one write.
+//!
+//! Subscribers either all take every message (`bench/+`), or, point to point, subscriber
+//! `i` takes only publisher `i`'s topic. Slow subscribers connect and subscribe like the
+//! others and then never read their socket; they count in no figure.
 
 use crate::client::{Conn, ConnectOptions, READ_CHUNK};
 use anyhow::{bail, Context, Result};
@@ -22,8 +26,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-/// Payload size of every message.
+/// Payload size of every message unless a scenario says otherwise.
 pub const PAYLOAD: usize = 32;
+/// The smallest payload: send time and sequence number.
+pub const MIN_PAYLOAD: usize = 16;
 /// Messages a publisher writes in one system call at most.
 const BATCH: usize = 64;
 /// Keep alive of every client, seconds: longer than any run, so no PINGREQ is needed.
@@ -50,8 +56,15 @@ pub struct FlowSpec {
     pub qos: QoS,
     /// Number of publishers; publisher `i` publishes to `bench/i`.
     pub publishers: usize,
-    /// Number of subscribers, each on `bench/+`: every message reaches all of them.
+    /// Number of subscribers, each on `bench/+`: every message reaches all of them
+    /// (point to point: subscriber `i` on `bench/i`).
     pub subscribers: usize,
+    /// Point to point: as many subscribers as publishers, each on one publisher's topic.
+    pub point_to_point: bool,
+    /// Subscribers on `bench/+` that never read after their SUBACK; not counted.
+    pub slow_subscribers: usize,
+    /// Payload bytes of every message (at least [`MIN_PAYLOAD`]).
+    pub payload: usize,
     /// Messages each publisher sends.
     pub messages_per_publisher: u64,
     /// Total publish rate in messages per second (spread over the publishers); `None`
@@ -72,7 +85,11 @@ pub struct FlowSpec {
 impl FlowSpec {
     /// Deliveries the run should see.
     pub fn expected(&self) -> u64 {
-        self.publishers as u64 * self.messages_per_publisher * self.subscribers as u64
+        if self.point_to_point {
+            self.publishers.min(self.subscribers) as u64 * self.messages_per_publisher
+        } else {
+            self.publishers as u64 * self.messages_per_publisher * self.subscribers as u64
+        }
     }
 }
 
@@ -91,6 +108,8 @@ pub struct FlowResult {
     pub latencies_ns: Vec<u64>,
     /// The run hit its deadline.
     pub timed_out: bool,
+    /// Slow subscribers that the broker had disconnected by the end of the run.
+    pub slow_closed: usize,
 }
 
 struct Shared {
@@ -114,6 +133,7 @@ pub struct Flow {
     start: watch::Sender<Option<Instant>>,
     subs: Vec<JoinHandle<Result<SubOutcome>>>,
     pubs: Vec<JoinHandle<Result<u64>>>,
+    slow: Vec<Conn>,
 }
 
 impl Flow {
@@ -137,13 +157,30 @@ impl Flow {
                 keep_alive: KEEP_ALIVE,
             };
             let mut conn = Conn::connect(addr, &opts).await?;
-            conn.subscribe("bench/+", spec.qos).await?;
+            let filter = if spec.point_to_point {
+                format!("bench/{i}")
+            } else {
+                "bench/+".to_string()
+            };
+            conn.subscribe(&filter, spec.qos).await?;
             subs.push(tokio::spawn(subscriber(
                 conn,
                 shared.clone(),
                 stop_rx.clone(),
                 spec.latency,
             )));
+        }
+        let mut slow = Vec::new();
+        for i in 0..spec.slow_subscribers {
+            let opts = ConnectOptions {
+                version: spec.version,
+                client_id: format!("bench-slow-{i}"),
+                clean: true,
+                keep_alive: KEEP_ALIVE,
+            };
+            let mut conn = Conn::connect(addr, &opts).await?;
+            conn.subscribe("bench/+", spec.qos).await?;
+            slow.push(conn);
         }
         let mut pubs = Vec::new();
         for i in 0..spec.publishers {
@@ -170,6 +207,7 @@ impl Flow {
             start,
             subs,
             pubs,
+            slow,
         })
     }
 
@@ -218,6 +256,12 @@ impl Flow {
             latencies_ns.extend(o.latencies);
         }
         latencies_ns.sort_unstable();
+        let mut slow_closed = 0;
+        for c in self.slow {
+            if closed_by_peer(c).await {
+                slow_closed += 1;
+            }
+        }
         Ok(FlowResult {
             sent,
             expected: self.shared.expected,
@@ -225,8 +269,25 @@ impl Flow {
             elapsed: last_rx.map_or(Duration::ZERO, |t| t.saturating_duration_since(t0)),
             latencies_ns,
             timed_out,
+            slow_closed,
         })
     }
+}
+
+/// Whether the broker closed a connection that was never read: reads what waits in the
+/// socket (for up to 2 s in all, or until nothing came for 200 ms) and looks for the end
+/// of the stream or a reset.
+async fn closed_by_peer(mut conn: Conn) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut buf = vec![0u8; READ_CHUNK];
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), conn.rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Waits for a task that was told to stop, and gives up on it after a while.
@@ -308,11 +369,12 @@ async fn subscriber(
 struct Template {
     frame: Vec<u8>,
     id_at: Option<usize>,
+    payload: usize,
 }
 
 impl Template {
-    fn new(version: ProtocolVersion, topic: &str, qos: QoS) -> Result<Template> {
-        let mut p = Publish::new(TopicName::new(topic)?, vec![0u8; PAYLOAD]);
+    fn new(version: ProtocolVersion, topic: &str, qos: QoS, payload: usize) -> Result<Template> {
+        let mut p = Publish::new(TopicName::new(topic)?, vec![0u8; payload.max(MIN_PAYLOAD)]);
         p.qos = qos;
         if qos != QoS::AtMostOnce {
             p.packet_id = PacketId::new(1);
@@ -323,6 +385,7 @@ impl Template {
         Ok(Template {
             frame: frame.to_vec(),
             id_at,
+            payload: payload.max(MIN_PAYLOAD),
         })
     }
 
@@ -333,7 +396,7 @@ impl Template {
         if let Some(at) = self.id_at {
             out[start + at..start + at + 2].copy_from_slice(&id.to_be_bytes());
         }
-        let payload = out.len() - PAYLOAD;
+        let payload = out.len() - self.payload;
         out[payload..payload + 8].copy_from_slice(&sent_ns.to_le_bytes());
         out[payload + 8..payload + 16].copy_from_slice(&seq.to_le_bytes());
     }
@@ -374,7 +437,7 @@ async fn publish_all(
         .await?
         .as_ref()
         .expect("set");
-    let template = Template::new(version, &format!("bench/{index}"), spec.qos)?;
+    let template = Template::new(version, &format!("bench/{index}"), spec.qos, spec.payload)?;
     let total = spec.messages_per_publisher;
     let qos1 = spec.qos != QoS::AtMostOnce;
     let credits = Arc::new(Semaphore::new(if qos1 { spec.window } else { 0 }));
@@ -394,11 +457,13 @@ async fn publish_all(
         None
     };
     let per_sec = spec.rate.map(|r| r / spec.publishers as f64);
-    let mut out = BytesMut::with_capacity(BATCH * template.frame.len());
+    // Large messages: fewer per write, about 256 KiB at most.
+    let batch = (256 * 1024 / template.frame.len()).clamp(1, BATCH);
+    let mut out = BytesMut::with_capacity(batch * template.frame.len());
     let mut sent = 0u64;
     let mut id: u16 = 0;
     while sent < total {
-        let mut n = (total - sent).min(BATCH as u64);
+        let mut n = (total - sent).min(batch as u64);
         if let Some(r) = per_sec {
             let due = ((t0.elapsed().as_secs_f64() * r) as u64 + 1).min(total);
             if due <= sent {

@@ -11,6 +11,14 @@ use std::path::Path;
 /// The broker under test's label (in memory).
 const OURS: &str = "mqtt-broker";
 
+/// Memory budget for one client that stops reading, MiB, on top of the peak of the same
+/// run without it: `max_pending_write_bytes` (16 MiB) of `configs/mqtt-broker-bounded.toml`,
+/// its QoS 1 window and queue (2 × 1,000 messages of 1 KiB), and room for the allocator.
+pub const SLOW_CLIENT_BUDGET_MIB: f64 = 20.0;
+
+/// The slow-subscriber runs keep this share of the readers' throughput at least.
+const SLOW_KEEP: f64 = 0.9;
+
 /// What the report says about the run besides the figures.
 pub struct Meta {
     /// The programs and versions.
@@ -44,7 +52,26 @@ pub fn line(r: &Record) -> String {
             return format!("{}: FAILED: {e}", r.broker);
         }
     }
-    let mut s = if r.connections > 0 {
+    let mut s = if r.loss_pct.is_nan() && r.connections == 0 {
+        let mut s = format!(
+            "{}: {} round trips/s, p50 {:.1} µs p99 {:.1} µs p99.9 {:.1} µs",
+            r.broker,
+            si(r.throughput),
+            r.p50_us,
+            r.p99_us,
+            r.p999_us
+        );
+        if !r.broker_cpu_s.is_nan() {
+            let _ = write!(
+                s,
+                ", {:.1} µs CPU per round trip, RSS {:.1} → {:.1} MiB",
+                r.cpu_us_per_msg,
+                mib(r.rss_before_kib),
+                mib(r.rss_after_kib)
+            );
+        }
+        s
+    } else if r.connections > 0 {
         format!(
             "{}: {} connections in {:.2} s ({:.0}/s), RSS {:.1} → {:.1} MiB, {:.0} B per connection",
             r.broker,
@@ -75,12 +102,28 @@ pub fn line(r: &Record) -> String {
                 r.p50_us, r.p99_us, r.p999_us
             );
         }
+        if !r.slow_closed.is_nan() {
+            let _ = write!(
+                s,
+                ", slow subscriber {}",
+                if r.slow_closed > 0.0 {
+                    "closed by the broker"
+                } else {
+                    "still connected"
+                }
+            );
+        }
         s
     };
     if let Some(e) = &r.error {
         let _ = write!(s, " [{e}]");
     }
     s
+}
+
+/// Payload MiB delivered per second.
+fn mib_per_s(r: &Record) -> f64 {
+    r.throughput * r.payload_b as f64 / (1024.0 * 1024.0)
 }
 
 fn mib(kib: u64) -> f64 {
@@ -348,11 +391,153 @@ pub fn write_all(
         std::fs::write(dir.join("latency.svg"), svg)?;
         charts.push("latency.svg");
     }
+    let p2p = by_group(Group::P2p);
+    if !p2p.is_empty() {
+        let svg = bar_chart(
+            "Point to point: delivered messages per second",
+            &chart_groups(&p2p, records, &|r| r.throughput, &|s| s.title.clone()),
+            &si,
+            Scale::Linear,
+        );
+        std::fs::write(dir.join("p2p.svg"), svg)?;
+        charts.push("p2p.svg");
+    }
+    let payload = by_group(Group::Payload);
+    if !payload.is_empty() {
+        let svg = bar_chart(
+            "Large payloads, fan-in: payload MiB delivered per second",
+            &chart_groups(&payload, records, &mib_per_s, &|s| s.title.clone()),
+            &|x| format!("{x:.0}"),
+            Scale::Linear,
+        );
+        std::fs::write(dir.join("payload.svg"), svg)?;
+        charts.push("payload.svg");
+    }
+    let rt = by_group(Group::RoundTrip);
+    if !rt.is_empty() {
+        let mut groups = Vec::new();
+        for (name, f) in [
+            ("p50", &(|r: &Record| r.p50_us) as &dyn Fn(&Record) -> f64),
+            ("p99", &|r: &Record| r.p99_us),
+        ] {
+            groups.extend(chart_groups(&rt, records, f, &|s| {
+                format!("{} {name}", s.title)
+            }));
+        }
+        let svg = bar_chart(
+            "Round trip: latency in µs (median; whiskers: min–max)",
+            &groups,
+            &|x| format!("{x:.0}"),
+            Scale::Log,
+        );
+        std::fs::write(dir.join("round-trip.svg"), svg)?;
+        charts.push("round-trip.svg");
+    }
+    let slow = by_group(Group::SlowSubscriber);
+    if !slow.is_empty() {
+        let svg = bar_chart(
+            "Slow subscriber: the readers' delivered messages per second",
+            &chart_groups(&slow, records, &|r| r.throughput, &|s| s.title.clone()),
+            &si,
+            Scale::Linear,
+        );
+        std::fs::write(dir.join("slow-subscriber.svg"), svg)?;
+        charts.push("slow-subscriber.svg");
+    }
     std::fs::write(
         dir.join("report.md"),
         markdown(scenarios, records, meta, &charts),
     )?;
     Ok(())
+}
+
+/// Throughput, loss, CPU and memory of message scenarios.
+fn flow_tables(md: &mut String, scenarios: &[&Scenario], records: &[Record]) {
+    md.push_str("Delivered messages per second (higher is better):\n\n");
+    metric_table(md, scenarios, records, &|r| r.throughput, &si);
+    md.push_str("Messages lost (QoS 0 may drop; QoS 1 should not):\n\n");
+    metric_table(md, scenarios, records, &|r| r.loss_pct, &pct);
+    md.push_str("Broker CPU time (user + system) per delivered message (lower is better):\n\n");
+    metric_table(md, scenarios, records, &|r| r.cpu_us_per_msg, &us);
+    md.push_str("Broker peak resident memory (VmHWM, lower is better):\n\n");
+    metric_table(
+        md,
+        scenarios,
+        records,
+        &|r| r.rss_peak_kib as f64,
+        &mib_text,
+    );
+    md.push_str("Load generator CPU as a share of the run's wall time:\n\n");
+    metric_table(
+        md,
+        scenarios,
+        records,
+        &|r| 100.0 * r.gen_cpu_s / r.secs.max(1e-9),
+        &|x| format!("{x:.0} %"),
+    );
+}
+
+/// The readers' throughput with and without the slow subscriber, and the broker's memory
+/// against the budget.
+fn slow_table(md: &mut String, scenarios: &[&Scenario], records: &[Record]) {
+    md.push_str(
+        "| scenario | broker | readers without | readers with | kept | ≥ 90 %? | readers' loss with | \
+         RSS before → after, with | peak RSS without | peak RSS with | budget | within? | slow one closed |\n\
+         |---|---|---:|---:|---:|:---:|---:|---:|---:|---:|---:|:---:|---:|\n",
+    );
+    let tp = |r: &Record| r.throughput;
+    let peak = |r: &Record| r.rss_peak_kib as f64;
+    for s in scenarios {
+        let Some(base) = &s.baseline else { continue };
+        for b in brokers_of(&[s], records) {
+            let with = cell(records, &s.id, &b);
+            let without = cell(records, base, &b);
+            let kept = ratio(with.spread(tp), without.spread(tp));
+            let peak_without = without.spread(peak);
+            let peak_with = with.spread(peak);
+            let budget = peak_without
+                .filter(|_| b == OURS)
+                .map(|p| p.median + SLOW_CLIENT_BUDGET_MIB * 1024.0);
+            let within = match (budget, peak_with) {
+                (Some(l), Some(p)) => yes(p.median <= l).to_string(),
+                _ => "–".into(),
+            };
+            let closed = with.spread(|r| r.slow_closed).map_or("–".to_string(), |c| {
+                format!(
+                    "{:.0} of {} runs",
+                    c.median * with.ok.len() as f64,
+                    with.ok.len()
+                )
+            });
+            let _ = writeln!(
+                md,
+                "| {} | {b} | {} | {} | {} | {} | {} | {} → {} | {} | {} | {} | {within} | {closed} |",
+                s.title,
+                cell_text(&without, &tp, &si),
+                cell_text(&with, &tp, &si),
+                kept.map_or("–".into(), |k| format!("{:.0} %", 100.0 * k)),
+                kept.map_or("–", |k| yes(k >= SLOW_KEEP)),
+                spread_text(with.spread(|r| r.loss_pct), &pct),
+                spread_text(with.spread(|r| r.rss_before_kib as f64), &mib_text),
+                spread_text(with.spread(|r| r.rss_after_kib as f64), &mib_text),
+                spread_text(peak_without, &mib_text),
+                spread_text(peak_with, &mib_text),
+                budget.map_or("–".into(), |l| format!(
+                    "{} (+{SLOW_CLIENT_BUDGET_MIB:.0} MiB)",
+                    mib_text(l)
+                )),
+            );
+        }
+    }
+    md.push('\n');
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "**yes**"
+    } else {
+        "no"
+    }
 }
 
 type ChartGroup = (String, Vec<(String, Spread)>);
@@ -380,7 +565,8 @@ fn runs_csv(records: &[Record]) -> String {
     let mut s = String::from(
         "rep,scenario,broker,error,sent,expected,delivered,secs,throughput_msg_s,loss_pct,\
          p50_us,p99_us,p999_us,broker_cpu_s,broker_sys_s,broker_cpu_us_per_msg,rss_before_kib,\
-         rss_after_kib,rss_peak_kib,loadgen_cpu_s,connections,connect_rate_s,rss_per_conn_b\n",
+         rss_after_kib,rss_peak_kib,loadgen_cpu_s,connections,connect_rate_s,rss_per_conn_b,\
+         payload_b,slow_closed\n",
     );
     let num = |x: f64| {
         if x.is_nan() {
@@ -392,7 +578,7 @@ fn runs_csv(records: &[Record]) -> String {
     for r in records {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.rep,
             r.scenario,
             r.broker,
@@ -416,6 +602,8 @@ fn runs_csv(records: &[Record]) -> String {
             r.connections,
             num(r.connect_rate),
             num(r.rss_per_conn_b),
+            r.payload_b,
+            num(r.slow_closed),
         );
     }
     s
@@ -432,8 +620,9 @@ pub fn csv_field(s: &str) -> String {
 
 fn summary_csv(scenarios: &[Scenario], records: &[Record]) -> String {
     type Metric = (&'static str, fn(&Record) -> f64);
-    let metrics: [Metric; 9] = [
+    let metrics: [Metric; 12] = [
         ("throughput_msg_s", |r| r.throughput),
+        ("payload_mib_s", mib_per_s),
         ("loss_pct", |r| r.loss_pct),
         ("p50_us", |r| r.p50_us),
         ("p99_us", |r| r.p99_us),
@@ -442,6 +631,8 @@ fn summary_csv(scenarios: &[Scenario], records: &[Record]) -> String {
         ("rss_peak_kib", |r| r.rss_peak_kib as f64),
         ("rss_per_conn_b", |r| r.rss_per_conn_b),
         ("connect_rate_s", |r| r.connect_rate),
+        ("rss_after_kib", |r| r.rss_after_kib as f64),
+        ("slow_closed", |r| r.slow_closed),
     ];
     let mut s = String::from("scenario,broker,runs_ok,runs_failed");
     for (m, _) in &metrics {
@@ -610,8 +801,14 @@ fn markdown(scenarios: &[Scenario], records: &[Record], meta: &Meta, charts: &[&
             if s.idle_connections < meta.idle_asked {
                 let _ = writeln!(
                     md,
-                    "Only {} connections: the open-files limit ({}) allows no more.\n",
-                    s.idle_connections, meta.open_files
+                    "Only {} connections of the {} asked: the open-files limit ({}) allows no \
+                     more. {} connections need a hard limit of at least {} (`ulimit -Hn`, or \
+                     `LimitNOFILE` for a systemd unit), raised by the administrator.\n",
+                    s.idle_connections,
+                    meta.idle_asked,
+                    meta.open_files,
+                    meta.idle_asked,
+                    meta.idle_asked + 200
                 );
             }
         }
@@ -620,6 +817,71 @@ fn markdown(scenarios: &[Scenario], records: &[Record], meta: &Meta, charts: &[&
     if !pers.is_empty() {
         md.push_str("### Persistence: QoS 1 fan-in, subscriber with a persistent session\n\n");
         persistence_table(&mut md, &pers, records);
+    }
+    let p2p = group(Group::P2p);
+    if !p2p.is_empty() {
+        md.push_str("### Point to point: each publisher's topic has one subscriber\n\n");
+        flow_tables(&mut md, &p2p, records);
+    }
+    let rt = group(Group::RoundTrip);
+    if !rt.is_empty() {
+        md.push_str(
+            "### Round trip: one client, its own message back before the next (closed loop)\n\n\
+             The TCP echo row is the baseline: the same loop and message size against an echo \
+             thread of the harness, no broker.\n\n",
+        );
+        md.push_str("Round trips per second (higher is better):\n\n");
+        metric_table(&mut md, &rt, records, &|r| r.throughput, &si);
+        for (name, f) in [
+            ("p50", &(|r: &Record| r.p50_us) as &dyn Fn(&Record) -> f64),
+            ("p99", &|r: &Record| r.p99_us),
+            ("p99.9", &|r: &Record| r.p999_us),
+        ] {
+            let _ = writeln!(md, "Round-trip time {name} (lower is better):\n");
+            metric_table(&mut md, &rt, records, f, &us);
+        }
+        md.push_str("Broker CPU time per round trip:\n\n");
+        metric_table(&mut md, &rt, records, &|r| r.cpu_us_per_msg, &us);
+    }
+    let slow = group(Group::SlowSubscriber);
+    if !slow.is_empty() {
+        md.push_str(
+            "### Slow subscriber: one publisher, readers, and one subscriber that never reads\n\n",
+        );
+        let _ = writeln!(
+            md,
+            "mqtt-broker runs with `configs/mqtt-broker-bounded.toml`, mosquitto with \
+             `configs/mosquitto-bounded.conf`, rumqttd with `configs/rumqttd.toml`. \
+             \"kept\": the readers' throughput with the slow subscriber ÷ without (target \
+             ≥ {:.0} %). Budget: mqtt-broker's peak RSS without the slow subscriber + \
+             {SLOW_CLIENT_BUDGET_MIB:.0} MiB. \"slow one closed\": the broker had closed the \
+             connection by the end of the run.\n",
+            100.0 * SLOW_KEEP
+        );
+        slow_table(&mut md, &slow, records);
+        md.push_str("The readers' delivered messages per second, all runs:\n\n");
+        metric_table(&mut md, &slow, records, &|r| r.throughput, &si);
+        md.push_str("The readers' lost messages:\n\n");
+        metric_table(&mut md, &slow, records, &|r| r.loss_pct, &pct);
+        md.push_str("Broker peak resident memory:\n\n");
+        metric_table(
+            &mut md,
+            &slow,
+            records,
+            &|r| r.rss_peak_kib as f64,
+            &mib_text,
+        );
+        md.push_str("Broker CPU time per delivered message:\n\n");
+        metric_table(&mut md, &slow, records, &|r| r.cpu_us_per_msg, &us);
+    }
+    let payload = group(Group::Payload);
+    if !payload.is_empty() {
+        md.push_str("### Large payloads: fan-in 10→1\n\n");
+        md.push_str("Payload MiB delivered per second (higher is better):\n\n");
+        metric_table(&mut md, &payload, records, &mib_per_s, &|x| {
+            format!("{x:.0}")
+        });
+        flow_tables(&mut md, &payload, records);
     }
     md.push_str("### Targets\n\n");
     targets(&mut md, scenarios, records);
@@ -653,7 +915,6 @@ fn persistence_table(md: &mut String, scenarios: &[&Scenario], records: &[Record
 
 fn targets(md: &mut String, scenarios: &[Scenario], records: &[Record]) {
     md.push_str("| target | scenario | figure | met? |\n|---|---|---:|:---:|\n");
-    let yes = |b: bool| if b { "**yes**" } else { "no" };
     let med = |id: &str, broker: &str, f: fn(&Record) -> f64| cell(records, id, broker).spread(f);
     for s in scenarios {
         match s.group {
@@ -712,6 +973,35 @@ fn targets(md: &mut String, scenarios: &[Scenario], records: &[Record]) {
                     );
                 }
             }
+            Group::SlowSubscriber => {
+                let Some(base) = &s.baseline else { continue };
+                let with = med(&s.id, OURS, |r| r.throughput);
+                if let Some(k) = ratio(with, med(base, OURS, |r| r.throughput)) {
+                    let _ = writeln!(
+                        md,
+                        "| readers keep ≥ {:.0} % with a slow subscriber | {} | {:.0} % | {} |",
+                        100.0 * SLOW_KEEP,
+                        s.title,
+                        100.0 * k,
+                        yes(k >= SLOW_KEEP)
+                    );
+                }
+                if let (Some(p), Some(p0)) = (
+                    med(&s.id, OURS, |r| r.rss_peak_kib as f64),
+                    med(base, OURS, |r| r.rss_peak_kib as f64),
+                ) {
+                    let budget = p0.median + SLOW_CLIENT_BUDGET_MIB * 1024.0;
+                    let _ = writeln!(
+                        md,
+                        "| peak RSS within the budget | {} | {} ≤ {} | {} |",
+                        s.title,
+                        mib_text(p.median),
+                        mib_text(budget),
+                        yes(p.median <= budget)
+                    );
+                }
+            }
+            Group::P2p | Group::RoundTrip | Group::Payload => {}
         }
     }
     md.push('\n');
