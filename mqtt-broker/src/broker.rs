@@ -180,6 +180,8 @@ pub struct Broker {
     session_config: std::sync::Arc<mqtt_session::Config>,
     /// Scratch space for routing: the non-shared matches, by session.
     targets: Vec<(SessionKey, QoS, bool, Option<NonZeroU32>)>,
+    /// Scratch space for routing: the copies of a message, one per receiving session.
+    copies: Vec<(SessionKey, Publish)>,
     /// Payload bytes in all offline queues.
     offline_bytes: usize,
 }
@@ -219,6 +221,7 @@ impl Broker {
             matches: Vec::new(),
             session_config: Default::default(),
             targets: Vec::new(),
+            copies: Vec::new(),
             offline_bytes: 0,
         };
         // The broker acknowledges every QoS 1/2 message itself, after routing it.
@@ -1499,6 +1502,7 @@ impl Broker {
         let mut n = 0;
         let mut cache = EncodeCache::default();
         let mut body = Body::new(&p);
+        let mut copies = std::mem::take(&mut self.copies);
         let mut i = 0;
         while i < targets.len() {
             let key = targets[i].0;
@@ -1512,10 +1516,17 @@ impl Broker {
                 ids.extend(id);
                 i += 1;
             }
-            let m = copy_for(&p, qos, rap, ids);
-            n += usize::from(self.deliver(now, key, m, &mut cache, None, &mut body));
+            copies.push((key, copy_for(&p, qos, rap, ids)));
         }
         self.targets = targets;
+        // Every copy is made before any is sent. Making one takes a reference to the
+        // topic and payload (an atomic increment), which waits for every store before it;
+        // between sends, those are the sends' writes to the receivers' buffers, which are
+        // rarely in cache.
+        for (key, m) in copies.drain(..) {
+            n += usize::from(self.deliver(now, key, m, &mut cache, None, &mut body));
+        }
+        self.copies = copies;
         for (key, qos, rap, id, filter) in shared {
             let m = copy_for(&p, qos, rap, id.into_iter().collect());
             n += usize::from(self.deliver(now, key, m, &mut cache, Some(filter), &mut body));
@@ -1585,11 +1596,15 @@ impl Broker {
                     _ => None,
                 };
                 let r = match encoded {
-                    Some(e) => c.conn.publish_encoded(now, m, &e),
+                    Some(e) => c.conn.publish_encoded(now, m, e),
                     None => c.conn.publish(now, m),
                 };
                 let mut done = None;
+                // The result is matched where the call returns it, never moved whole: a
+                // wide copy of it would wait for every store the call made (a
+                // store-forwarding failure), a large share of a fan-out's time.
                 let r = match r {
+                    Ok(id) => Ok(id),
                     Err(UsageError::QueueFull(m))
                         if self.config.drop_policy == DropPolicy::DropOldest =>
                     {
@@ -1601,16 +1616,18 @@ impl Broker {
                                 client_id: s.client_id.clone(),
                                 reason: Drop::QueueFull,
                             }));
-                        c.conn.publish(now, *m)
+                        c.conn
+                            .publish(now, *m)
+                            .map_err(|e| matches!(e, UsageError::QueueFull(_)))
                     }
-                    r => r,
+                    Err(e) => Err(matches!(e, UsageError::QueueFull(_))),
                 };
                 let sent = match r {
                     Ok(id) => {
                         self.stats.messages_sent += 1;
                         Sent::Online(id)
                     }
-                    Err(UsageError::QueueFull(_)) => {
+                    Err(true) => {
                         self.stats.dropped_queue_full += 1;
                         self.out
                             .push_back(Output::Event(BrokerEvent::MessageDropped {
@@ -1619,7 +1636,7 @@ impl Broker {
                             }));
                         Sent::Dropped
                     }
-                    Err(_) => Sent::Dropped,
+                    Err(false) => Sent::Dropped,
                 };
                 if let Some((seq, packet_id)) = done {
                     self.out.push_back(Output::Store(Record::Delivered {
@@ -2013,7 +2030,9 @@ struct EncodeCache {
 }
 
 impl EncodeCache {
-    fn get(&mut self, m: &Publish, v: mqtt_proto::ProtocolVersion) -> Option<EncodedPublish> {
+    /// The encoding of `m` for `v`, made on first use. Lent, not cloned: a clone would
+    /// be a reference-count increment and decrement per delivered copy.
+    fn get(&mut self, m: &Publish, v: mqtt_proto::ProtocolVersion) -> Option<&EncodedPublish> {
         let v5 = v.is_v5();
         // 3.x carries no properties: the identifiers do not change its bytes.
         let ids: &[NonZeroU32] = if v5 {
@@ -2021,24 +2040,22 @@ impl EncodeCache {
         } else {
             &[]
         };
-        if let Some(e) = self
-            .entries
-            .iter()
-            // Lengths first: comparing two empty slices calls memcmp, which is slow on
-            // some CPUs and C libraries.
-            .find(|e| {
-                e.0 == v5
-                    && e.1 == m.qos
-                    && e.2 == m.retain
-                    && e.3.len() == ids.len()
-                    && (ids.is_empty() || e.3 == ids)
-            })
-        {
-            return Some(e.4.clone());
-        }
-        let e = EncodedPublish::new(m, v).ok()?;
-        self.entries
-            .push((v5, m.qos, m.retain, ids.to_vec(), e.clone()));
-        Some(e)
+        // Lengths first: comparing two empty slices calls memcmp, which is slow on some
+        // CPUs and C libraries.
+        let at = match self.entries.iter().position(|e| {
+            e.0 == v5
+                && e.1 == m.qos
+                && e.2 == m.retain
+                && e.3.len() == ids.len()
+                && (ids.is_empty() || e.3 == ids)
+        }) {
+            Some(at) => at,
+            None => {
+                let e = EncodedPublish::new(m, v).ok()?;
+                self.entries.push((v5, m.qos, m.retain, ids.to_vec(), e));
+                self.entries.len() - 1
+            }
+        };
+        self.entries.get(at).map(|e| &e.4)
     }
 }
