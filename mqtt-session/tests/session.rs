@@ -1585,3 +1585,54 @@ fn buffers_shrink_back_after_a_burst() {
         );
     }
 }
+
+/// Input given up by the caller is decoded in place: a PUBLISH that arrives whole in one
+/// chunk has its payload as a slice of that chunk, no copy; one split over two chunks
+/// (the second appended to what waits) and shared chunks (copied) decode the same.
+#[test]
+fn owned_input_is_decoded_without_a_copy() {
+    for v in ALL {
+        let mut p = Pair::new(v);
+        p.clear();
+        let mut m = msg("a/b", "0123456789abcdef", QoS::AtLeastOnce);
+        m.packet_id = Some(pid(7));
+        let frame = encode(v, Packet::Publish(m.clone()));
+        // Whole, in a chunk nothing else holds.
+        let chunk = bytes::BytesMut::from(&frame[..]).freeze();
+        let start = chunk.as_ptr() as usize;
+        p.server.handle_input_bytes(p.now, chunk);
+        p.drive();
+        let got = p.server_messages();
+        assert_eq!(got.len(), 1, "{v}");
+        assert_eq!(got[0].payload, m.payload);
+        let at = got[0].payload.as_ptr() as usize;
+        assert!(
+            (start..start + frame.len()).contains(&at),
+            "{v}: payload was copied"
+        );
+        // Split in two owned chunks, then shared with another holder.
+        p.clear();
+        m.packet_id = Some(pid(8));
+        let frame = encode(v, Packet::Publish(m.clone()));
+        let (a, b) = frame.split_at(5);
+        p.server
+            .handle_input_bytes(p.now, bytes::Bytes::copy_from_slice(a));
+        p.server
+            .handle_input_bytes(p.now, bytes::Bytes::copy_from_slice(b));
+        m.packet_id = Some(pid(9));
+        let frame = encode(v, Packet::Publish(m.clone()));
+        let kept = frame.clone();
+        p.server.handle_input_bytes(p.now, frame);
+        p.drive();
+        let got = p.server_messages();
+        assert_eq!(got.len(), 2, "{v}");
+        assert!(got
+            .iter()
+            .all(|g| g.payload == m.payload && g.topic == m.topic));
+        assert_eq!(
+            kept,
+            encode(v, Packet::Publish(m)),
+            "shared input left as it was"
+        );
+    }
+}
