@@ -36,6 +36,30 @@ pub struct Config {
     /// Durable state.
     #[serde(default)]
     pub persistence: Persistence,
+    /// The async runtime.
+    #[serde(default)]
+    pub runtime: Runtime,
+}
+
+/// `[runtime]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Threads that run the connections' tasks in `mqtt-broker` (tokio) and
+    /// `mqtt-broker-smol`; 0 (the default) is one per core. The broker core runs as one
+    /// task among them. `mqtt-broker-std` (a thread per connection) and
+    /// `mqtt-broker-async-std` (async-std's own pool) ignore it.
+    pub worker_threads: usize,
+}
+
+impl Runtime {
+    /// The number of worker threads: `worker_threads`, or one per core for 0.
+    pub fn threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 /// `[persistence]`
@@ -384,6 +408,12 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), String> {
+        if self.runtime.worker_threads > 1024 {
+            return Err(format!(
+                "runtime.worker_threads: {} is more than 1024 threads",
+                self.runtime.worker_threads
+            ));
+        }
         if self.listeners.is_empty() {
             return Err("at least one [[listener]] is needed".into());
         }
@@ -631,6 +661,17 @@ mod tests {
         assert!(e.contains("sessions.max_session_expiry_secs"), "{e}");
         assert!(Config::parse("[sessions]\nmax_session_expiry_secs = 4294967295").is_ok());
         assert!(Config::parse("[sys]\ninterval_secs = 4294967296").is_err());
+        let e = Config::parse("[runtime]\nworker_threads = 100000").unwrap_err();
+        assert!(e.contains("runtime.worker_threads"), "{e}");
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_per_core() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(Config::parse("").unwrap().runtime.threads(), cores);
+        let c = Config::parse("[runtime]\nworker_threads = 1").unwrap();
+        assert_eq!(c.runtime.threads(), 1);
+        assert!(Config::parse("[runtime]\nworker_thread = 1").is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ fn main() -> anyhow::Result<()> {
         "An MQTT 3.1, 3.1.1 and 5.0 broker",
         |config| {
             let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.runtime.threads())
                 .enable_all()
                 .build()?;
             rt.block_on(async move {

@@ -309,3 +309,41 @@ async fn certificate_reload_keeps_connections() {
     drop(b);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `[runtime] worker_threads` is the number of tokio worker threads the binary runs
+/// (counted in /proc by their name, `tokio-rt-worker`).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_the_configured_worker_threads() {
+    for threads in [1usize, 3] {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("mqtt-bin-workers-{}-{threads}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("broker.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[listener]]\nbind = \"127.0.0.1:{port}\"\n[runtime]\nworker_threads = {threads}\n"
+            ),
+        )
+        .unwrap();
+        let b = spawn(&["-c", config.to_str().unwrap()]);
+        // Serving: the runtime is up.
+        let (c, _rx) = connect(port, "workers").await;
+        drop(c);
+        let workers = std::fs::read_dir(format!("/proc/{}/task", b.0.id()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim() == "tokio-rt-worker")
+            .count();
+        // Blocking-pool threads have the same name; none has been started by a plain
+        // connect without a password check.
+        assert_eq!(
+            workers, threads,
+            "worker threads with worker_threads = {threads}"
+        );
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
