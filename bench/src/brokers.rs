@@ -47,6 +47,8 @@ pub struct StartOptions {
     /// Turn Nagle's algorithm off where it is on by default (mosquitto's
     /// `set_tcp_nodelay true`; mqtt-broker and rumqttd always set TCP_NODELAY).
     pub nodelay: bool,
+    /// mqtt-broker's `[runtime] worker_threads`; 0 leaves its default (one per core).
+    pub worker_threads: usize,
 }
 
 impl Default for StartOptions {
@@ -56,6 +58,7 @@ impl Default for StartOptions {
             listeners: 1,
             connections: 0,
             nodelay: false,
+            worker_threads: 0,
         }
     }
 }
@@ -295,6 +298,12 @@ impl Running {
                 );
                 for p in &extra_ports {
                     text.push_str(&format!("\n[[listener]]\nbind = \"127.0.0.1:{p}\"\n"));
+                }
+                if opts.worker_threads > 0 {
+                    text.push_str(&format!(
+                        "\n[runtime]\nworker_threads = {}\n",
+                        opts.worker_threads
+                    ));
                 }
                 std::fs::write(&conf, text)?;
                 cmd.arg("-c").arg(&conf);

@@ -111,6 +111,9 @@ struct Cli {
     /// Threads of the load generator (1: a current-thread tokio runtime).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// mqtt-broker's `[runtime] worker_threads` (0: its default, one per core).
+    #[arg(long, default_value_t = 0)]
+    worker_threads: usize,
     /// Small counts and one repetition: checks the set-up in a minute.
     #[arg(long)]
     quick: bool,
@@ -572,6 +575,7 @@ pub struct Record {
 
 fn main() -> Result<()> {
     let mut cli = Cli::parse();
+    let _ = WORKER_THREADS.set(cli.worker_threads);
     if cli.quick {
         cli.reps = 1;
         cli.fan_in_messages = cli.fan_in_messages.min(20_000);
@@ -721,6 +725,13 @@ fn build_ours(workspace: &std::path::Path, no_build: bool) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// `--worker-threads`, set once from the command line.
+static WORKER_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+fn worker_threads() -> usize {
+    WORKER_THREADS.get().copied().unwrap_or(0)
+}
+
 async fn run_one(s: &Scenario, v: &Variant, programs: &Programs) -> Record {
     match run_inner(s, v, programs).await {
         Ok(r) => r,
@@ -742,6 +753,7 @@ async fn run_inner(s: &Scenario, v: &Variant, programs: &Programs) -> Result<Rec
         // One message at a time: Nagle's algorithm would hold a PUBLISH written right
         // after a PUBACK until the client's delayed ACK (about 40 ms).
         nodelay: s.group == Group::RoundTrip,
+        worker_threads: worker_threads(),
     };
     let mut broker = Running::start(v, programs, opts)?;
     let addr = broker.addr(s.version);
