@@ -226,7 +226,7 @@ impl<C: Conn> Core<C> {
                 );
                 b.handle_connection(now, id, info);
             }
-            Input::Data(id, bytes) => b.handle_input_bytes(now, id, bytes),
+            Input::Data(id, bytes) => b.handle_input(now, id, &bytes),
             Input::Closed(id) => {
                 if let Some(c) = self.conns.remove(&id) {
                     // Its writer finishes what is queued (within its linger) and stops.

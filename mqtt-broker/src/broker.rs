@@ -321,18 +321,6 @@ impl Broker {
         self.drain(now);
     }
 
-    /// [`handle_input`](Self::handle_input) with bytes the caller gives up, taken
-    /// without a copy where they can be (see `mqtt_session::Connection::handle_input_bytes`).
-    pub fn handle_input_bytes(&mut self, now: Instant, id: ConnId, bytes: bytes::Bytes) {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        self.stats.bytes_received += bytes.len() as u64;
-        c.conn.handle_input_bytes(now, bytes);
-        self.touch(id);
-        self.drain(now);
-    }
-
     /// A connection's transport closed.
     pub fn handle_closed(&mut self, now: Instant, id: ConnId) {
         if let Some(c) = self.conns.get_mut(&id) {

@@ -423,30 +423,6 @@ impl Connection {
             return;
         }
         self.read_buf.extend_from_slice(bytes);
-        self.input_added(now);
-    }
-
-    /// [`handle_input`](Self::handle_input) with bytes the caller gives up: when no
-    /// earlier input is waiting for the rest of its packet and nothing else shares
-    /// `bytes`, they become the input buffer as they are, and decoded payloads are slices
-    /// of them, without a copy. Large messages, read in large chunks, then cross the
-    /// session without being copied.
-    pub fn handle_input_bytes(&mut self, now: Instant, bytes: Bytes) {
-        if self.phase == Phase::Closed {
-            return;
-        }
-        if self.read_buf.is_empty() {
-            match bytes.try_into_mut() {
-                Ok(b) => self.read_buf = b,
-                Err(b) => self.read_buf.extend_from_slice(&b),
-            }
-        } else {
-            self.read_buf.extend_from_slice(&bytes);
-        }
-        self.input_added(now);
-    }
-
-    fn input_added(&mut self, now: Instant) {
         self.process_input(now);
         // Input held while a CONNECT waits for its answer is bounded: one packet's worth.
         if self.role == Role::Server
