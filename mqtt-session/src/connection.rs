@@ -422,6 +422,10 @@ impl Connection {
         if self.phase == Phase::Closed {
             return;
         }
+        // A copy, on purpose: decoded fields that live long (client identifiers, topic
+        // filters, retained messages) are slices of this buffer, and taking the
+        // transport's read chunk as it is instead would keep a whole chunk alive for each
+        // (an idle subscribed connection grew from about 2.6 to 10.7 KB).
         self.read_buf.extend_from_slice(bytes);
         self.process_input(now);
         // Input held while a CONNECT waits for its answer is bounded: one packet's worth.
