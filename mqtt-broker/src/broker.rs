@@ -1526,6 +1526,8 @@ impl Broker {
         for (key, m) in copies.drain(..) {
             n += usize::from(self.deliver(now, key, m, &mut cache, None, &mut body));
         }
+        // Kept for the next message, unless one with very many receivers made it large.
+        copies.shrink_to(256);
         self.copies = copies;
         for (key, qos, rap, id, filter) in shared {
             let m = copy_for(&p, qos, rap, id.into_iter().collect());
