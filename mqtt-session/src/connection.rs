@@ -376,18 +376,29 @@ impl Connection {
     // ----- Outputs ----------------------------------------------------------------------
 
     /// Everything waiting to be sent, as one buffer for one write; `None` if nothing.
+    ///
+    /// What the buffer keeps allocated is its length, plus at most
+    /// [`KEPT_OUTPUT_CAPACITY`] bytes shared with this connection's output buffer: a
+    /// caller that bounds the bytes it holds bounds the memory too.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         if self.out.is_empty() {
             return None;
         }
-        let capacity = self.out.capacity();
-        let bytes = self.out.split().freeze();
+        let bytes = if self.out.capacity() > KEPT_OUTPUT_CAPACITY {
+            // After a burst, the large allocation leaves with the bytes handed out, cut
+            // to their length: the buffer grows by doubling, and up to half of it would
+            // otherwise be held, unused, for as long as the bytes wait to be written.
+            // Shrinking gives the tail back in place (no copy with the system
+            // allocator).
+            let mut v = Vec::from(std::mem::take(&mut self.out));
+            v.shrink_to_fit();
+            Bytes::from(v)
+        } else {
+            // Small transmits share the kept buffer's allocation.
+            self.out.split().freeze()
+        };
         self.last_transmit = bytes.len();
-        if capacity > KEPT_OUTPUT_CAPACITY {
-            // After a burst, the large allocation leaves with the bytes handed out.
-            self.out = BytesMut::new();
-        }
         Some(bytes)
     }
 

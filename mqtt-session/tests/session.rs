@@ -1554,6 +1554,32 @@ fn assigned_packet_ids_are_kept_on_resume() {
 }
 
 #[test]
+fn a_transmit_holds_no_more_memory_than_its_bytes() {
+    for v in ALL {
+        let mut p = Pair::new(v);
+        // Rounds of four 1 KiB messages per transmit, encoded once as a broker does for
+        // many subscribers. From the second round on the output buffer starts at 4 KiB
+        // (the size of the last transmit, kept at most) and doubles to 8 KiB for the
+        // fourth message: half of it would be handed out unused.
+        let m = msg("t", &"x".repeat(1024), QoS::AtMostOnce);
+        let encoded = EncodedPublish::new(&m, v).unwrap();
+        for round in 0..3 {
+            for _ in 0..4 {
+                p.server
+                    .publish_encoded(p.now, m.clone(), &encoded)
+                    .unwrap();
+            }
+            let bytes = p.server.poll_transmit().unwrap();
+            let len = bytes.len();
+            assert!(len > 4 * m.payload.len(), "{v}: {len}");
+            // The allocation behind the bytes (taken back whole: nothing else shares it).
+            let held = Vec::from(bytes).capacity();
+            assert_eq!(held, len, "{v}, round {round}: {len} bytes hold {held}");
+        }
+    }
+}
+
+#[test]
 fn buffers_shrink_back_after_a_burst() {
     for v in ALL {
         let mut p = Pair::new(v);
