@@ -377,9 +377,8 @@ impl Connection {
 
     /// Everything waiting to be sent, as one buffer for one write; `None` if nothing.
     ///
-    /// What the buffer keeps allocated is its length, plus at most
-    /// [`KEPT_OUTPUT_CAPACITY`] bytes shared with this connection's output buffer: a
-    /// caller that bounds the bytes it holds bounds the memory too.
+    /// The buffer's allocation is its length: a caller that bounds the bytes it holds
+    /// (an adapter's writes waiting for a slow peer) bounds the memory too.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         if self.out.is_empty() {
@@ -395,8 +394,12 @@ impl Connection {
             v.shrink_to_fit();
             Bytes::from(v)
         } else {
-            // Small transmits share the kept buffer's allocation.
-            self.out.split().freeze()
+            // A copy of at most the kept capacity, which stays for the next packets. Handing
+            // out a part of it instead would keep the whole allocation alive for as long
+            // as any part waits, with the tail that was too short for the next packet.
+            let b = Bytes::copy_from_slice(&self.out);
+            self.out.clear();
+            b
         };
         self.last_transmit = bytes.len();
         Some(bytes)
