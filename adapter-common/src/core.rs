@@ -17,8 +17,9 @@
 //! core.finish()                          (blocking: the last fsync)
 //! ```
 //!
-//! What it decides is not protocol but plumbing: a connection whose unwritten bytes pass
-//! `limits.max_pending_write_bytes` is closed as too slow; a TLS client certificate is
+//! What it decides is not protocol but plumbing: a connection whose unwritten bytes would
+//! pass `limits.max_pending_write_bytes` is closed as too slow (what it was to be sent is
+//! not queued, so the bytes held for it never exceed the limit); a TLS client certificate is
 //! the credential on a listener with `use_identity_as_username`; password checks
 //! (argon2, slow on purpose) run elsewhere through [`Offload`] and come back as
 //! [`Input::Auth`].
@@ -37,8 +38,12 @@ use tracing::{debug, error, info, warn};
 /// A connection's write side, as the core sees it.
 pub trait Conn: Send + 'static {
     /// Queues bytes for the connection's writer; returns how many bytes now wait to be
-    /// written (queued and not yet taken by the writer).
+    /// written (as [`pending`](Self::pending) after it).
     fn send(&self, data: Bytes) -> usize;
+    /// How many bytes wait to be written: queued, and taken by the writer but not yet
+    /// accepted by the transport. What the connection holds for its peer is these bytes
+    /// and the adapter's own bounded constant (a batch being copied together, say).
+    fn pending(&self) -> usize;
     /// Closes the connection once what was queued before is written.
     fn close(&self);
     /// Closes the connection at once, dropping what waits (the client is too slow).
@@ -309,8 +314,12 @@ impl<C: Conn> Core<C> {
         match o {
             Output::Transmit(id, bytes) => {
                 if let Some(c) = self.conns.get(&id) {
-                    let pending = c.conn.send(bytes);
-                    if pending > self.max_pending {
+                    // Checked before queueing: what waits for one client never exceeds
+                    // the limit.
+                    let pending = c.conn.pending() + bytes.len();
+                    if pending <= self.max_pending {
+                        c.conn.send(bytes);
+                    } else {
                         let peer = peer_of(&self.broker, id);
                         warn!(
                             conn = id,

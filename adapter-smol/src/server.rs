@@ -61,6 +61,10 @@ impl Conn for SmolConn {
         pending
     }
 
+    fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     fn close(&self) {
         let _ = self.tx.try_send(ToConn::Close);
     }

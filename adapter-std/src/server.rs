@@ -60,6 +60,10 @@ impl Conn for StdConn {
         pending
     }
 
+    fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     fn close(&self) {
         let _ = self.tx.send(ToWriter::Close);
     }

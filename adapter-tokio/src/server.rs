@@ -11,6 +11,7 @@ use mqtt_adapter_common::console::{self, Console, Route};
 use mqtt_adapter_common::core::{AuthDone, Conn, Core, Flow, Input, Job, Offload, Reply};
 use mqtt_broker::{BrokerEvent, ConnId, ConnInfo, Hooks};
 use mqtt_proto::{Publish, ReasonCode};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -44,6 +45,10 @@ impl Conn for OutboxHandle {
 
     fn abort(&self) {
         self.0.abort();
+    }
+
+    fn pending(&self) -> usize {
+        self.0.pending()
     }
 }
 
@@ -409,6 +414,12 @@ async fn serve(
 /// whatever is left.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
+/// The most bytes of queued transmits copied together into one write. A single larger
+/// transmit is written as it is. What a connection holds is its pending bytes (at most
+/// `limits.max_pending_write_bytes`) plus, while a batch is being put together, its
+/// copy: at most this much more.
+const MAX_BATCH: usize = 256 * 1024;
+
 /// The connection writes everything it is given.
 const OPEN: u8 = 0;
 /// The connection is closing: it gets [`CLOSE_LINGER`] to finish writing.
@@ -428,7 +439,8 @@ struct Outbox {
     waker: AtomicWaker,
     /// Set by the core side on every push, close and abort; taken by the connection.
     woken: AtomicBool,
-    /// Bytes handed over and not yet written.
+    /// Bytes handed over and not yet written: queued, and taken by the connection but
+    /// not yet accepted by the socket.
     pending: AtomicUsize,
     /// [`OPEN`], [`CLOSING`] or [`ABORT`].
     state: AtomicU8,
@@ -436,7 +448,7 @@ struct Outbox {
 
 #[derive(Default)]
 struct OutQueue {
-    data: Vec<Bytes>,
+    data: VecDeque<Bytes>,
     close: bool,
     /// When a write in progress is given up after a close ([`CLOSE_LINGER`] after the
     /// close was first seen). Kept here rather than in the connection's future, which
@@ -462,7 +474,7 @@ impl Outbox {
         let n = b.len();
         // Counted before the connection can take it.
         let waiting = self.pending.fetch_add(n, Ordering::Relaxed) + n;
-        self.queue.lock().expect("not poisoned").data.push(b);
+        self.queue.lock().expect("not poisoned").data.push_back(b);
         self.wake();
         waiting
     }
@@ -475,10 +487,19 @@ impl Outbox {
         self.wake();
     }
 
-    /// Core side: the connection is dropped at once, with what is unwritten.
+    /// Core side: the connection is dropped at once, with what is unwritten (what waits
+    /// is freed now; a batch being written, when its write is given up).
     fn abort(&self) {
         self.state.fetch_max(ABORT, Ordering::AcqRel);
+        let dropped = std::mem::take(&mut self.queue.lock().expect("not poisoned").data);
+        let n = dropped.iter().map(Bytes::len).sum();
+        self.pending.fetch_sub(n, Ordering::Relaxed);
         self.wake();
+    }
+
+    /// Core side: the bytes waiting to be written.
+    fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
     }
 
     fn aborted(&self) -> bool {
@@ -530,26 +551,39 @@ impl Outbox {
         }
     }
 
-    /// Connection side: everything queued, as one buffer for one write, and whether to
-    /// close after it.
+    /// Connection side: what is queued, as one buffer for one write (up to
+    /// [`MAX_BATCH`] bytes, or one larger transmit), and whether to close after it (all
+    /// was taken). The bytes stay counted as pending until [`written`](Self::written):
+    /// a write blocked on a peer that does not read holds them.
     fn take(&self) -> (Bytes, bool) {
-        let (data, close) = {
-            let mut q = self.queue.lock().expect("not poisoned");
-            (std::mem::take(&mut q.data), q.close)
+        let mut q = self.queue.lock().expect("not poisoned");
+        let Some(first) = q.data.pop_front() else {
+            return (Bytes::new(), q.close);
         };
-        let bytes = match data.len() {
-            0 => Bytes::new(),
-            1 => data.into_iter().next().expect("one"),
-            _ => {
-                let mut buf = BytesMut::with_capacity(data.iter().map(Bytes::len).sum());
-                for b in &data {
-                    buf.extend_from_slice(b);
-                }
-                buf.freeze()
+        let more = q
+            .data
+            .front()
+            .is_some_and(|b| first.len() + b.len() <= MAX_BATCH);
+        if !more {
+            return (first, q.close && q.data.is_empty());
+        }
+        // Copied together: one write for many small transmits. The copy and the pieces
+        // exist together for a moment, so the batch is bounded.
+        let mut buf = BytesMut::with_capacity(MAX_BATCH.min(self.pending()));
+        buf.extend_from_slice(&first);
+        while let Some(b) = q.data.front() {
+            if buf.len() + b.len() > MAX_BATCH {
+                break;
             }
-        };
-        self.pending.fetch_sub(bytes.len(), Ordering::Relaxed);
-        (bytes, close)
+            buf.extend_from_slice(b);
+            q.data.pop_front();
+        }
+        (buf.freeze(), q.close && q.data.is_empty())
+    }
+
+    /// Connection side: `n` bytes were written (the socket took them).
+    fn written(&self, n: usize) {
+        self.pending.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
@@ -752,15 +786,19 @@ fn connection<L: Link>(
                 }
                 let wrote = !data.is_empty();
                 if wrote {
+                    let len = data.len();
                     if link.try_write(&mut data).is_err() {
                         break;
                     }
+                    outbox.written(len - data.len());
                     // A peer that does not read blocks the write: "too slow" (an abort)
                     // ends it at once, a close after the linger.
-                    if !data.is_empty()
-                        && !Box::pin(write_or_give_up(&mut link, data, &outbox)).await
-                    {
-                        break;
+                    let left = data.len();
+                    if left > 0 {
+                        if !Box::pin(write_or_give_up(&mut link, data, &outbox)).await {
+                            break;
+                        }
+                        outbox.written(left);
                     }
                 }
                 (wrote, close)
@@ -1076,6 +1114,71 @@ async fn ask<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outbox() -> Outbox {
+        Outbox::new(1, Live(Arc::new(AtomicUsize::new(1))))
+    }
+
+    /// A batch taken for writing stays counted until the socket took it: a write blocked
+    /// on a peer that does not read holds its bytes, and the core's limit must see them.
+    #[test]
+    fn a_batch_being_written_is_still_pending() {
+        let o = outbox();
+        o.push(Bytes::from(vec![0u8; 1000]));
+        o.push(Bytes::from(vec![0u8; 500]));
+        let (batch, close) = o.take();
+        assert_eq!((batch.len(), close), (1500, false));
+        assert_eq!(o.pending(), 1500);
+        o.written(1000);
+        assert_eq!(o.pending(), 500);
+        o.written(500);
+        assert_eq!(o.pending(), 0);
+    }
+
+    /// Small transmits are copied together into batches of at most `MAX_BATCH` bytes (the
+    /// copy and the pieces exist together for a moment); a larger one goes alone, as it
+    /// is; the close comes with the last batch.
+    #[test]
+    fn batches_are_bounded() {
+        let o = outbox();
+        let piece = MAX_BATCH / 4 + 1;
+        for _ in 0..5 {
+            o.push(Bytes::from(vec![1u8; piece]));
+        }
+        let large = Bytes::from(vec![2u8; 2 * MAX_BATCH]);
+        o.push(large.clone());
+        o.close();
+        let mut batches = vec![];
+        loop {
+            let (b, close) = o.take();
+            assert!(!b.is_empty());
+            o.written(b.len());
+            batches.push(b);
+            if close {
+                break;
+            }
+        }
+        let sizes: Vec<usize> = batches.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [3 * piece, 2 * piece, 2 * MAX_BATCH]);
+        // The large one was not copied.
+        assert_eq!(batches[2].as_ptr(), large.as_ptr());
+        assert_eq!(o.pending(), 0);
+    }
+
+    /// An abort frees what waits at once and stops counting it.
+    #[test]
+    fn abort_drops_what_waits() {
+        let o = outbox();
+        o.push(Bytes::from(vec![0u8; 1000]));
+        let (batch, _) = o.take();
+        o.push(Bytes::from(vec![0u8; 300]));
+        o.push(Bytes::from(vec![0u8; 200]));
+        o.abort();
+        assert!(o.aborted());
+        // The batch being written is still held by the writer, until it gives up.
+        assert_eq!(o.pending(), batch.len());
+        assert!(o.queue.lock().unwrap().data.is_empty());
+    }
 
     /// What an idle TCP connection's task holds: its future, with the core's handle and
     /// the socket. Printed, and kept from growing back.

@@ -1,0 +1,210 @@
+//! Memory held for a subscriber that stops reading its socket.
+
+use adapter_tokio::config::Config;
+use adapter_tokio::server::start;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// The system allocator, counting the bytes allocated and not freed, and the peak.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(n: usize) {
+    let now = LIVE.fetch_add(n, Ordering::Relaxed) + n;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// Forwarding to the system allocator unchanged is sound; the counters are only read.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        grew(layout.size());
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        grew(new);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = vec![first];
+    remaining_length(body.len(), &mut p);
+    p.extend_from_slice(body);
+    p
+}
+
+fn string(s: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// CONNECT (3.1.1, clean session, no keep-alive).
+fn connect(client_id: &str) -> Vec<u8> {
+    let mut body = vec![];
+    string(b"MQTT", &mut body);
+    body.extend_from_slice(&[4, 0x02, 0, 0]);
+    string(client_id.as_bytes(), &mut body);
+    packet(0x10, &body)
+}
+
+/// SUBSCRIBE to `topic` at QoS 0.
+fn subscribe(topic: &str) -> Vec<u8> {
+    let mut body = vec![0, 1];
+    string(topic.as_bytes(), &mut body);
+    body.push(0);
+    packet(0x82, &body)
+}
+
+/// PUBLISH at QoS 0.
+fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![];
+    string(topic.as_bytes(), &mut body);
+    body.extend_from_slice(payload);
+    packet(0x30, &body)
+}
+
+/// A 3.1.1 connection, subscribed to `topic` if given, CONNACK and SUBACK read.
+async fn client(stream: TcpStream, id: &str, topic: Option<&str>) -> TcpStream {
+    let mut s = stream;
+    s.write_all(&connect(id)).await.unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    if let Some(t) = topic {
+        s.write_all(&subscribe(t)).await.unwrap();
+        let mut suback = [0u8; 5];
+        s.read_exact(&mut suback).await.unwrap();
+        assert_eq!(suback, [0x90, 3, 0, 1, 0]);
+    }
+    s
+}
+
+const MIB: usize = 1 << 20;
+
+/// Publishes `count` QoS 0 messages of 1 KiB to `t` until `reader` received them all,
+/// keeping at most 8 bursts of 64 ahead of it (the reader is never the slow one); the
+/// heap's growth at its highest meanwhile.
+async fn flood(publisher: &mut TcpStream, reader: TcpStream, count: usize) -> (usize, TcpStream) {
+    let one = publish("t", &[b'x'; 1024]);
+    let burst: Vec<u8> = one.repeat(64);
+    let total = burst.len() * (count / 64);
+    let (got_tx, mut got) = tokio::sync::watch::channel(0usize);
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let read = tokio::spawn(async move {
+        let mut reader = reader;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut n = 0;
+        while n < total {
+            let r = reader.read(&mut buf).await.unwrap();
+            assert!(r > 0, "the reader was closed");
+            n += r;
+            got_tx.send_replace(n);
+        }
+        reader
+    });
+    for i in 0..count / 64 {
+        let ahead = (i * burst.len()).saturating_sub(8 * burst.len());
+        got.wait_for(|&g| g >= ahead).await.unwrap();
+        publisher.write_all(&burst).await.unwrap();
+    }
+    let reader = tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the reader got everything")
+        .unwrap();
+    (PEAK.load(Ordering::Relaxed) - base, reader)
+}
+
+/// What the broker holds for a client that stops reading is bounded by
+/// `limits.max_pending_write_bytes` (what waits to be written, the batch being written
+/// included) and a small constant, and it is freed when the client is closed as too
+/// slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_costs_at_most_its_budget() {
+    let budget = 4 * MIB;
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[limits]\nmax_pending_write_bytes = {budget}\n\
+         [sys]\ninterval_secs = 0\n[persistence]\nenabled = false\n"
+    );
+    let running = start(Config::parse(&text).unwrap(), None).await.unwrap();
+    let addr = running.local_addrs[0];
+    let reader = client(TcpStream::connect(addr).await.unwrap(), "reader", Some("t")).await;
+    let mut publisher = client(TcpStream::connect(addr).await.unwrap(), "pub", None).await;
+    running
+        .wait_for_subscriptions(1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // 10 MiB to one reader: what the flood itself costs.
+    let (without, reader) = flood(&mut publisher, reader, 10_000).await;
+    // The same again with a subscriber that never reads (and a small receive buffer,
+    // so that the kernel takes little of it): the broker closes it once 4 MiB wait.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let slow = client(socket.connect(addr).await.unwrap(), "slow", Some("t")).await;
+    running
+        .wait_for_subscriptions(2, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let before = LIVE.load(Ordering::Relaxed);
+    let (with, _reader) = flood(&mut publisher, reader, 10_000).await;
+    let after = LIVE.load(Ordering::Relaxed);
+    println!(
+        "heap growth during the flood: {:.2} MiB without the slow client, {:.2} MiB with \
+         it; {:.2} MiB before, {:.2} MiB after",
+        without as f64 / MIB as f64,
+        with as f64 / MIB as f64,
+        before as f64 / MIB as f64,
+        after as f64 / MIB as f64,
+    );
+    assert_eq!(
+        running.gauges().await.unwrap().connections,
+        2,
+        "slow one closed"
+    );
+    drop(slow);
+    running.shutdown().await;
+    // Its pending bytes, a batch of up to 256 KiB copied together for it, and what the
+    // broker encoded for it in the round that went over: the budget and 1.5 MiB. Before
+    // the batch being written was counted and transmits were cut to their length, it
+    // was more than twice the budget (8.6 MiB).
+    let cost = with.saturating_sub(without);
+    assert!(
+        cost <= budget + MIB + MIB / 2,
+        "a client that does not read cost {:.2} MiB of heap; budget {} MiB",
+        cost as f64 / MIB as f64,
+        budget / MIB
+    );
+    // Closed, it holds nothing more.
+    assert!(
+        after <= before + MIB,
+        "{:.2} MiB more after the slow client was closed",
+        after.saturating_sub(before) as f64 / MIB as f64
+    );
+}
