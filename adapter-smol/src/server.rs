@@ -528,10 +528,11 @@ impl Connection<'_> {
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
         self.spawner.spawn(async move {
             let mut buf = BytesMut::new();
-            while let Some((data, close)) = next_batch(&rx, &mut buf, &pending).await {
+            while let Some((data, close)) = next_batch(&rx, &mut buf).await {
                 if !data.is_empty() && wr.write_all(&data).await.is_err() {
                     break;
                 }
+                pending.fetch_sub(data.len(), Ordering::Relaxed);
                 if close {
                     break;
                 }
@@ -576,10 +577,12 @@ impl Connection<'_> {
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
         self.spawner.spawn(async move {
             let mut buf = BytesMut::new();
-            while let Some((data, close)) = next_batch(&rx, &mut buf, &pending).await {
-                if !data.is_empty() && sink.send(Message::Binary(data)).await.is_err() {
+            while let Some((data, close)) = next_batch(&rx, &mut buf).await {
+                let n = data.len();
+                if n > 0 && sink.send(Message::Binary(data)).await.is_err() {
                     break;
                 }
+                pending.fetch_sub(n, Ordering::Relaxed);
                 if close {
                     break;
                 }
@@ -626,12 +629,9 @@ async fn read_chunk<R: AsyncRead + Unpin>(
 }
 
 /// The next batch for the writer: everything queued, in one buffer; `true` when the
-/// connection closes after it.
-async fn next_batch(
-    rx: &Receiver<ToConn>,
-    buf: &mut BytesMut,
-    pending: &AtomicUsize,
-) -> Option<(Bytes, bool)> {
+/// connection closes after it. Its bytes stay counted in `pending` until the writer wrote
+/// them.
+async fn next_batch(rx: &Receiver<ToConn>, buf: &mut BytesMut) -> Option<(Bytes, bool)> {
     let mut close = false;
     let mut first = match rx.recv().await.ok()? {
         ToConn::Data(b) => Some(b),
@@ -661,7 +661,6 @@ async fn next_batch(
             data
         }
     };
-    pending.fetch_sub(data.len(), Ordering::Relaxed);
     Some((data, close))
 }
 

@@ -537,10 +537,11 @@ fn write_loop(
             }
         }
         end_frame(&mut frame, &mut buf);
-        pending.fetch_sub(taken, Ordering::Relaxed);
         if out.write_all(&buf).and_then(|()| out.flush()).is_err() {
             break;
         }
+        // Counted until written: a write blocked on a peer that does not read holds it.
+        pending.fetch_sub(taken, Ordering::Relaxed);
         buf.clear();
         if buf.capacity() > 16 * crate::io::KEPT_CAPACITY {
             // A burst's allocation leaves with it: idle connections keep little memory.
