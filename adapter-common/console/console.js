@@ -80,6 +80,7 @@ function showOverview(o) {
     row([td("expired while queued"), td(d.expired, "num")]),
     row([td("too large for the client"), td(d.too_large, "num")]),
     row([td("memory budget"), td(d.memory_budget, "num")]),
+    row([td("QoS 0, client reads too slowly"), td(d.write_backlog, "num")]),
   ], 2, "");
   const s = o.stats;
   fill("refused", [

@@ -254,8 +254,21 @@ pub struct Limits {
     /// Bytes waiting to be written to one connection before it is closed as too slow.
     /// Default 64 MiB.
     pub max_pending_write_bytes: usize,
+    /// Bytes waiting to be written to one connection above which QoS 0 messages for it
+    /// are dropped (counted) instead of sent, until it catches up; 0 never drops them.
+    /// Default: half of `max_pending_write_bytes`.
+    pub qos0_pending_write_bytes: Option<usize>,
     /// SUBACK code for a subscription denied by the ACL: 128 (default) or 135.
     pub subscribe_denied_code: u8,
+}
+
+impl Limits {
+    /// Bytes waiting to be written to one connection above which QoS 0 messages for it
+    /// are dropped; 0: never.
+    pub fn qos0_drop_threshold(&self) -> usize {
+        self.qos0_pending_write_bytes
+            .unwrap_or(self.max_pending_write_bytes / 2)
+    }
 }
 
 impl Default for Limits {
@@ -280,6 +293,7 @@ impl Default for Limits {
             connect_timeout_secs: 10,
             max_connections: 100_000,
             max_pending_write_bytes: 64 << 20,
+            qos0_pending_write_bytes: None,
             subscribe_denied_code: 0x80,
         }
     }
@@ -475,6 +489,13 @@ impl Config {
                 l.drop_policy
             ));
         }
+        if l.qos0_pending_write_bytes > Some(l.max_pending_write_bytes) {
+            return Err(format!(
+                "limits.qos0_pending_write_bytes: {} is above max_pending_write_bytes ({})",
+                l.qos0_pending_write_bytes.unwrap_or_default(),
+                l.max_pending_write_bytes
+            ));
+        }
         if !matches!(l.subscribe_denied_code, 0x80 | 0x87) {
             return Err(format!(
                 "limits.subscribe_denied_code: {} is not 128 or 135",
@@ -624,6 +645,21 @@ mod tests {
         assert!(!listener("192.0.2.7:1883", ""));
         assert!(listener("0.0.0.0:1883", "allow_anonymous = true"));
         assert!(!listener("127.0.0.1:1883", "allow_anonymous = false"));
+    }
+
+    #[test]
+    fn qos0_is_dropped_above_half_the_write_limit_unless_set() {
+        let limits = |text: &str| Config::parse(&format!("[limits]\n{text}")).map(|c| c.limits);
+        assert_eq!(limits("").unwrap().qos0_drop_threshold(), 32 << 20);
+        let l = limits("max_pending_write_bytes = 1000").unwrap();
+        assert_eq!(l.qos0_drop_threshold(), 500);
+        let l = limits("qos0_pending_write_bytes = 0").unwrap();
+        assert_eq!(l.qos0_drop_threshold(), 0);
+        let l = limits("max_pending_write_bytes = 1000\nqos0_pending_write_bytes = 1000").unwrap();
+        assert_eq!(l.qos0_drop_threshold(), 1000);
+        let e =
+            limits("max_pending_write_bytes = 1000\nqos0_pending_write_bytes = 1001").unwrap_err();
+        assert!(e.contains("limits.qos0_pending_write_bytes"), "{e}");
     }
 
     #[test]

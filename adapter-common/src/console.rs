@@ -634,6 +634,9 @@ pub struct Drops {
     pub too_large: u64,
     /// The offline queues' memory budget was used up.
     pub memory_budget: u64,
+    /// QoS 0 for a client with more than `limits.qos0_pending_write_bytes` waiting to be
+    /// written to it.
+    pub write_backlog: u64,
 }
 
 /// A connected client.
@@ -847,6 +850,7 @@ fn overview(version: String, uptime_secs: u64, s: &Stats, g: &Gauges, q: &QueueG
             expired: s.dropped_expired,
             too_large: s.dropped_too_large,
             memory_budget: s.dropped_memory_budget,
+            write_backlog: s.dropped_write_backlog,
         },
     })
 }

@@ -19,7 +19,9 @@
 //!
 //! What it decides is not protocol but plumbing: a connection whose unwritten bytes would
 //! pass `limits.max_pending_write_bytes` is closed as too slow (what it was to be sent is
-//! not queued, so the bytes held for it never exceed the limit); a TLS client certificate is
+//! not queued, so the bytes held for it never exceed the limit); one with more than
+//! `limits.qos0_pending_write_bytes` unwritten is reported to the broker, which drops QoS
+//! 0 messages for it until it is back under (checked before each input); a TLS client certificate is
 //! the credential on a listener with `use_identity_as_username`; password checks
 //! (argon2, slow on purpose) run elsewhere through [`Offload`] and come back as
 //! [`Input::Auth`].
@@ -130,6 +132,10 @@ pub struct Core<C: Conn> {
     conns: HashMap<ConnId, Handle<C>>,
     passwords: Option<Arc<Passwords>>,
     max_pending: usize,
+    /// `limits.qos0_pending_write_bytes` (0: off).
+    qos0_pending: usize,
+    /// The connections over `qos0_pending`, as the broker was told.
+    backlogged: Vec<ConnId>,
     persister: Option<mqtt_store::Persister>,
     events: Option<Box<dyn FnMut(BrokerEvent) + Send>>,
     offload: Offload,
@@ -177,6 +183,8 @@ impl<C: Conn> Core<C> {
             conns: HashMap::new(),
             passwords,
             max_pending: config.limits.max_pending_write_bytes,
+            qos0_pending: config.limits.qos0_drop_threshold(),
+            backlogged: Vec::new(),
             persister,
             events: None,
             offload,
@@ -216,6 +224,9 @@ impl<C: Conn> Core<C> {
 
     /// Handles one input.
     pub fn handle(&mut self, now: Instant, input: Input<C>) -> Flow {
+        if !self.backlogged.is_empty() {
+            self.check_backlogs();
+        }
         let b = &mut self.broker;
         match input {
             Input::Open { id, info, conn } => {
@@ -310,6 +321,19 @@ impl<C: Conn> Core<C> {
         }
     }
 
+    /// Tells the broker of the connections that are back under `qos0_pending` (their
+    /// writers caught up since): QoS 0 messages for them go out again.
+    fn check_backlogs(&mut self) {
+        let (conns, broker, limit) = (&self.conns, &mut self.broker, self.qos0_pending);
+        self.backlogged.retain(|id| {
+            let over = conns.get(id).is_some_and(|c| c.conn.pending() > limit);
+            if !over {
+                broker.set_write_backlog(*id, false);
+            }
+            over
+        });
+    }
+
     fn output(&mut self, o: Output) {
         match o {
             Output::Transmit(id, bytes) => {
@@ -319,6 +343,13 @@ impl<C: Conn> Core<C> {
                     let pending = c.conn.pending() + bytes.len();
                     if pending <= self.max_pending {
                         c.conn.send(bytes);
+                        if self.qos0_pending > 0
+                            && pending > self.qos0_pending
+                            && !self.backlogged.contains(&id)
+                        {
+                            self.backlogged.push(id);
+                            self.broker.set_write_backlog(id, true);
+                        }
                     } else {
                         let peer = peer_of(&self.broker, id);
                         warn!(

@@ -121,6 +121,12 @@ pub fn render(stats: &Stats, gauges: &Gauges, queues: &QueueGauges) -> String {
         stats.dropped_memory_budget,
     );
     metric(
+        "dropped_write_backlog_total",
+        "counter",
+        "QoS 0 messages dropped: more than limits.qos0_pending_write_bytes waiting to be written to the client.",
+        stats.dropped_write_backlog,
+    );
+    metric(
         "publish_denied_total",
         "counter",
         "Publishes refused by the ACL.",

@@ -1,4 +1,6 @@
-//! Memory held for a subscriber that stops reading its socket.
+//! Memory held for a subscriber that stops reading its socket: bounded by
+//! `limits.max_pending_write_bytes` when it is closed as too slow, by
+//! `limits.qos0_pending_write_bytes` when QoS 0 messages for it are dropped instead.
 
 use adapter_tokio::config::Config;
 use adapter_tokio::server::start;
@@ -38,6 +40,9 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
+
+/// The heap is the process's: the tests measure it one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
     loop {
@@ -142,18 +147,49 @@ async fn flood(publisher: &mut TcpStream, reader: TcpStream, count: usize) -> (u
     (PEAK.load(Ordering::Relaxed) - base, reader)
 }
 
+/// A broker on 127.0.0.1 with these `[limits]`, and its metrics endpoint.
+async fn broker(limits: &str) -> adapter_tokio::server::Running {
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[limits]\n{limits}\n\
+         [metrics]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n\
+         [persistence]\nenabled = false\n"
+    );
+    start(Config::parse(&text).unwrap(), None).await.unwrap()
+}
+
+/// A counter or gauge of `GET /metrics`.
+async fn metric(running: &adapter_tokio::server::Running, name: &str) -> u64 {
+    let mut s = TcpStream::connect(running.metrics_addr.unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    let line = body
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in {body}"));
+    line.parse().unwrap()
+}
+
 /// What the broker holds for a client that stops reading is bounded by
 /// `limits.max_pending_write_bytes` (what waits to be written, the batch being written
 /// included) and a small constant, and it is freed when the client is closed as too
 /// slow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_does_not_read_costs_at_most_its_budget() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let budget = 4 * MIB;
-    let text = format!(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\n[limits]\nmax_pending_write_bytes = {budget}\n\
-         [sys]\ninterval_secs = 0\n[persistence]\nenabled = false\n"
-    );
-    let running = start(Config::parse(&text).unwrap(), None).await.unwrap();
+    // QoS 0 is never dropped: the slow client is closed.
+    let running = broker(&format!(
+        "max_pending_write_bytes = {budget}\nqos0_pending_write_bytes = 0"
+    ))
+    .await;
     let addr = running.local_addrs[0];
     let reader = client(TcpStream::connect(addr).await.unwrap(), "reader", Some("t")).await;
     let mut publisher = client(TcpStream::connect(addr).await.unwrap(), "pub", None).await;
@@ -206,5 +242,57 @@ async fn a_client_that_does_not_read_costs_at_most_its_budget() {
         after <= before + MIB,
         "{:.2} MiB more after the slow client was closed",
         after.saturating_sub(before) as f64 / MIB as f64
+    );
+}
+
+/// With `qos0_pending_write_bytes`, QoS 0 messages for a client with more than that
+/// waiting to be written are dropped and counted: it keeps its connection, and what the
+/// broker holds for it stays within that threshold (plus what one round of the core
+/// encodes for it) rather than `max_pending_write_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_for_a_client_that_does_not_read_is_dropped_over_the_threshold() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let threshold = 2 * MIB;
+    let running = broker(&format!(
+        "max_pending_write_bytes = {}\nqos0_pending_write_bytes = {threshold}",
+        64 * MIB
+    ))
+    .await;
+    let addr = running.local_addrs[0];
+    let reader = client(TcpStream::connect(addr).await.unwrap(), "reader", Some("t")).await;
+    let mut publisher = client(TcpStream::connect(addr).await.unwrap(), "pub", None).await;
+    running
+        .wait_for_subscriptions(1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let (without, reader) = flood(&mut publisher, reader, 10_000).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let slow = client(socket.connect(addr).await.unwrap(), "slow", Some("t")).await;
+    running
+        .wait_for_subscriptions(2, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // 30 MiB: more than the threshold and the socket buffers together.
+    let (with, _reader) = flood(&mut publisher, reader, 30_000).await;
+    let dropped = metric(&running, "mqtt_dropped_write_backlog_total").await;
+    let connections = running.gauges().await.unwrap().connections;
+    println!(
+        "heap growth during the flood: {:.2} MiB without the slow client, {:.2} MiB with \
+         it; {dropped} QoS 0 messages dropped",
+        without as f64 / MIB as f64,
+        with as f64 / MIB as f64,
+    );
+    drop(slow);
+    running.shutdown().await;
+    assert_eq!(connections, 3, "the slow client is still connected");
+    // The reader got all 30,000 (`flood` waits for them); the slow one lost most.
+    assert!(dropped > 10_000, "{dropped} dropped");
+    let cost = with.saturating_sub(without);
+    assert!(
+        cost <= threshold + 2 * MIB,
+        "a client that does not read cost {:.2} MiB of heap; QoS 0 threshold {} MiB",
+        cost as f64 / MIB as f64,
+        threshold / MIB
     );
 }

@@ -68,6 +68,9 @@ struct Conn {
     assigned: bool,
     /// In `Broker::dirty`: to be processed and flushed.
     dirty: bool,
+    /// More is waiting to be written to it than the adapter allows before it drops QoS
+    /// 0 ([`Broker::set_write_backlog`]).
+    backlogged: bool,
     /// Deadline registered in the timer heap.
     deadline: Option<Instant>,
     /// When the transport connection opened.
@@ -302,6 +305,7 @@ impl Broker {
                 pending: None,
                 assigned: false,
                 dirty: false,
+                backlogged: false,
                 deadline: None,
                 opened: now,
             }),
@@ -548,11 +552,28 @@ impl Broker {
         self.drain(now);
     }
 
+    /// The adapter says whether more is waiting to be written to connection `id` than
+    /// it allows before dropping QoS 0 (the client reads slower than messages come for
+    /// it). While it is, QoS 0 messages for that connection are dropped, counted in
+    /// [`Stats::dropped_write_backlog`] with a [`BrokerEvent::MessageDropped`]
+    /// ([`Drop::WriteBacklog`]); QoS 1 and 2 messages are sent or queued as usual.
+    pub fn set_write_backlog(&mut self, id: ConnId, backlogged: bool) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.backlogged = backlogged;
+        }
+    }
+
     // ----- Queries ----------------------------------------------------------------------
 
     /// What the adapter said of an open connection when it opened (peer, listener).
     pub fn conn_info(&self, id: ConnId) -> Option<&ConnInfo> {
         self.conns.get(&id).map(|c| &c.info)
+    }
+
+    /// Whether QoS 0 messages for connection `id` are being dropped (see
+    /// [`set_write_backlog`](Self::set_write_backlog)).
+    pub fn write_backlog(&self, id: ConnId) -> bool {
+        self.conns.get(&id).is_some_and(|c| c.backlogged)
     }
 
     /// Connected clients.
@@ -1593,6 +1614,19 @@ impl Broker {
                 let Some(c) = self.conns.get_mut(&id) else {
                     return Sent::Dropped;
                 };
+                if c.backlogged && m.qos == QoS::AtMostOnce {
+                    // The client reads slower than it is sent to. QoS 0 is "at most once"
+                    // (section 4.3.1: the message arrives once or not at all): it is
+                    // dropped rather than held for it. QoS 1 and 2 are bounded by the
+                    // inflight window and the queue.
+                    self.stats.dropped_write_backlog += 1;
+                    self.out
+                        .push_back(Output::Event(BrokerEvent::MessageDropped {
+                            client_id: s.client_id.clone(),
+                            reason: Drop::WriteBacklog,
+                        }));
+                    return Sent::Dropped;
+                }
                 let encoded = match (cache, c.conn.version()) {
                     (Some(cache), Some(v)) => cache.get(&m, v),
                     _ => None,
@@ -1925,7 +1959,11 @@ impl Broker {
             ("messages/sent", st.messages_sent.to_string()),
             (
                 "messages/dropped",
-                (st.dropped_queue_full + st.dropped_expired + st.dropped_too_large).to_string(),
+                (st.dropped_queue_full
+                    + st.dropped_expired
+                    + st.dropped_too_large
+                    + st.dropped_write_backlog)
+                    .to_string(),
             ),
             ("bytes/received", st.bytes_received.to_string()),
             ("bytes/sent", st.bytes_sent.to_string()),

@@ -162,6 +162,9 @@ pub enum Drop {
     TooLarge,
     /// All offline queues together hold `max_total_offline_bytes`.
     MemoryBudget,
+    /// A QoS 0 message for a client with more waiting to be written to it than the
+    /// adapter allows ([`Broker::set_write_backlog`](crate::Broker::set_write_backlog)).
+    WriteBacklog,
 }
 
 /// What a publish interceptor decides.
@@ -271,6 +274,8 @@ pub struct Stats {
     pub dropped_too_large: u64,
     /// Messages dropped because the offline queues' memory budget was used up.
     pub dropped_memory_budget: u64,
+    /// QoS 0 messages dropped because too much was waiting to be written to the client.
+    pub dropped_write_backlog: u64,
     /// QoS 0 messages not queued for offline sessions (not a drop: QoS 0 is "at most once").
     pub qos0_offline_skipped: u64,
     /// Publishes refused by the ACL.

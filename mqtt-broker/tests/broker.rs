@@ -1251,3 +1251,40 @@ fn queue_gauges_count_online_and_offline_queues() {
     let g = sim.broker.queue_gauges();
     assert_eq!((g.queued_messages, g.max_session_queued_messages), (3, 3));
 }
+
+#[test]
+fn qos0_for_a_client_with_a_write_backlog_is_dropped_and_counted() {
+    let mut sim = Sim::new(BrokerConfig {
+        sys_interval: None,
+        ..Default::default()
+    });
+    let s = sim.connect(V5, "s", true);
+    sim.subscribe(s, "t", QoS::AtLeastOnce);
+    let p = sim.connect(V5, "p", true);
+    // The adapter has more waiting to be written to `s` than it allows.
+    sim.broker.set_write_backlog(s, true);
+    sim.publish(p, "t", "dropped", QoS::AtMostOnce, false);
+    // QoS 1 is bounded by the inflight window and the queue: still sent.
+    sim.publish(p, "t", "kept", QoS::AtLeastOnce, false);
+    assert_eq!(sim.broker.stats().dropped_write_backlog, 1);
+    assert_eq!(sim.broker.stats().messages_sent, 1);
+    let dropped = sim
+        .outputs
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Event(BrokerEvent::MessageDropped {
+                    reason: Drop::WriteBacklog,
+                    ..
+                })
+            )
+        })
+        .count();
+    assert_eq!(dropped, 1);
+    // Caught up: QoS 0 goes out again.
+    sim.broker.set_write_backlog(s, false);
+    sim.publish(p, "t", "sent", QoS::AtMostOnce, false);
+    assert_eq!(sim.payloads(s), ["kept", "sent"]);
+    assert_eq!(sim.broker.stats().dropped_write_backlog, 1);
+}
