@@ -258,11 +258,24 @@ impl<C: Conn> Core<C> {
                 b.disconnect_client(now, &client_id, reason);
             }
             Input::Gauges(reply) => reply(b.gauges()),
-            Input::Metrics(reply) => reply(crate::metrics::render(
-                b.stats(),
-                &b.gauges(),
-                &b.queue_gauges(),
-            )),
+            Input::Metrics(reply) => {
+                let writes =
+                    self.conns
+                        .values()
+                        .fold(crate::metrics::WriteGauges::default(), |mut w, c| {
+                            let pending = c.conn.pending();
+                            w.pending_bytes += pending;
+                            w.max_connection_pending_bytes =
+                                w.max_connection_pending_bytes.max(pending);
+                            w
+                        });
+                reply(crate::metrics::render(
+                    b.stats(),
+                    &b.gauges(),
+                    &b.queue_gauges(),
+                    &writes,
+                ))
+            }
             Input::Console(query, reply) => reply(crate::console::query(b, now, query)),
             Input::Shutdown => {
                 if !self.stopping {

@@ -4,8 +4,22 @@
 use mqtt_broker::{Gauges, QueueGauges, Stats};
 use std::fmt::Write;
 
+/// Bytes handed to the connections' writers and not yet taken by their sockets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteGauges {
+    /// All connections together.
+    pub pending_bytes: usize,
+    /// The most for one connection (compare with `limits.max_pending_write_bytes`).
+    pub max_connection_pending_bytes: usize,
+}
+
 /// The text exposition of the broker's counters and gauges.
-pub fn render(stats: &Stats, gauges: &Gauges, queues: &QueueGauges) -> String {
+pub fn render(
+    stats: &Stats,
+    gauges: &Gauges,
+    queues: &QueueGauges,
+    writes: &WriteGauges,
+) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(out, "# HELP mqtt_{name} {help}");
@@ -65,6 +79,18 @@ pub fn render(stats: &Stats, gauges: &Gauges, queues: &QueueGauges) -> String {
         "gauge",
         "Messages sent to clients and not yet acknowledged.",
         queues.inflight_messages as u64,
+    );
+    metric(
+        "pending_write_bytes",
+        "gauge",
+        "Bytes encoded for clients and not yet taken by their sockets, all connections together.",
+        writes.pending_bytes as u64,
+    );
+    metric(
+        "connection_pending_write_bytes_max",
+        "gauge",
+        "The most bytes waiting to be written to one connection (limits.max_pending_write_bytes closes it, limits.qos0_pending_write_bytes drops its QoS 0 messages).",
+        writes.max_connection_pending_bytes as u64,
     );
     metric(
         "connections_total",

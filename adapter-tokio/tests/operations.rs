@@ -69,6 +69,9 @@ async fn metrics_endpoint() {
         "mqtt_session_queued_messages_max 3",
         "mqtt_inflight_messages 0",
         "# TYPE mqtt_queued_messages gauge",
+        // Everything written: the client read its acknowledgements.
+        "mqtt_pending_write_bytes 0",
+        "mqtt_connection_pending_write_bytes_max 0",
     ] {
         assert!(
             body.lines().any(|l| l == line),

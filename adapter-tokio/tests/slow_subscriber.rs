@@ -276,6 +276,10 @@ async fn qos0_for_a_client_that_does_not_read_is_dropped_over_the_threshold() {
     // 30 MiB: more than the threshold and the socket buffers together.
     let (with, _reader) = flood(&mut publisher, reader, 30_000).await;
     let dropped = metric(&running, "mqtt_dropped_write_backlog_total").await;
+    // The bytes waiting for the slow client, as the gauges show them: about the
+    // threshold, where its QoS 0 messages started to be dropped.
+    let most = metric(&running, "mqtt_connection_pending_write_bytes_max").await;
+    let all = metric(&running, "mqtt_pending_write_bytes").await;
     let connections = running.gauges().await.unwrap().connections;
     println!(
         "heap growth during the flood: {:.2} MiB without the slow client, {:.2} MiB with \
@@ -286,6 +290,11 @@ async fn qos0_for_a_client_that_does_not_read_is_dropped_over_the_threshold() {
     drop(slow);
     running.shutdown().await;
     assert_eq!(connections, 3, "the slow client is still connected");
+    assert!(
+        most as usize > threshold / 2 && most as usize <= threshold + 2 * MIB,
+        "{most} bytes waiting for the slow client; threshold {threshold}"
+    );
+    assert!(all >= most, "{all} in all, {most} for one connection");
     // The reader got all 30,000 (`flood` waits for them); the slow one lost most.
     assert!(dropped > 10_000, "{dropped} dropped");
     let cost = with.saturating_sub(without);
