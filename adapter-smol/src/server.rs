@@ -38,6 +38,8 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 const BATCH: usize = 1024;
 /// Buffer capacity a connection keeps between reads.
 const KEPT_CAPACITY: usize = 4096;
+/// Most bytes copied together into one write; a larger transmit is written as it is.
+const MAX_BATCH: usize = 256 * 1024;
 
 type ToCore = Sender<Input<SmolConn>>;
 
@@ -527,8 +529,8 @@ impl Connection<'_> {
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
         self.spawner.spawn(async move {
-            let mut buf = BytesMut::new();
-            while let Some((data, close)) = next_batch(&rx, &mut buf).await {
+            let (mut buf, mut carry) = (BytesMut::new(), None);
+            while let Some((data, close)) = next_batch(&rx, &mut buf, &mut carry).await {
                 if !data.is_empty() && wr.write_all(&data).await.is_err() {
                     break;
                 }
@@ -576,8 +578,8 @@ impl Connection<'_> {
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
         self.spawner.spawn(async move {
-            let mut buf = BytesMut::new();
-            while let Some((data, close)) = next_batch(&rx, &mut buf).await {
+            let (mut buf, mut carry) = (BytesMut::new(), None);
+            while let Some((data, close)) = next_batch(&rx, &mut buf, &mut carry).await {
                 let n = data.len();
                 if n > 0 && sink.send(Message::Binary(data)).await.is_err() {
                     break;
@@ -628,18 +630,33 @@ async fn read_chunk<R: AsyncRead + Unpin>(
     Ok(buf.split().freeze())
 }
 
-/// The next batch for the writer: everything queued, in one buffer; `true` when the
-/// connection closes after it. Its bytes stay counted in `pending` until the writer wrote
-/// them.
-async fn next_batch(rx: &Receiver<ToConn>, buf: &mut BytesMut) -> Option<(Bytes, bool)> {
+/// The next batch for the writer: what is queued, in one buffer of at most [`MAX_BATCH`]
+/// bytes unless a single transmit is larger; `true` when the connection closes after it.
+/// A transmit that would make the batch too large waits in `carry` for the next one. Its
+/// bytes stay counted in `pending` until the writer wrote them.
+async fn next_batch(
+    rx: &Receiver<ToConn>,
+    buf: &mut BytesMut,
+    carry: &mut Option<ToConn>,
+) -> Option<(Bytes, bool)> {
     let mut close = false;
-    let mut first = match rx.recv().await.ok()? {
+    let next = match carry.take() {
+        Some(m) => m,
+        None => rx.recv().await.ok()?,
+    };
+    let mut first = match next {
         ToConn::Data(b) => Some(b),
         ToConn::Close => return Some((Bytes::new(), true)),
     };
+    let mut len = first.as_ref().map_or(0, Bytes::len);
     while !close {
         match rx.try_recv() {
             Ok(ToConn::Data(b)) => {
+                if len + b.len() > MAX_BATCH {
+                    *carry = Some(ToConn::Data(b));
+                    break;
+                }
+                len += b.len();
                 if let Some(f) = first.take() {
                     buf.extend_from_slice(&f);
                 }
@@ -775,4 +792,44 @@ async fn ask<T: Send + 'static>(
     });
     core.send(input(reply)).await.ok()?;
     rx.recv().await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Transmits are joined into batches of at most `MAX_BATCH` bytes, a larger one goes
+    /// alone, and nothing is lost or reordered, the close included.
+    #[test]
+    fn batches_are_bounded() {
+        let (tx, rx) = async_channel::unbounded();
+        let sizes = [1000, 200 * 1024, 100 * 1024, 300 * 1024, 10, 20];
+        for (i, n) in sizes.iter().enumerate() {
+            tx.try_send(ToConn::Data(Bytes::from(vec![i as u8; *n])))
+                .unwrap();
+        }
+        tx.try_send(ToConn::Close).unwrap();
+        let (mut buf, mut carry) = (BytesMut::new(), None);
+        let mut batches = vec![];
+        let mut closed = false;
+        while !closed {
+            let (data, close) =
+                futures_lite::future::block_on(next_batch(&rx, &mut buf, &mut carry)).unwrap();
+            closed = close;
+            batches.push(data);
+        }
+        let lens: Vec<usize> = batches.iter().map(Bytes::len).collect();
+        assert_eq!(
+            lens,
+            [1000 + 200 * 1024, 100 * 1024, 300 * 1024, 10 + 20],
+            "batch lengths"
+        );
+        let all: Vec<u8> = batches.iter().flat_map(|b| b.iter().copied()).collect();
+        let expected: Vec<u8> = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| std::iter::repeat_n(i as u8, *n))
+            .collect();
+        assert_eq!(all, expected, "bytes in order");
+    }
 }
