@@ -456,6 +456,19 @@ struct OutQueue {
     linger_until: Option<tokio::time::Instant>,
 }
 
+impl OutQueue {
+    /// Whether the connection closes after what was just taken: a close is queued and
+    /// nothing else is. An emptied queue lets its allocation go, as an idle connection
+    /// holds no queue.
+    fn drained(&mut self) -> bool {
+        if self.data.is_empty() {
+            self.data = VecDeque::new();
+            return self.close;
+        }
+        false
+    }
+}
+
 impl Outbox {
     fn new(id: ConnId, live: Live) -> Self {
         Self {
@@ -565,7 +578,7 @@ impl Outbox {
             .front()
             .is_some_and(|b| first.len() + b.len() <= MAX_BATCH);
         if !more {
-            return (first, q.close && q.data.is_empty());
+            return (first, q.drained());
         }
         // Copied together: one write for many small transmits. The copy and the pieces
         // exist together for a moment, so the batch is bounded.
@@ -578,7 +591,7 @@ impl Outbox {
             buf.extend_from_slice(b);
             q.data.pop_front();
         }
-        (buf.freeze(), q.close && q.data.is_empty())
+        (buf.freeze(), q.drained())
     }
 
     /// Connection side: `n` bytes were written (the socket took them).
