@@ -35,8 +35,74 @@ const ROOT: NodeId = 0;
 #[derive(Debug, Default)]
 struct Node {
     children: HashMap<Box<str>, NodeId>,
-    subs: BTreeMap<SessionKey, SubEntry>,
+    subs: Subs,
     shared: BTreeMap<Box<str>, SharedGroup>,
+}
+
+/// Up to this many subscribers a node keeps them in a sorted vector.
+const SMALL: usize = 32;
+
+/// A node's (non-shared) subscribers, in key order. Most filters have one or a few
+/// subscribers (a topic of a device's own, say): a sorted vector costs its entries, where
+/// a B-tree's first node takes 192 bytes with room for eleven. Past [`SMALL`] they move
+/// to a B-tree, where inserting into a vector would move too much.
+#[derive(Debug)]
+enum Subs {
+    Small(Vec<(SessionKey, SubEntry)>),
+    Large(BTreeMap<SessionKey, SubEntry>),
+}
+
+impl Default for Subs {
+    fn default() -> Self {
+        Subs::Small(Vec::new())
+    }
+}
+
+impl Subs {
+    fn is_empty(&self) -> bool {
+        match self {
+            Subs::Small(v) => v.is_empty(),
+            Subs::Large(m) => m.is_empty(),
+        }
+    }
+
+    /// Adds or replaces `key`'s subscription; the one it replaced.
+    fn insert(&mut self, key: SessionKey, entry: SubEntry) -> Option<SubEntry> {
+        match self {
+            Subs::Small(v) => match v.binary_search_by_key(&key, |(k, _)| *k) {
+                Ok(i) => Some(std::mem::replace(&mut v[i].1, entry)),
+                Err(i) if v.len() < SMALL => {
+                    if v.capacity() == 0 {
+                        v.reserve_exact(1);
+                    }
+                    v.insert(i, (key, entry));
+                    None
+                }
+                Err(_) => {
+                    let mut m: BTreeMap<_, _> = std::mem::take(v).into_iter().collect();
+                    m.insert(key, entry);
+                    *self = Subs::Large(m);
+                    None
+                }
+            },
+            Subs::Large(m) => m.insert(key, entry),
+        }
+    }
+
+    /// Removes `key`'s subscription; the one removed.
+    fn remove(&mut self, key: SessionKey) -> Option<SubEntry> {
+        match self {
+            Subs::Small(v) => {
+                let i = v.binary_search_by_key(&key, |(k, _)| *k).ok()?;
+                let (_, e) = v.remove(i);
+                if v.is_empty() {
+                    *v = Vec::new();
+                }
+                Some(e)
+            }
+            Subs::Large(m) => m.remove(&key),
+        }
+    }
 }
 
 impl Node {
@@ -156,7 +222,7 @@ impl SubscriptionTree {
                 }
                 None => false,
             },
-            None => node.subs.remove(&key).is_some(),
+            None => node.subs.remove(key).is_some(),
         };
         // Prune the nodes left empty, from the leaf up.
         for i in (1..path.len()).rev() {
@@ -255,12 +321,17 @@ fn split(filter: &TopicFilter) -> (Option<&str>, &str) {
 }
 
 fn collect(node: &mut Node, is_online: &impl Fn(SessionKey) -> bool, out: &mut Vec<Match>) {
-    for (k, e) in &node.subs {
-        out.push(Match {
+    match &node.subs {
+        Subs::Small(v) => out.extend(v.iter().map(|(k, e)| Match {
             key: *k,
             entry: e.clone(),
             shared: None,
-        });
+        })),
+        Subs::Large(m) => out.extend(m.iter().map(|(k, e)| Match {
+            key: *k,
+            entry: e.clone(),
+            shared: None,
+        })),
     }
     for g in node.shared.values_mut() {
         if let Some((k, e)) = pick(g, is_online) {
@@ -323,6 +394,37 @@ mod tests {
         let mut k: Vec<_> = out.into_iter().map(|m| m.key).collect();
         k.sort();
         k
+    }
+
+    /// A filter's subscribers, few (a sorted vector) or many (a B-tree), are routed in
+    /// key order, replaced in place, and removed down to an empty, pruned tree.
+    #[test]
+    fn many_subscribers_on_one_filter() {
+        let mut t = SubscriptionTree::default();
+        let keys: Vec<SessionKey> = (0..2 * SMALL as u64).map(|i| (i * 37) % 101).collect();
+        for (n, &k) in keys.iter().enumerate() {
+            assert!(t.insert(&f("a/b"), k, entry()));
+            let mut out = vec![];
+            t.route("a/b", |_| true, &mut out);
+            let got: Vec<_> = out.iter().map(|m| m.key).collect();
+            let mut want = keys[..=n].to_vec();
+            want.sort();
+            assert_eq!(got, want, "in key order after {} inserts", n + 1);
+        }
+        // Replacing keeps one entry per session, with the new options.
+        let mut e = entry();
+        e.id = NonZeroU32::new(9);
+        assert!(!t.insert(&f("a/b"), keys[3], e.clone()));
+        assert_eq!(t.len(), keys.len());
+        let mut out = vec![];
+        t.route("a/b", |_| true, &mut out);
+        assert_eq!(out.iter().find(|m| m.key == keys[3]).unwrap().entry, e);
+        for &k in &keys {
+            assert!(t.remove(&f("a/b"), k));
+            assert!(!t.remove(&f("a/b"), k));
+        }
+        assert!(t.is_empty());
+        assert!(t.nodes[ROOT].is_empty(), "the emptied path is pruned");
     }
 
     #[test]
