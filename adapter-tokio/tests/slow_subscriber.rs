@@ -157,6 +157,39 @@ async fn broker(limits: &str) -> adapter_tokio::server::Running {
     start(Config::parse(&text).unwrap(), None).await.unwrap()
 }
 
+/// A broker with these `[limits]`, a publisher, and a client that reads topic `t`.
+async fn reader_and_publisher(
+    limits: &str,
+) -> (adapter_tokio::server::Running, TcpStream, TcpStream) {
+    let running = broker(limits).await;
+    let addr = running.local_addrs[0];
+    let reader = client(TcpStream::connect(addr).await.unwrap(), "reader", Some("t")).await;
+    let publisher = client(TcpStream::connect(addr).await.unwrap(), "pub", None).await;
+    running
+        .wait_for_subscriptions(1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    (running, publisher, reader)
+}
+
+/// A second subscriber to `t` that never reads, with a small receive buffer so that the
+/// kernel takes little of what is sent to it.
+async fn never_reading(running: &adapter_tokio::server::Running) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let slow = client(
+        socket.connect(running.local_addrs[0]).await.unwrap(),
+        "slow",
+        Some("t"),
+    )
+    .await;
+    running
+        .wait_for_subscriptions(2, Duration::from_secs(5))
+        .await
+        .unwrap();
+    slow
+}
+
 /// A counter or gauge of `GET /metrics`.
 async fn metric(running: &adapter_tokio::server::Running, name: &str) -> u64 {
     let mut s = TcpStream::connect(running.metrics_addr.unwrap())
@@ -186,28 +219,15 @@ async fn a_client_that_does_not_read_costs_at_most_its_budget() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let budget = 4 * MIB;
     // QoS 0 is never dropped: the slow client is closed.
-    let running = broker(&format!(
+    let (running, mut publisher, reader) = reader_and_publisher(&format!(
         "max_pending_write_bytes = {budget}\nqos0_pending_write_bytes = 0"
     ))
     .await;
-    let addr = running.local_addrs[0];
-    let reader = client(TcpStream::connect(addr).await.unwrap(), "reader", Some("t")).await;
-    let mut publisher = client(TcpStream::connect(addr).await.unwrap(), "pub", None).await;
-    running
-        .wait_for_subscriptions(1, Duration::from_secs(5))
-        .await
-        .unwrap();
     // 10 MiB to one reader: what the flood itself costs.
     let (without, reader) = flood(&mut publisher, reader, 10_000).await;
-    // The same again with a subscriber that never reads (and a small receive buffer,
-    // so that the kernel takes little of it): the broker closes it once 4 MiB wait.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let slow = client(socket.connect(addr).await.unwrap(), "slow", Some("t")).await;
-    running
-        .wait_for_subscriptions(2, Duration::from_secs(5))
-        .await
-        .unwrap();
+    // The same again with a subscriber that never reads: the broker closes it once
+    // 4 MiB wait.
+    let slow = never_reading(&running).await;
     let before = LIVE.load(Ordering::Relaxed);
     let (with, _reader) = flood(&mut publisher, reader, 10_000).await;
     let after = LIVE.load(Ordering::Relaxed);
@@ -253,26 +273,13 @@ async fn a_client_that_does_not_read_costs_at_most_its_budget() {
 async fn qos0_for_a_client_that_does_not_read_is_dropped_over_the_threshold() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let threshold = 2 * MIB;
-    let running = broker(&format!(
+    let (running, mut publisher, reader) = reader_and_publisher(&format!(
         "max_pending_write_bytes = {}\nqos0_pending_write_bytes = {threshold}",
         64 * MIB
     ))
     .await;
-    let addr = running.local_addrs[0];
-    let reader = client(TcpStream::connect(addr).await.unwrap(), "reader", Some("t")).await;
-    let mut publisher = client(TcpStream::connect(addr).await.unwrap(), "pub", None).await;
-    running
-        .wait_for_subscriptions(1, Duration::from_secs(5))
-        .await
-        .unwrap();
     let (without, reader) = flood(&mut publisher, reader, 10_000).await;
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let slow = client(socket.connect(addr).await.unwrap(), "slow", Some("t")).await;
-    running
-        .wait_for_subscriptions(2, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let slow = never_reading(&running).await;
     // 30 MiB: more than the threshold and the socket buffers together.
     let (with, _reader) = flood(&mut publisher, reader, 30_000).await;
     let dropped = metric(&running, "mqtt_dropped_write_backlog_total").await;
