@@ -287,20 +287,7 @@ fn offline_queue_overflow_is_counted_by_policy() {
             sim.publish(p, "t", &i.to_string(), QoS::AtLeastOnce, false);
         }
         assert_eq!(sim.broker.stats().dropped_queue_full, 3);
-        let dropped = sim
-            .outputs
-            .iter()
-            .filter(|o| {
-                matches!(
-                    o,
-                    Output::Event(BrokerEvent::MessageDropped {
-                        reason: Drop::QueueFull,
-                        ..
-                    })
-                )
-            })
-            .count();
-        assert_eq!(dropped, 3);
+        assert_eq!(sim.drop_events(Drop::QueueFull), 3);
         let s = sim.connect(V5, "s", false);
         assert_eq!(sim.payloads(s), expect, "{policy:?}");
     }
@@ -1268,20 +1255,7 @@ fn qos0_for_a_client_with_a_write_backlog_is_dropped_and_counted() {
     sim.publish(p, "t", "kept", QoS::AtLeastOnce, false);
     assert_eq!(sim.broker.stats().dropped_write_backlog, 1);
     assert_eq!(sim.broker.stats().messages_sent, 1);
-    let dropped = sim
-        .outputs
-        .iter()
-        .filter(|o| {
-            matches!(
-                o,
-                Output::Event(BrokerEvent::MessageDropped {
-                    reason: Drop::WriteBacklog,
-                    ..
-                })
-            )
-        })
-        .count();
-    assert_eq!(dropped, 1);
+    assert_eq!(sim.drop_events(Drop::WriteBacklog), 1);
     // Caught up: QoS 0 goes out again.
     sim.broker.set_write_backlog(s, false);
     sim.publish(p, "t", "sent", QoS::AtMostOnce, false);

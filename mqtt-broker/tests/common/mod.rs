@@ -298,6 +298,16 @@ impl Sim {
             .collect()
     }
 
+    /// The `MessageDropped` events of the outputs so far with this reason.
+    pub fn drop_events(&self, reason: Drop) -> usize {
+        self.outputs
+            .iter()
+            .filter(|o| {
+                matches!(o, Output::Event(BrokerEvent::MessageDropped { reason: r, .. }) if *r == reason)
+            })
+            .count()
+    }
+
     pub fn payloads(&self, id: ConnId) -> Vec<String> {
         self.messages(id)
             .iter()
