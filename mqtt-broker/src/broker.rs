@@ -2,8 +2,8 @@
 
 use crate::acl::Acl;
 use crate::config::{BrokerConfig, DropPolicy};
+use crate::smallmap::SmallMap;
 use crate::store::{Record, Snapshot};
-use crate::submap::SubMap;
 use crate::tree::{Match, SessionKey, SubEntry, SubscriptionTree};
 use crate::types::*;
 use bytes::Bytes;
@@ -115,7 +115,7 @@ struct Session {
     conn: Option<ConnId>,
     /// Offline: the parked state and what arrived meanwhile.
     parked: Option<Box<Parked>>,
-    subscriptions: SubMap,
+    subscriptions: SmallMap<TopicFilter, SubEntry>,
     /// How long the session lives after its connection closes (0: it ends then).
     expiry: Duration,
     expires_at: Option<Instant>,
@@ -631,7 +631,7 @@ impl Broker {
     pub fn subscriptions(&self) -> Vec<(MqttString, Subscription)> {
         let mut v = vec![];
         for s in self.sessions.values() {
-            for (filter, e) in s.subscriptions.values() {
+            for (filter, e) in s.subscriptions.iter() {
                 v.push((
                     s.client_id.clone(),
                     Subscription {
@@ -1109,7 +1109,7 @@ impl Broker {
                 client_id: client_id.clone(),
                 conn: None,
                 parked: None,
-                subscriptions: SubMap::default(),
+                subscriptions: SmallMap::default(),
                 expiry: Duration::ZERO,
                 expires_at: None,
                 will: None,
@@ -1338,7 +1338,7 @@ impl Broker {
         if self.by_client_id.get(s.client_id.as_str()) == Some(&key) {
             self.by_client_id.remove(s.client_id.as_str());
         }
-        for (filter, _) in s.subscriptions.values() {
+        for (filter, _) in s.subscriptions.iter() {
             self.tree.remove(filter, key);
         }
         if s.stored {
@@ -1911,7 +1911,7 @@ impl Broker {
         let mut codes = Vec::with_capacity(u.filters.len());
         for f in u.filters {
             let session = self.sessions.get_mut(&key).expect("session exists");
-            let existed = session.subscriptions.remove(f.as_str());
+            let existed = session.subscriptions.remove(f.as_str()).is_some();
             if existed {
                 self.tree.remove(&f, key);
                 if session.stored {

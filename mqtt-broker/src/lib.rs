@@ -11,8 +11,8 @@
 mod acl;
 mod broker;
 mod config;
+mod smallmap;
 mod store;
-mod submap;
 mod tree;
 mod types;
 

@@ -1,6 +1,7 @@
 //! The subscription tree: topic filters by level, with `+`, `#` and shared subscription
 //! groups, answering "which sessions want this topic".
 
+use crate::smallmap::SmallMap;
 use mqtt_proto::{SubscriptionOptions, TopicFilter};
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -40,74 +41,9 @@ const ROOT: NodeId = 0;
 #[allow(clippy::box_collection)]
 struct Node {
     children: Option<Box<HashMap<Box<str>, NodeId>>>,
-    subs: Subs,
+    /// The (non-shared) subscribers, in key order.
+    subs: SmallMap<SessionKey, SubEntry>,
     shared: Option<Box<BTreeMap<Box<str>, SharedGroup>>>,
-}
-
-/// Up to this many subscribers a node keeps them in a sorted vector.
-const SMALL: usize = 32;
-
-/// A node's (non-shared) subscribers, in key order. Most filters have one or a few
-/// subscribers (a topic of a device's own, say): a sorted vector costs its entries, where
-/// a B-tree's first node takes 192 bytes with room for eleven. Past [`SMALL`] they move
-/// to a B-tree, where inserting into a vector would move too much.
-#[derive(Debug)]
-enum Subs {
-    Small(Vec<(SessionKey, SubEntry)>),
-    Large(BTreeMap<SessionKey, SubEntry>),
-}
-
-impl Default for Subs {
-    fn default() -> Self {
-        Subs::Small(Vec::new())
-    }
-}
-
-impl Subs {
-    fn is_empty(&self) -> bool {
-        match self {
-            Subs::Small(v) => v.is_empty(),
-            Subs::Large(m) => m.is_empty(),
-        }
-    }
-
-    /// Adds or replaces `key`'s subscription; the one it replaced.
-    fn insert(&mut self, key: SessionKey, entry: SubEntry) -> Option<SubEntry> {
-        match self {
-            Subs::Small(v) => match v.binary_search_by_key(&key, |(k, _)| *k) {
-                Ok(i) => Some(std::mem::replace(&mut v[i].1, entry)),
-                Err(i) if v.len() < SMALL => {
-                    if v.capacity() == 0 {
-                        v.reserve_exact(1);
-                    }
-                    v.insert(i, (key, entry));
-                    None
-                }
-                Err(_) => {
-                    let mut m: BTreeMap<_, _> = std::mem::take(v).into_iter().collect();
-                    m.insert(key, entry);
-                    *self = Subs::Large(m);
-                    None
-                }
-            },
-            Subs::Large(m) => m.insert(key, entry),
-        }
-    }
-
-    /// Removes `key`'s subscription; the one removed.
-    fn remove(&mut self, key: SessionKey) -> Option<SubEntry> {
-        match self {
-            Subs::Small(v) => {
-                let i = v.binary_search_by_key(&key, |(k, _)| *k).ok()?;
-                let (_, e) = v.remove(i);
-                if v.is_empty() {
-                    *v = Vec::new();
-                }
-                Some(e)
-            }
-            Subs::Large(m) => m.remove(&key),
-        }
-    }
 }
 
 impl Node {
@@ -250,7 +186,7 @@ impl SubscriptionTree {
                 }
                 None => false,
             },
-            None => node.subs.remove(key).is_some(),
+            None => node.subs.remove(&key).is_some(),
         };
         // Prune the nodes left empty, from the leaf up.
         for i in (1..path.len()).rev() {
@@ -349,18 +285,11 @@ fn split(filter: &TopicFilter) -> (Option<&str>, &str) {
 }
 
 fn collect(node: &mut Node, is_online: &impl Fn(SessionKey) -> bool, out: &mut Vec<Match>) {
-    match &node.subs {
-        Subs::Small(v) => out.extend(v.iter().map(|(k, e)| Match {
-            key: *k,
-            entry: e.clone(),
-            shared: None,
-        })),
-        Subs::Large(m) => out.extend(m.iter().map(|(k, e)| Match {
-            key: *k,
-            entry: e.clone(),
-            shared: None,
-        })),
-    }
+    out.extend(node.subs.iter().map(|(k, e)| Match {
+        key: *k,
+        entry: e.clone(),
+        shared: None,
+    }));
     for g in node
         .shared
         .iter_mut()
@@ -451,7 +380,7 @@ mod tests {
     #[test]
     fn many_subscribers_on_one_filter() {
         let mut t = SubscriptionTree::default();
-        let keys: Vec<SessionKey> = (0..2 * SMALL as u64).map(|i| (i * 37) % 101).collect();
+        let keys: Vec<SessionKey> = (0..64).map(|i| (i * 37) % 101).collect();
         for (n, &k) in keys.iter().enumerate() {
             assert!(t.insert(&f("a/b"), k, entry()));
             let mut out = vec![];

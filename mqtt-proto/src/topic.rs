@@ -196,6 +196,14 @@ impl TopicFilter {
     }
 }
 
+/// Compares as the text it holds, so a map keyed by `TopicFilter` is looked up with a
+/// `&str`.
+impl std::borrow::Borrow<str> for TopicFilter {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
 /// Whether `b` is certainly a valid filter that is not a shared subscription, with no
 /// U+0000. The first and last characters are checked on their own, the ones between in
 /// blocks of 16 the compiler turns into vector instructions, each byte against its
