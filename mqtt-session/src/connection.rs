@@ -129,10 +129,12 @@ pub struct Connection {
     /// Incoming QoS 1/2 messages whose acknowledgement has not left yet.
     pending_acks: VecDeque<PendingAck>,
     /// Client: SUBSCRIBE / UNSUBSCRIBE ids waiting for SUBACK / UNSUBACK, with the number
-    /// of filters.
-    pending_subs: BTreeMap<u16, usize>,
+    /// of filters. Boxed on first use: a server never has any, and the box costs a
+    /// pointer where an empty map costs 24 bytes.
+    #[allow(clippy::box_collection)]
+    pending_subs: Option<Box<BTreeMap<u16, usize>>>,
     peer: PeerLimits,
-    keep_alive: Duration,
+    keep_alive: u16,
     ping_outstanding: bool,
     /// 5.0: the Session Expiry Interval of CONNECT was 0.
     session_expiry_zero: bool,
@@ -168,9 +170,9 @@ impl Connection {
             last_transmit: 0,
             queue_age_due: None,
             pending_acks: VecDeque::new(),
-            pending_subs: BTreeMap::new(),
+            pending_subs: None,
             peer: PeerLimits::default(),
-            keep_alive: Duration::ZERO,
+            keep_alive: 0,
             ping_outstanding: false,
             session_expiry_zero: true,
             problem_information: true,
@@ -370,7 +372,7 @@ impl Connection {
 
     /// The keep-alive interval in force (0: off).
     pub fn keep_alive(&self) -> Duration {
-        self.keep_alive
+        Duration::from_secs(self.keep_alive.into())
     }
 
     // ----- Outputs ----------------------------------------------------------------------
@@ -543,7 +545,7 @@ impl Connection {
         Packet::Connect(Box::new(connect.clone())).encode(&mut buf, v, MAX_PACKET_SIZE)?;
         self.version = Some(v);
         self.decoder.set_version(v);
-        self.keep_alive = Duration::from_secs(connect.keep_alive.into());
+        self.keep_alive = connect.keep_alive;
         self.out.extend_from_slice(&buf);
         self.sent(now);
         self.connect = Some(Box::new(connect));
@@ -600,7 +602,9 @@ impl Connection {
             self.ids.free(id);
             return Err(e.into());
         }
-        self.pending_subs.insert(id.get(), n);
+        self.pending_subs
+            .get_or_insert_default()
+            .insert(id.get(), n);
         Ok(id)
     }
 
@@ -661,7 +665,7 @@ impl Connection {
             // A Server Keep Alive, from the configuration or set by the caller, is the
             // keep-alive both sides use ([MQTT-3.1.2-21]).
             if let Some(ka) = p.server_keep_alive {
-                self.keep_alive = Duration::from_secs(ka.into());
+                self.keep_alive = ka;
             }
             if self.config.maximum_qos != QoS::ExactlyOnce {
                 p.maximum_qos = Some(self.config.maximum_qos);
@@ -998,8 +1002,8 @@ impl Connection {
     }
 
     fn sent(&mut self, now: Instant) {
-        if self.role == Role::Client && !self.keep_alive.is_zero() && self.phase != Phase::Closed {
-            self.set_timer(Timer::KeepAlive, now + self.keep_alive);
+        if self.role == Role::Client && self.keep_alive != 0 && self.phase != Phase::Closed {
+            self.set_timer(Timer::KeepAlive, now + self.keep_alive());
         }
     }
 
@@ -1302,9 +1306,9 @@ impl Connection {
     }
 
     fn arm_idle(&mut self, now: Instant) {
-        if self.role == Role::Server && !self.keep_alive.is_zero() {
+        if self.role == Role::Server && self.keep_alive != 0 {
             // [MQTT-3.1.2-24]: one and a half times the keep-alive.
-            self.set_timer(Timer::Idle, now + self.keep_alive + self.keep_alive / 2);
+            self.set_timer(Timer::Idle, now + self.keep_alive() + self.keep_alive() / 2);
         }
     }
 
@@ -1341,7 +1345,7 @@ impl Connection {
                 self.timers.stop(Timer::Connect);
                 let v = c.protocol_version;
                 self.version = Some(v);
-                self.keep_alive = Duration::from_secs(c.keep_alive.into());
+                self.keep_alive = c.keep_alive;
                 if v.is_v5() {
                     let p = &c.properties;
                     if let Some(rm) = p.receive_maximum {
@@ -1410,11 +1414,11 @@ impl Connection {
                         self.peer.retain_available = r;
                     }
                     if let Some(ka) = p.server_keep_alive {
-                        self.keep_alive = Duration::from_secs(ka.into());
-                        if self.keep_alive.is_zero() {
+                        self.keep_alive = ka;
+                        if self.keep_alive == 0 {
                             self.timers.stop(Timer::KeepAlive);
                         } else {
-                            self.set_timer(Timer::KeepAlive, now + self.keep_alive);
+                            self.set_timer(Timer::KeepAlive, now + self.keep_alive());
                         }
                     }
                 }
@@ -1439,7 +1443,7 @@ impl Connection {
                 Ok(())
             }
             (Phase::Open, Packet::SubAck(s)) => {
-                if let Some(n) = self.pending_subs.remove(&s.packet_id.get()) {
+                if let Some(n) = self.take_pending_sub(s.packet_id) {
                     self.ids.free(s.packet_id);
                     if n != s.reason_codes.len() {
                         return Err(Violation::ReasonCodeCount(PacketType::SubAck));
@@ -1449,7 +1453,7 @@ impl Connection {
                 Ok(())
             }
             (Phase::Open, Packet::UnsubAck(u)) => {
-                if let Some(n) = self.pending_subs.remove(&u.packet_id.get()) {
+                if let Some(n) = self.take_pending_sub(u.packet_id) {
                     self.ids.free(u.packet_id);
                     if self.version_or_default().is_v5() && n != u.reason_codes.len() {
                         return Err(Violation::ReasonCodeCount(PacketType::UnsubAck));
@@ -1477,10 +1481,15 @@ impl Connection {
     /// Session Present 0: the server has no session, so ours is discarded (5.0
     /// [MQTT-3.2.2-5]-style rule: the client's stored state no longer matches). Messages
     /// not yet complete are handed back as dropped so the application can send them again.
+    /// The number of filters of a SUBSCRIBE or UNSUBSCRIBE waiting for its answer.
+    fn take_pending_sub(&mut self, id: PacketId) -> Option<usize> {
+        self.pending_subs.as_mut()?.remove(&id.get())
+    }
+
     fn discard_session(&mut self) {
         let state = std::mem::take(&mut self.state);
         self.ids = PacketIds::default();
-        for p in self.pending_subs.keys() {
+        for p in self.pending_subs.iter().flat_map(|m| m.keys()) {
             self.ids.mark(PacketId::new(*p).expect("non-zero"));
         }
         self.queued_bytes = 0;

@@ -81,10 +81,10 @@ pub(crate) struct PacketIds {
     /// Bit `id % 64` of word `id / 64` is set when `id` is in use; bit 0 (id 0, never
     /// valid) is set once the first word exists.
     words: Vec<u64>,
-    /// Identifiers in use.
-    used: usize,
-    /// No word before this one has a free bit.
-    first_free: usize,
+    /// Identifiers in use (at most 65,535).
+    used: u32,
+    /// No word before this one has a free bit (at most 1,024 words).
+    first_free: u32,
 }
 
 /// Words for ids 0..=65535.
@@ -92,10 +92,10 @@ const ID_WORDS: usize = 1 << 10;
 
 impl PacketIds {
     pub(crate) fn alloc(&mut self) -> Option<PacketId> {
-        if self.used >= usize::from(u16::MAX) {
+        if self.used >= u32::from(u16::MAX) {
             return None;
         }
-        let mut i = self.first_free;
+        let mut i = self.first_free as usize;
         while i < self.words.len() && self.words[i] == u64::MAX {
             i += 1;
         }
@@ -105,7 +105,7 @@ impl PacketIds {
             }
             self.push_word();
         }
-        self.first_free = i;
+        self.first_free = i as u32;
         let bit = (!self.words[i]).trailing_zeros() as usize;
         self.words[i] |= 1 << bit;
         self.used += 1;
@@ -130,13 +130,13 @@ impl PacketIds {
             if *w & bit != 0 {
                 *w &= !bit;
                 self.used -= 1;
-                self.first_free = self.first_free.min(i);
+                self.first_free = self.first_free.min(i as u32);
             }
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.used
+        self.used as usize
     }
 
     fn place(id: PacketId) -> (usize, u64) {
