@@ -112,11 +112,6 @@ pub enum Flow {
     Stop,
 }
 
-struct Handle<C> {
-    conn: C,
-    identity_as_username: bool,
-}
-
 /// Where a connection came from, for log lines.
 #[derive(Debug, Clone, Default)]
 pub struct Peer {
@@ -129,7 +124,8 @@ pub struct Peer {
 /// The broker with its connections' write handles; see the [module docs](self).
 pub struct Core<C: Conn> {
     broker: Broker,
-    conns: HashMap<ConnId, Handle<C>>,
+    /// The connections' write handles, by id.
+    conns: HashMap<ConnId, C>,
     passwords: Option<Arc<Passwords>>,
     max_pending: usize,
     /// `limits.qos0_pending_write_bytes` (0: off).
@@ -230,23 +226,14 @@ impl<C: Conn> Core<C> {
         let b = &mut self.broker;
         match input {
             Input::Open { id, info, conn } => {
-                // A TLS identity reaches this point only from a listener that uses it
-                // as the user name.
-                let identity_as_username = info.tls_identity.is_some();
-                self.conns.insert(
-                    id,
-                    Handle {
-                        conn,
-                        identity_as_username,
-                    },
-                );
+                self.conns.insert(id, conn);
                 b.handle_connection(now, id, info);
             }
             Input::Data(id, bytes) => b.handle_input(now, id, &bytes),
             Input::Closed(id) => {
                 if let Some(c) = self.conns.remove(&id) {
                     // Its writer finishes what is queued (within its linger) and stops.
-                    c.conn.close();
+                    c.close();
                 }
                 b.handle_closed(now, id);
             }
@@ -263,7 +250,7 @@ impl<C: Conn> Core<C> {
                     self.conns
                         .values()
                         .fold(crate::metrics::WriteGauges::default(), |mut w, c| {
-                            let pending = c.conn.pending();
+                            let pending = c.pending();
                             w.pending_bytes += pending;
                             w.max_connection_pending_bytes =
                                 w.max_connection_pending_bytes.max(pending);
@@ -296,7 +283,7 @@ impl<C: Conn> Core<C> {
                 // it, so no acknowledgement is given that the store does not back.
                 error!(error = %e, "store failed; stopping");
                 for (_, c) in self.conns.drain() {
-                    c.conn.abort();
+                    c.abort();
                 }
                 self.persister = None;
                 return Flow::Stop;
@@ -339,7 +326,7 @@ impl<C: Conn> Core<C> {
     fn check_backlogs(&mut self) {
         let (conns, broker, limit) = (&self.conns, &mut self.broker, self.qos0_pending);
         self.backlogged.retain(|id| {
-            let over = conns.get(id).is_some_and(|c| c.conn.pending() > limit);
+            let over = conns.get(id).is_some_and(|c| c.pending() > limit);
             if !over {
                 broker.set_write_backlog(*id, false);
             }
@@ -353,9 +340,9 @@ impl<C: Conn> Core<C> {
                 if let Some(c) = self.conns.get(&id) {
                     // Checked before queueing: what waits for one client never exceeds
                     // the limit.
-                    let pending = c.conn.pending() + bytes.len();
+                    let pending = c.pending() + bytes.len();
                     if pending <= self.max_pending {
-                        c.conn.send(bytes);
+                        c.send(bytes);
                         if self.qos0_pending > 0
                             && pending > self.qos0_pending
                             && !self.backlogged.contains(&id)
@@ -374,7 +361,7 @@ impl<C: Conn> Core<C> {
                              waiting to be written; closing"
                         );
                         // What waits is dropped with the connection.
-                        c.conn.abort();
+                        c.abort();
                         self.conns.remove(&id);
                         self.broker.handle_closed(Instant::now(), id);
                     }
@@ -382,7 +369,7 @@ impl<C: Conn> Core<C> {
             }
             Output::Close(id) => {
                 if let Some(c) = self.conns.remove(&id) {
-                    c.conn.close();
+                    c.close();
                 }
             }
             Output::Authenticate(req) if req.method.is_some() => {
@@ -395,11 +382,9 @@ impl<C: Conn> Core<C> {
                 );
             }
             Output::Authenticate(req) => {
-                let identity = self
-                    .conns
-                    .get(&req.conn)
-                    .filter(|c| c.identity_as_username)
-                    .and(req.tls_identity.clone());
+                // A TLS identity reaches the broker only from a listener that uses it
+                // as the user name.
+                let identity = self.conns.get(&req.conn).and(req.tls_identity.clone());
                 if let Some(username) = identity {
                     // The verified certificate is the credential.
                     self.broker.handle_auth(
@@ -435,7 +420,7 @@ fn peer_of(broker: &Broker, id: ConnId) -> Peer {
     broker
         .conn_info(id)
         .map(|i| Peer {
-            listener: i.listener.clone(),
+            listener: i.listener.to_string(),
             addr: i.peer.clone(),
         })
         .unwrap_or_default()

@@ -240,7 +240,7 @@ pub async fn start_with(
         let addr = listener.local_addr()?;
         local_addrs.push(addr);
         let anonymous = l.allow_anonymous.unwrap_or(l.bind.ip().is_loopback());
-        let name = l.name.clone().unwrap_or_else(|| addr.to_string());
+        let name: Arc<str> = l.name.clone().unwrap_or_else(|| addr.to_string()).into();
         let transport = Transport::of(l)?;
         info!(listener = %name, %addr, protocol = %l.protocol, anonymous, "listening");
         let (shared, stop, done) = (shared.clone(), stop_rx.clone(), listeners_tx.clone());
@@ -369,7 +369,7 @@ impl Transport {
 
 async fn accept_loop(
     listener: TcpListener,
-    name: String,
+    name: Arc<str>,
     anonymous: bool,
     transport: Transport,
     shared: Arc<Shared>,

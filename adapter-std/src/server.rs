@@ -230,7 +230,7 @@ pub fn start_with(
         let addr = listener.local_addr()?;
         local_addrs.push(addr);
         let anonymous = l.allow_anonymous.unwrap_or(l.bind.ip().is_loopback());
-        let name = l.name.clone().unwrap_or_else(|| addr.to_string());
+        let name: Arc<str> = l.name.clone().unwrap_or_else(|| addr.to_string()).into();
         let transport = Transport::of(l)?;
         info!(listener = %name, %addr, protocol = %l.protocol, anonymous, "listening");
         let shared = shared.clone();
@@ -353,7 +353,7 @@ impl Transport {
 
 fn accept_loop(
     listener: TcpListener,
-    name: String,
+    name: Arc<str>,
     anonymous: bool,
     transport: Transport,
     shared: Arc<Shared>,

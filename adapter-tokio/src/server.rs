@@ -186,7 +186,7 @@ pub async fn start_with(
         let addr = listener.local_addr()?;
         local_addrs.push(addr);
         let anonymous = l.allows_anonymous();
-        let name = l.name.clone().unwrap_or_else(|| addr.to_string());
+        let name: Arc<str> = l.name.clone().unwrap_or_else(|| addr.to_string()).into();
         let tls = |l: &crate::config::Listener| {
             Reloading::start(TlsFiles {
                 cert: l.cert.clone().unwrap_or_default(),
@@ -281,7 +281,7 @@ pub async fn start_with(
 #[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
-    name: String,
+    name: Arc<str>,
     anonymous: bool,
     transport: Transport,
     core_tx: mpsc::Sender<ToCore>,

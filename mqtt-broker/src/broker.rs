@@ -17,7 +17,7 @@ use mqtt_session::{
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,93 @@ use std::time::{Duration, Instant};
 /// numbers, packet ids it assigns): no client picks these keys, so the map needs no keyed
 /// hasher, and SipHash on every lookup was a fifth of the core's instructions.
 type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// An [`IdMap`] that most sessions never fill, allocated on its first insert: an empty
+/// one costs a pointer instead of a hash table's 32 bytes.
+struct LazyIdMap<K, V>(Option<Box<IdMap<K, V>>>);
+
+impl<K, V> Default for LazyIdMap<K, V> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> LazyIdMap<K, V> {
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|m| m.is_empty())
+    }
+
+    fn get(&self, k: &K) -> Option<&V> {
+        self.0.as_ref()?.get(k)
+    }
+
+    fn insert(&mut self, k: K, v: V) -> Option<V> {
+        self.0.get_or_insert_default().insert(k, v)
+    }
+
+    fn remove(&mut self, k: &K) -> Option<V> {
+        self.0.as_mut()?.remove(k)
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// The sessions by client id. Only the session keys are kept: each entry's client id is
+/// read from its session through `id_of`, so an entry costs 8 bytes rather than a second
+/// view of the id (32 bytes) and the key. Client ids are the clients' choice, so the
+/// hash is keyed (std's SipHash with a random key).
+struct ClientIndex {
+    table: hashbrown::HashTable<SessionKey>,
+    hasher: std::hash::RandomState,
+}
+
+impl ClientIndex {
+    fn new() -> Self {
+        Self {
+            table: hashbrown::HashTable::new(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn get<'a>(
+        &self,
+        id: &str,
+        id_of: impl Fn(SessionKey) -> Option<&'a str>,
+    ) -> Option<SessionKey> {
+        let h = self.hasher.hash_one(id);
+        self.table.find(h, |&k| id_of(k) == Some(id)).copied()
+    }
+
+    /// Makes `key` the session of `id` (its session must be in the map `id_of` reads).
+    fn insert<'a>(
+        &mut self,
+        id: &str,
+        key: SessionKey,
+        id_of: impl Fn(SessionKey) -> Option<&'a str>,
+    ) {
+        let hasher = &self.hasher;
+        let h = hasher.hash_one(id);
+        // An entry whose session is gone cannot be hashed again; it hashes as the empty id
+        // (sessions leave the index as they end, so there is none).
+        let rehash = |&k: &SessionKey| hasher.hash_one(id_of(k).unwrap_or(""));
+        match self.table.entry(h, |&k| id_of(k) == Some(id), rehash) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = key,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(key);
+            }
+        }
+    }
+
+    /// Removes `id` if it leads to `key`.
+    fn remove(&mut self, id: &str, key: SessionKey) {
+        let h = self.hasher.hash_one(id);
+        if let Ok(e) = self.table.find_entry(h, |&k| k == key) {
+            e.remove();
+        }
+    }
+}
 
 /// One multiply per integer (FxHash's mixing step): fast, deterministic.
 #[derive(Default)]
@@ -120,14 +207,14 @@ struct Session {
     expiry: Duration,
     expires_at: Option<Instant>,
     /// A will waiting for its delay.
-    will: Option<(Box<Will>, Instant)>,
+    will: Option<Box<(Will, Instant)>>,
     /// QoS 1 messages sent to this session through a shared subscription and not yet
     /// acknowledged: if its connection ends they go to another member.
-    shared_inflight: IdMap<PacketId, TopicFilter>,
+    shared_inflight: LazyIdMap<PacketId, TopicFilter>,
     /// The store keeps this session (persistence on and an expiry above zero).
     stored: bool,
     /// Stored sessions: message number of each QoS 1/2 copy with a packet id.
-    seqs: IdMap<PacketId, u64>,
+    seqs: LazyIdMap<PacketId, u64>,
 }
 
 struct Retained {
@@ -163,7 +250,7 @@ pub struct Broker {
     conns: IdMap<ConnId, Box<Conn>>,
     sessions: IdMap<SessionKey, Box<Session>>,
     /// Keyed by the session's own client id (a shared view, not a copy).
-    by_client_id: HashMap<MqttString, SessionKey>,
+    by_client_id: ClientIndex,
     next_key: SessionKey,
     next_assigned: u64,
     tree: SubscriptionTree,
@@ -209,7 +296,7 @@ impl Broker {
             hooks: Box::new(NoHooks),
             conns: IdMap::default(),
             sessions: IdMap::default(),
-            by_client_id: HashMap::new(),
+            by_client_id: ClientIndex::new(),
             next_key: 1,
             next_assigned: 0,
             tree: SubscriptionTree::default(),
@@ -354,8 +441,8 @@ impl Broker {
                 }
                 TimerKey::SessionExpiry(k) => self.end_session(now, k),
                 TimerKey::Will(k) => {
-                    if let Some((will, _)) = self.sessions.get_mut(&k).and_then(|s| s.will.take()) {
-                        self.publish_will(now, will);
+                    if let Some(w) = self.sessions.get_mut(&k).and_then(|s| s.will.take()) {
+                        self.publish_will(now, w.0);
                     }
                 }
                 TimerKey::Sys => {
@@ -448,7 +535,7 @@ impl Broker {
             let Ok(client_id) = MqttString::new(&client_id) else {
                 continue;
             };
-            if let Some(k) = self.by_client_id.get(client_id.as_str()).copied() {
+            if let Some(k) = self.session_of(client_id.as_str()) {
                 self.end_session(now, k);
             }
             let key = self.new_session(&client_id);
@@ -515,9 +602,8 @@ impl Broker {
     /// connected.
     pub fn disconnect_client(&mut self, now: Instant, client_id: &str, reason: ReasonCode) -> bool {
         let Some(id) = self
-            .by_client_id
-            .get(client_id)
-            .and_then(|k| self.sessions.get(k))
+            .session_of(client_id)
+            .and_then(|k| self.sessions.get(&k))
             .and_then(|s| s.conn)
         else {
             return false;
@@ -587,7 +673,7 @@ impl Broker {
                     client_id: c.client_id.clone()?,
                     username: c.username.clone(),
                     peer: c.info.peer.clone(),
-                    listener: c.info.listener.clone(),
+                    listener: c.info.listener.to_string(),
                     connected_at: c.opened,
                     version: c.conn.version()?,
                     keep_alive: c.conn.keep_alive().as_secs(),
@@ -860,7 +946,7 @@ impl Broker {
                 self.next_assigned += 1;
                 connect.client_id =
                     MqttString::new(&format!("auto-{:016x}", self.next_assigned)).expect("valid");
-                if !self.by_client_id.contains_key(connect.client_id.as_str()) {
+                if self.session_of(connect.client_id.as_str()).is_none() {
                     break;
                 }
             }
@@ -940,7 +1026,7 @@ impl Broker {
         let client_id = connect.client_id.clone();
         let v = connect.protocol_version;
         // Takeover: the old connection of this client id is closed (5.0 [MQTT-3.1.4-3]).
-        if let Some(&key) = self.by_client_id.get(client_id.as_str()) {
+        if let Some(key) = self.session_of(client_id.as_str()) {
             if let Some(old) = self.sessions.get(&key).and_then(|s| s.conn) {
                 if old != id {
                     self.take_over(now, old);
@@ -948,7 +1034,7 @@ impl Broker {
             }
         }
         let mut session_present = false;
-        let key = match self.by_client_id.get(client_id.as_str()).copied() {
+        let key = match self.session_of(client_id.as_str()) {
             Some(k) if !connect.clean_start => {
                 session_present = true;
                 k
@@ -1100,6 +1186,14 @@ impl Broker {
         self.touch(id);
     }
 
+    /// The session of a client id.
+    fn session_of(&self, client_id: &str) -> Option<SessionKey> {
+        let sessions = &self.sessions;
+        self.by_client_id.get(client_id, |k| {
+            sessions.get(&k).map(|s| s.client_id.as_str())
+        })
+    }
+
     fn new_session(&mut self, client_id: &MqttString) -> SessionKey {
         let key = self.next_key;
         self.next_key += 1;
@@ -1113,12 +1207,15 @@ impl Broker {
                 expiry: Duration::ZERO,
                 expires_at: None,
                 will: None,
-                shared_inflight: IdMap::default(),
+                shared_inflight: LazyIdMap::default(),
                 stored: false,
-                seqs: IdMap::default(),
+                seqs: LazyIdMap::default(),
             }),
         );
-        self.by_client_id.insert(client_id.clone(), key);
+        let sessions = &self.sessions;
+        self.by_client_id.insert(client_id.as_str(), key, |k| {
+            sessions.get(&k).map(|s| s.client_id.as_str())
+        });
         key
     }
 
@@ -1210,10 +1307,10 @@ impl Broker {
                 Duration::from_secs(will.properties.will_delay_interval.unwrap_or(0).into());
             let delay = delay.min(s.expiry);
             if delay.is_zero() {
-                self.publish_will(now, will);
+                self.publish_will(now, *will);
             } else {
                 let at = now + delay;
-                s.will = Some((will, at));
+                s.will = Some(Box::new((*will, at)));
                 self.timers.push(Reverse((at, TimerKey::Will(key))));
             }
         }
@@ -1335,9 +1432,7 @@ impl Broker {
                 c.session = None;
             }
         }
-        if self.by_client_id.get(s.client_id.as_str()) == Some(&key) {
-            self.by_client_id.remove(s.client_id.as_str());
-        }
+        self.by_client_id.remove(s.client_id.as_str(), key);
         for (filter, _) in s.subscriptions.iter() {
             self.tree.remove(filter, key);
         }
@@ -1349,13 +1444,12 @@ impl Broker {
         self.out.push_back(Output::Event(BrokerEvent::SessionEnded {
             client_id: s.client_id,
         }));
-        if let Some((will, _)) = s.will {
-            self.publish_will(now, will);
+        if let Some(w) = s.will {
+            self.publish_will(now, w.0);
         }
     }
 
-    fn publish_will(&mut self, now: Instant, will: Box<Will>) {
-        let will = *will;
+    fn publish_will(&mut self, now: Instant, will: Will) {
         let mut p = Publish::new(will.topic, will.payload);
         p.qos = will.qos;
         p.retain = will.retain;
@@ -2097,5 +2191,44 @@ impl EncodeCache {
             }
         };
         self.entries.get(at).map(|e| &e.4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client-id index finds every id through growth, replaces an id's session, and
+    /// removes an id only for the session it leads to.
+    #[test]
+    fn client_index_finds_replaces_and_removes() {
+        let mut ids: IdMap<SessionKey, String> = IdMap::default();
+        let mut index = ClientIndex::new();
+        for k in 0..1000u64 {
+            ids.insert(k, format!("client-{k}"));
+            let map = &ids;
+            index.insert(&format!("client-{k}"), k, |k| {
+                map.get(&k).map(String::as_str)
+            });
+        }
+        let lookup = |index: &ClientIndex, ids: &IdMap<SessionKey, String>, id: &str| {
+            index.get(id, |k| ids.get(&k).map(String::as_str))
+        };
+        for k in 0..1000u64 {
+            assert_eq!(lookup(&index, &ids, &format!("client-{k}")), Some(k));
+        }
+        assert_eq!(lookup(&index, &ids, "client-1000"), None);
+        // The id of session 7 now leads to a new session 5000.
+        ids.insert(5000, "client-7".into());
+        let map = &ids;
+        index.insert("client-7", 5000, |k| map.get(&k).map(String::as_str));
+        assert_eq!(lookup(&index, &ids, "client-7"), Some(5000));
+        // Ending session 7 leaves the id to session 5000.
+        ids.remove(&7);
+        index.remove("client-7", 7);
+        assert_eq!(lookup(&index, &ids, "client-7"), Some(5000));
+        index.remove("client-7", 5000);
+        assert_eq!(lookup(&index, &ids, "client-7"), None);
+        assert_eq!(index.table.len(), 999);
     }
 }

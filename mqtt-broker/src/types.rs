@@ -15,8 +15,8 @@ pub type ConnId = u64;
 pub struct ConnInfo {
     /// Peer address, as text (for logs and hooks).
     pub peer: String,
-    /// Name of the listener it came in on.
-    pub listener: String,
+    /// Name of the listener it came in on, shared by that listener's connections.
+    pub listener: std::sync::Arc<str>,
     /// Identity from a verified TLS client certificate, if any.
     pub tls_identity: Option<String>,
     /// Whether this listener accepts clients without credentials; `None` uses
