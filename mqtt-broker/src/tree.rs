@@ -27,6 +27,10 @@ struct SharedGroup {
     last: Option<SessionKey>,
 }
 
+/// A level's name as a child key: hashed and compared as bytes, so a lookup by `&str`
+/// needs no UTF-8 check.
+type Level = smallvec::SmallVec<[u8; 16]>;
+
 /// A node's index in [`SubscriptionTree::nodes`].
 type NodeId = usize;
 
@@ -40,7 +44,9 @@ const ROOT: NodeId = 0;
 // Boxed maps on purpose: `None` is 8 bytes, an empty map 48 (`HashMap`) or 24.
 #[allow(clippy::box_collection)]
 struct Node {
-    children: Option<Box<HashMap<Box<str>, NodeId>>>,
+    /// By level name: names up to 16 bytes (most: device ids, words) are held in the
+    /// key itself rather than in an allocation of their own.
+    children: Option<Box<HashMap<Level, NodeId>>>,
     /// The (non-shared) subscribers, in key order.
     subs: SmallMap<SessionKey, SubEntry>,
     shared: Option<Box<BTreeMap<Box<str>, SharedGroup>>>,
@@ -53,18 +59,18 @@ impl Node {
     }
 
     fn child(&self, level: &str) -> Option<NodeId> {
-        self.children.as_ref()?.get(level).copied()
+        self.children.as_ref()?.get(level.as_bytes()).copied()
     }
 
     fn add_child(&mut self, level: &str, child: NodeId) {
         self.children
             .get_or_insert_with(Default::default)
-            .insert(level.into(), child);
+            .insert(Level::from_slice(level.as_bytes()), child);
     }
 
     fn remove_child(&mut self, level: &str) {
         if let Some(c) = &mut self.children {
-            c.remove(level);
+            c.remove(level.as_bytes());
             if c.is_empty() {
                 self.children = None;
             }
