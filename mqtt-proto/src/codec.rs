@@ -107,23 +107,37 @@ impl Decoder {
         // An acknowledgement of two bytes (a packet id; in 5.0 reason Success and no
         // properties) is read in place: no view of the frame is taken.
         if size == 4 && self.version.is_some() {
-            let id = u16::from_be_bytes([buf[2], buf[3]]);
-            if let Some(id) = PacketId::new(id) {
-                let ack = PubResponse::new(id);
-                let packet = match ptype {
-                    PacketType::PubAck => Some(Packet::PubAck(ack)),
-                    PacketType::PubRec => Some(Packet::PubRec(ack)),
-                    PacketType::PubRel => Some(Packet::PubRel(ack)),
-                    PacketType::PubComp => Some(Packet::PubComp(ack)),
-                    _ => None,
-                };
-                if let Some(packet) = packet {
-                    buf.advance(4);
-                    return Ok(Some(packet));
-                }
+            if let Some(packet) = short_ack(ptype, buf) {
+                buf.advance(4);
+                return Ok(Some(packet));
             }
         }
         self.decode_frame(buf, first, ptype, flags, header, size)
+    }
+
+    /// The packet at the start of `buf` if it is one whose decoded form keeps no view of
+    /// the input, with the bytes it takes: PUBACK, PUBREC, PUBREL or PUBCOMP in their
+    /// 4-byte form (a packet id; in 5.0 reason Success and no properties) once the
+    /// version is known, PINGREQ or PINGRESP. `None` for anything else, an incomplete
+    /// packet or an invalid one, and anything before the version is known:
+    /// [`decode`](Self::decode) then reads it (and reports the error). Whatever this
+    /// returns, `decode` returns too, taking as many bytes.
+    ///
+    /// A connection whose input is only acknowledgements (a subscriber's PUBACKs) can
+    /// handle them straight from the bytes it was given, without buffering them first.
+    pub fn decode_borrowed(&self, buf: &[u8]) -> Option<(Packet, usize)> {
+        // Before the version is known only a CONNECT decodes, on the general path.
+        self.version?;
+        let (&first, rest) = buf.split_first()?;
+        let (ptype, _) = check_fixed_header(first, self.version).ok()?;
+        let found = match (ptype, rest.first()) {
+            (PacketType::PingReq, Some(0)) => (Packet::PingReq, 2),
+            (PacketType::PingResp, Some(0)) => (Packet::PingResp, 2),
+            (_, Some(2)) => (short_ack(ptype, buf)?, 4),
+            _ => return None,
+        };
+        // Within the limit, as `decode` would check.
+        (found.1 <= self.max_packet_size as usize).then_some(found)
     }
 
     /// Decodes a whole frame, known to be in `buf`, on the general path. Kept out of
@@ -215,6 +229,21 @@ fn publish_fast(
         properties: Properties::new(),
         payload: frame,
     })
+}
+
+/// A PUBACK, PUBREC, PUBREL or PUBCOMP of 4 bytes at the start of `buf` (its flags
+/// already checked): `None` for another type or packet id 0.
+#[inline]
+fn short_ack(ptype: PacketType, buf: &[u8]) -> Option<Packet> {
+    let id = PacketId::new(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]))?;
+    let ack = PubResponse::new(id);
+    match ptype {
+        PacketType::PubAck => Some(Packet::PubAck(ack)),
+        PacketType::PubRec => Some(Packet::PubRec(ack)),
+        PacketType::PubRel => Some(Packet::PubRel(ack)),
+        PacketType::PubComp => Some(Packet::PubComp(ack)),
+        _ => None,
+    }
 }
 
 /// Checks the first byte of a fixed header: packet type and flags ([MQTT-2.1.3-1]).

@@ -548,6 +548,38 @@ proptest! {
     }
 
     #[test]
+    fn acknowledgements_decode_borrowed_as_decode_reads_them(
+        v in prop_oneof![Just(V3_1), Just(V3_1_1), Just(V5)],
+        id in 1u16..,
+        kind in 0u8..6,
+        tail in vec(any::<u8>(), 0..8),
+    ) {
+        let ack = PubResponse::new(PacketId::new(id).unwrap());
+        let p = match kind {
+            0 => Packet::PubAck(ack),
+            1 => Packet::PubRec(ack),
+            2 => Packet::PubRel(ack),
+            3 => Packet::PubComp(ack),
+            4 => Packet::PingReq,
+            _ => Packet::PingResp,
+        };
+        let mut bytes = encode(v, &p).to_vec();
+        let len = bytes.len();
+        bytes.extend_from_slice(&tail);
+        let decoder = Decoder::client(v);
+        prop_assert_eq!(decoder.decode_borrowed(&bytes), Some((p, len)));
+        // Cut short, it is left to `decode`; so is everything before the version.
+        prop_assert_eq!(decoder.decode_borrowed(&bytes[..len - 1]), None);
+        prop_assert_eq!(Decoder::server().decode_borrowed(&bytes), None);
+        let which = match v {
+            V3_1 => 1,
+            V3_1_1 => 2,
+            _ => 3,
+        };
+        decode_all_checked(&bytes, which, MAX_PACKET_SIZE)?;
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(
         bytes in vec(any::<u8>(), 0..256),
         which in 0u8..4,
@@ -588,9 +620,15 @@ fn decode_all_checked(bytes: &[u8], which: u8, max: u32) -> Result<(), TestCaseE
     loop {
         let before = buf.len();
         let version = decoder.version();
+        let borrowed = decoder.decode_borrowed(&buf);
         match decoder.decode(&mut buf) {
             Ok(Some(p)) => {
                 let used = before - buf.len();
+                // The borrowed reading, when it finds a packet, finds this one.
+                if let Some((b, n)) = borrowed {
+                    prop_assert_eq!(&b, &p);
+                    prop_assert_eq!(n, used);
+                }
                 prop_assert!(used >= 2 && used <= max as usize);
                 // What decodes re-encodes to the same number of bytes or fewer (a 5.0
                 // acknowledgement may spell out an empty property list), and decodes back.
@@ -603,6 +641,7 @@ fn decode_all_checked(bytes: &[u8], which: u8, max: u32) -> Result<(), TestCaseE
                 prop_assert_eq!(Decoder::client(v).decode(&mut again).unwrap(), Some(p));
             }
             Ok(None) | Err(_) => {
+                prop_assert!(borrowed.is_none());
                 prop_assert_eq!(buf.len(), before);
                 prop_assert_eq!(&buf[..], &bytes[bytes.len() - before..]);
                 return Ok(());
