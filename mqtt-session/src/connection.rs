@@ -141,6 +141,8 @@ pub struct Connection {
     /// 5.0 Request Problem Information of the client (server role): when false, Reason
     /// Strings and User Properties are left out of acknowledgements.
     problem_information: bool,
+    /// Whether completing an outgoing QoS 1/2 message reports [`Event::Delivered`].
+    delivery_events: bool,
     /// Topic aliases, boxed on first use: most connections never use one.
     aliases: Option<Box<Aliases>>,
     /// Client: the CONNECT to send.
@@ -176,6 +178,7 @@ impl Connection {
             ping_outstanding: false,
             session_expiry_zero: true,
             problem_information: true,
+            delivery_events: true,
             aliases: None,
             connect: None,
         }
@@ -413,6 +416,15 @@ impl Connection {
         self.read_buf.capacity() + self.out.capacity()
     }
 
+    /// Whether completing an outgoing QoS 1/2 message (PUBACK, or PUBCOMP) reports
+    /// [`Event::Delivered`]; on by default. An application that keeps nothing per
+    /// message in flight (a broker for a session it does not store) turns it off: each
+    /// event would otherwise take the event queue's allocation back and forth, once per
+    /// acknowledged message, on a connection with nothing else in flight.
+    pub fn set_delivery_events(&mut self, on: bool) {
+        self.delivery_events = on;
+    }
+
     /// The next event.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -437,6 +449,24 @@ impl Connection {
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
         if self.phase == Phase::Closed {
             return;
+        }
+        // Acknowledgements and pings at the start of fresh input are handled straight
+        // from it: a subscriber's input is mostly PUBACKs, and buffering them would
+        // allocate a buffer and free it again for every read.
+        let mut bytes = bytes;
+        if self.read_buf.is_empty() && self.phase == Phase::Open {
+            while let Some((packet, n)) = self.decoder.decode_borrowed(bytes) {
+                bytes = &bytes[n..];
+                if let Err(v) = self.handle_packet(now, packet) {
+                    self.violation(now, v);
+                }
+                if self.phase != Phase::Open {
+                    return;
+                }
+            }
+            if bytes.is_empty() {
+                return;
+            }
         }
         // A copy, on purpose: decoded fields that live long (client identifiers, topic
         // filters, retained messages) are slices of this buffer, and taking the
@@ -1626,10 +1656,12 @@ impl Connection {
     fn complete(&mut self, now: Instant, at: usize, id: PacketId, reason_code: ReasonCode) {
         self.state.inflight.remove(at);
         self.ids.free(id);
-        self.events.push_back(Event::Delivered {
-            packet_id: id,
-            reason_code,
-        });
+        if self.delivery_events {
+            self.events.push_back(Event::Delivered {
+                packet_id: id,
+                reason_code,
+            });
+        }
         self.pump(now);
     }
 

@@ -1611,3 +1611,80 @@ fn buffers_shrink_back_after_a_burst() {
         );
     }
 }
+
+#[test]
+fn delivery_events_can_be_turned_off() {
+    // The PUBACK still ends the message's "unacknowledged" state ([MQTT-4.3.2-3]) and
+    // frees its packet identifier; only the report is left out.
+    for v in ALL {
+        let mut p = Pair::new(v);
+        p.clear();
+        p.server.set_delivery_events(false);
+        for q in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            p.server.publish(p.now, msg("a/b", "x", q)).unwrap();
+        }
+        p.drive();
+        assert_eq!(p.client_messages().len(), 2, "{v}");
+        assert!(delivered(&p.server_events).is_empty(), "{v}");
+        assert_eq!(p.server.inflight(), 0, "{v}");
+        assert_eq!(p.server.packet_ids_in_use(), 0, "{v}");
+        p.server.set_delivery_events(true);
+        p.server
+            .publish(p.now, msg("a/b", "y", QoS::AtLeastOnce))
+            .unwrap();
+        p.drive();
+        assert_eq!(delivered(&p.server_events).len(), 1, "{v}");
+    }
+}
+
+#[test]
+fn acknowledgements_are_read_from_any_chunking() {
+    // PUBACKs and a PINGREQ read straight from the input, alone, split across reads, and
+    // followed by a PUBLISH in the same read: each is handled once and in order.
+    for v in [V3_1_1, V5] {
+        let mut p = Pair::new(v);
+        p.clear();
+        let ids: Vec<PacketId> = (0..3)
+            .map(|i| {
+                p.server
+                    .publish(p.now, msg("a/b", &format!("{i}"), QoS::AtLeastOnce))
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(p.server.inflight(), 3);
+        // The client's side, written by hand.
+        let ack = |id: PacketId| encode(v, Packet::PubAck(PubResponse::new(id)));
+        let mut publish = msg("c/d", "z", QoS::AtMostOnce);
+        publish.packet_id = None;
+        let mut input = Vec::new();
+        input.extend_from_slice(&ack(ids[0]));
+        input.extend_from_slice(&encode(v, Packet::PingReq));
+        input.extend_from_slice(&ack(ids[1]));
+        input.extend_from_slice(&encode(v, Packet::Publish(publish)));
+        input.extend_from_slice(&ack(ids[2])[..2]);
+        let now = p.now;
+        p.server.handle_input(now, &input);
+        assert_eq!(p.server.inflight(), 1, "{v}: two acknowledged");
+        p.server.handle_input(now, &ack(ids[2])[2..]);
+        assert_eq!(p.server.inflight(), 0, "{v}: the split one too");
+        let mut events = vec![];
+        while let Some(e) = p.server.poll_event() {
+            events.push(e);
+        }
+        assert_eq!(
+            delivered(&events),
+            ids.iter()
+                .map(|i| (i.get(), ReasonCode::Success))
+                .collect::<Vec<_>>(),
+            "{v}"
+        );
+        assert_eq!(messages(&events).len(), 1, "{v}: the PUBLISH between them");
+        let out = p.server.poll_transmit().expect("PINGRESP");
+        assert!(
+            packets(v, &[out]).contains(&Packet::PingResp),
+            "{v}: PINGREQ answered"
+        );
+        assert!(!p.server.is_closed());
+    }
+}
