@@ -1164,10 +1164,17 @@ impl Broker {
                 connack.properties.session_expiry_interval = Some(expiry.as_secs() as u32);
             }
         }
+        // Acknowledged copies are reported only where the session tracks copies one by
+        // one: stored (their message numbers) or sent through a shared group.
+        let delivery_events = self
+            .sessions
+            .get(&key)
+            .is_some_and(|s| s.stored || !s.shared_inflight.is_empty());
         let c = self.conns.get_mut(&id).expect("connection exists");
         c.session = Some(key);
         c.will = connect.will.clone().map(Box::new);
         c.client_id = Some(client_id.clone());
+        c.conn.set_delivery_events(delivery_events);
         let _ = c.conn.accept(now, connack, Some(state));
         // Acknowledgements that became durable while the session was offline.
         for (packet_id, code) in durable_acks {
@@ -1403,9 +1410,7 @@ impl Broker {
             set_subscription_identifiers(&mut copy, m.entry.id.into_iter().collect());
             let mut body = Body::recorded(&p, seq);
             if let Sent::Online(Some(id)) = self.send_to(now, m.key, copy, None, &mut body) {
-                if let Some(s) = self.sessions.get_mut(&m.key) {
-                    s.shared_inflight.insert(id, filter);
-                }
+                self.track_shared(m.key, id, filter);
             }
             // The copy left this session (after the other one took it: the body stays).
             let s = self.sessions.get_mut(&key).expect("session exists");
@@ -1657,6 +1662,19 @@ impl Broker {
         n
     }
 
+    /// Remembers a QoS 1 copy sent to a session through a shared group, to give it to
+    /// another member if the session's connection ends before it is acknowledged; the
+    /// connection then reports its acknowledgements ([`Event::Delivered`]).
+    fn track_shared(&mut self, key: SessionKey, id: PacketId, filter: TopicFilter) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        s.shared_inflight.insert(id, filter);
+        if let Some(c) = s.conn.and_then(|c| self.conns.get_mut(&c)) {
+            c.conn.set_delivery_events(true);
+        }
+    }
+
     /// Sends or queues one copy for a session. Returns false if it was dropped.
     fn deliver(
         &mut self,
@@ -1673,9 +1691,7 @@ impl Broker {
             Sent::Dropped => false,
             Sent::Online(Some(id)) => {
                 if let (Some(f), QoS::AtLeastOnce) = (shared, qos) {
-                    if let Some(s) = self.sessions.get_mut(&key) {
-                        s.shared_inflight.insert(id, f);
-                    }
+                    self.track_shared(key, id, f);
                 }
                 true
             }
