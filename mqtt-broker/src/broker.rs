@@ -988,15 +988,16 @@ impl Broker {
             return;
         }
         if self.config.authenticate && (!anonymous || info.tls_identity.is_some()) {
-            self.out.push_back(Output::Authenticate(AuthRequest {
-                conn: id,
-                client_id: connect.client_id.clone(),
-                username: connect.username.clone(),
-                password: connect.password.clone(),
-                tls_identity: info.tls_identity.clone(),
-                method: connect.properties.authentication_method.clone(),
-                data: connect.properties.authentication_data.clone(),
-            }));
+            self.out
+                .push_back(Output::Authenticate(Box::new(AuthRequest {
+                    conn: id,
+                    client_id: connect.client_id.clone(),
+                    username: connect.username.clone(),
+                    password: connect.password.clone(),
+                    tls_identity: info.tls_identity.clone(),
+                    method: connect.properties.authentication_method.clone(),
+                    data: connect.properties.authentication_data.clone(),
+                })));
             c.pending = Some(connect);
             return;
         }
@@ -1011,15 +1012,16 @@ impl Broker {
             return;
         };
         let properties = a.properties.into_inner();
-        self.out.push_back(Output::Authenticate(AuthRequest {
-            conn: id,
-            client_id,
-            username: c.pending.as_ref().and_then(|p| p.username.clone()),
-            password: None,
-            tls_identity: c.info.tls_identity.clone(),
-            method: properties.authentication_method,
-            data: properties.authentication_data,
-        }));
+        self.out
+            .push_back(Output::Authenticate(Box::new(AuthRequest {
+                conn: id,
+                client_id,
+                username: c.pending.as_ref().and_then(|p| p.username.clone()),
+                password: None,
+                tls_identity: c.info.tls_identity.clone(),
+                method: properties.authentication_method,
+                data: properties.authentication_data,
+            })));
     }
 
     fn complete_connect(&mut self, now: Instant, id: ConnId, connect: Box<Connect>) {
@@ -1188,7 +1190,7 @@ impl Broker {
                 username: c.username.clone(),
                 version: v,
                 session_present,
-                info: c.info.clone(),
+                info: Box::new(c.info.clone()),
             }));
         self.touch(id);
     }
@@ -1270,7 +1272,7 @@ impl Broker {
                 conn: id,
                 client_id,
                 reason: reason.clone(),
-                info,
+                info: Box::new(info),
             }));
         let Some(key) = key else {
             return;
@@ -2213,6 +2215,12 @@ impl EncodeCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every output is moved into the queue and out again: the rare large ones are boxed.
+    #[test]
+    fn outputs_stay_small() {
+        assert!(size_of::<Output>() <= 96, "{}", size_of::<Output>());
+    }
 
     /// The client-id index finds every id through growth, replaces an id's session, and
     /// removes an id only for the session it leads to.

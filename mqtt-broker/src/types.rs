@@ -25,6 +25,11 @@ pub struct ConnInfo {
 }
 
 /// An output of the broker, from [`Broker::poll_output`](crate::Broker::poll_output).
+///
+/// Every output is moved into the broker's queue and out again, and most are
+/// [`Transmit`](Self::Transmit)s: the rare large ones (an authentication request, a
+/// connection's details in its events) are boxed, so that an output is 88 bytes rather
+/// than 192.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Output {
@@ -36,7 +41,7 @@ pub enum Output {
     Event(BrokerEvent),
     /// Check these credentials and answer with
     /// [`Broker::handle_auth`](crate::Broker::handle_auth).
-    Authenticate(AuthRequest),
+    Authenticate(Box<AuthRequest>),
     /// A change to make durable (only with
     /// [`BrokerConfig::persistence`](crate::BrokerConfig::persistence)); a
     /// [`Record::Sync`] asks for
@@ -98,7 +103,7 @@ pub enum BrokerEvent {
         /// Whether a stored session was resumed.
         session_present: bool,
         /// What the adapter said of the connection when it opened (peer, listener).
-        info: ConnInfo,
+        info: Box<ConnInfo>,
     },
     /// A client's connection closed.
     ClientDisconnected {
@@ -109,7 +114,7 @@ pub enum BrokerEvent {
         /// Why.
         reason: CloseReason,
         /// What the adapter said of the connection when it opened (peer, listener).
-        info: ConnInfo,
+        info: Box<ConnInfo>,
     },
     /// A client subscribed.
     Subscribed {
