@@ -268,8 +268,9 @@ pub struct Broker {
     matches: Vec<Match>,
     /// `config.session`, shared by every connection.
     session_config: std::sync::Arc<mqtt_session::Config>,
-    /// Scratch space for routing: the non-shared matches, by session.
-    targets: Vec<(SessionKey, QoS, bool, Option<NonZeroU32>)>,
+    /// Scratch space for routing: the non-shared matches (session, match number,
+    /// options), sorted by session.
+    targets: Vec<(SessionKey, u32, QoS, bool, Option<NonZeroU32>)>,
     /// Scratch space for routing: the copies of a message, one per receiving session.
     copies: Vec<(SessionKey, Publish)>,
     /// Payload bytes in all offline queues.
@@ -1616,11 +1617,14 @@ impl Broker {
             if o.no_local && Some(m.key) == origin {
                 continue;
             }
-            targets.push((m.key, o.qos, o.retain_as_published, m.entry.id));
+            let seq = targets.len() as u32;
+            targets.push((m.key, seq, o.qos, o.retain_as_published, m.entry.id));
         }
         self.matches = matches;
-        // Sessions in key order; a session's matches stay in match order (a stable sort).
-        targets.sort_by_key(|t| t.0);
+        // Sessions in key order; a session's matches stay in match order. Sorted by key
+        // and match number: the order of a stable sort, without the scratch buffer a
+        // stable sort of many targets allocates.
+        targets.sort_unstable_by_key(|t| (t.0, t.1));
         let mut n = 0;
         let mut cache = EncodeCache::default();
         let mut body = Body::new(&p);
@@ -1629,7 +1633,7 @@ impl Broker {
         while i < targets.len() {
             let key = targets[i].0;
             let (mut qos, mut rap, mut ids) = (QoS::AtMostOnce, false, vec![]);
-            while let Some(&(k, q, r, id)) = targets.get(i) {
+            while let Some(&(k, _, q, r, id)) = targets.get(i) {
                 if k != key {
                     break;
                 }
