@@ -428,13 +428,19 @@ impl Connection {
     /// The next event.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        let e = self.events.pop_front();
-        if e.is_none() && self.events.capacity() > 0 && self.state.inflight.is_empty() {
-            // Events are large (a PUBLISH each): a connection with nothing in flight holds
-            // no queue. One with messages in flight keeps it for their acknowledgements.
-            self.events = VecDeque::new();
+        if self.events.is_empty() {
+            if self.events.capacity() > 0 && self.state.inflight.is_empty() {
+                // Events are large (a PUBLISH each): a connection with nothing in flight
+                // holds no queue. One with messages in flight keeps it for their
+                // acknowledgements.
+                self.events = VecDeque::new();
+            }
+            // `None` itself, not an empty `pop_front` moved whole: the caller reads
+            // this 80-byte value with wide loads, which would wait for the one-byte store
+            // of its tag (every connection's last poll is this one).
+            return None;
         }
-        e
+        self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should be called next.
