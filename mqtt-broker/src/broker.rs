@@ -2226,6 +2226,20 @@ mod tests {
         assert!(size_of::<Output>() <= 96, "{}", size_of::<Output>());
     }
 
+    /// What every connected client costs in the core, on a 64-bit target (the session's
+    /// optional parts boxed or allocated on first use).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn records_stay_small() {
+        assert!(size_of::<Session>() <= 152, "{}", size_of::<Session>());
+        assert!(size_of::<Conn>() <= 632, "{}", size_of::<Conn>());
+        assert!(
+            size_of::<mqtt_session::Connection>() <= 432,
+            "{}",
+            size_of::<mqtt_session::Connection>()
+        );
+    }
+
     /// The client-id index finds every id through growth, replaces an id's session, and
     /// removes an id only for the session it leads to.
     #[test]
