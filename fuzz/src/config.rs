@@ -21,8 +21,8 @@
 //!   every deadline the configuration can set, up to 200 years. Nothing panics (a
 //!   duration added to an `Instant` used to overflow here).
 
-use mqtt_adapter_common::config::{Config, MAX_SECS};
 use bytes::BytesMut;
+use mqtt_adapter_common::config::{Config, MAX_SECS};
 use mqtt_broker::{AuthResult, Broker, ConnInfo, DropPolicy, Output};
 use mqtt_proto::{
     Connect, MqttString, Packet, ProtocolVersion, Publish, QoS, Subscribe, Subscription,

@@ -82,7 +82,9 @@ pub struct Outcome {
 ///    consumes at most what it was given and at most the maximum packet size; what is left
 ///    is exactly the rest of the input. `Ok(None)` and errors leave the buffer and the
 ///    decoder's version as they were, and decoding again gives the same error. Only a
-///    CONNECT changes the version, to its own.
+///    CONNECT changes the version, to its own. Whatever `decode_borrowed` finds at the
+///    same point (an acknowledgement or a ping read from a borrowed slice), `decode`
+///    returns, taking as many bytes.
 /// 2. Every decoded packet goes through [`check_round_trip`].
 /// 3. The same stream, fed in chunks, gives the same packets and the same end (a
 ///    streaming decoder must not depend on how the bytes arrive).
@@ -107,11 +109,17 @@ pub fn decode_whole(mut decoder: Decoder, input: &[u8]) -> Outcome {
     let mut packets = Vec::new();
     loop {
         let version = decoder.version();
+        // What the borrowed reading finds, `decode` finds too, taking as many bytes.
+        let borrowed = decoder.decode_borrowed(&buf);
         match decoder.decode(&mut buf) {
             Ok(Some(packet)) => {
                 let used = (input.len() - offset)
                     .checked_sub(buf.len())
                     .expect("decode grew the buffer");
+                if let Some((b, n)) = &borrowed {
+                    assert_eq!(b, &packet, "decode_borrowed disagrees with decode");
+                    assert_eq!(*n, used, "decode_borrowed took another length");
+                }
                 assert!(used > 0, "a packet was decoded from no bytes");
                 assert!(used <= max, "{used}-byte packet over the {max}-byte limit");
                 offset += used;
@@ -129,6 +137,10 @@ pub fn decode_whole(mut decoder: Decoder, input: &[u8]) -> Outcome {
                 packets.push(packet);
             }
             Ok(None) => {
+                assert!(
+                    borrowed.is_none(),
+                    "decode_borrowed found a packet decode did not"
+                );
                 assert_eq!(&buf[..], &input[offset..], "Ok(None) changed the buffer");
                 assert_eq!(decoder.version(), version, "Ok(None) changed the version");
                 return Outcome {
@@ -137,6 +149,10 @@ pub fn decode_whole(mut decoder: Decoder, input: &[u8]) -> Outcome {
                 };
             }
             Err(e) => {
+                assert!(
+                    borrowed.is_none(),
+                    "decode_borrowed found a packet decode refused"
+                );
                 assert_eq!(
                     &buf[..],
                     &input[offset..],
