@@ -203,8 +203,9 @@ struct Session {
     /// Offline: the parked state and what arrived meanwhile.
     parked: Option<Box<Parked>>,
     subscriptions: SmallMap<TopicFilter, SubEntry>,
-    /// How long the session lives after its connection closes (0: it ends then).
-    expiry: Duration,
+    /// How long the session lives after its connection closes, in seconds (0: it ends
+    /// then; an Expiry Interval is 32 bits in MQTT 5.0, and longer ones are capped).
+    expiry_secs: u32,
     expires_at: Option<Instant>,
     /// A will waiting for its delay.
     will: Option<Box<(Will, Instant)>>,
@@ -215,6 +216,22 @@ struct Session {
     stored: bool,
     /// Stored sessions: message number of each QoS 1/2 copy with a packet id.
     seqs: LazyIdMap<PacketId, u64>,
+}
+
+impl Session {
+    /// How long the session lives after its connection closes (0: it ends then).
+    fn expiry(&self) -> Duration {
+        Duration::from_secs(self.expiry_secs.into())
+    }
+
+    fn set_expiry(&mut self, expiry: Duration) {
+        self.expiry_secs = expiry_secs(expiry);
+    }
+}
+
+/// An expiry as a session keeps it: whole seconds, at most `u32::MAX` (136 years).
+fn expiry_secs(expiry: Duration) -> u32 {
+    u32::try_from(expiry.as_secs()).unwrap_or(u32::MAX)
 }
 
 struct Retained {
@@ -551,7 +568,7 @@ impl Broker {
             }
             let s = self.sessions.get_mut(&key).expect("session exists");
             s.stored = self.config.persistence;
-            s.expiry = stored.expiry;
+            s.set_expiry(stored.expiry);
             let parked = s.parked.insert(Parked::new(now));
             parked.state.incoming_qos2 = stored.incoming_qos2;
             for m in stored.messages {
@@ -581,7 +598,7 @@ impl Broker {
                 }
             }
             // An expiry too long for an Instant: the session does not expire.
-            s.expires_at = now.checked_add(s.expiry);
+            s.expires_at = now.checked_add(s.expiry());
             if let Some(at) = s.expires_at {
                 self.timers
                     .push(Reverse((at, TimerKey::SessionExpiry(key))));
@@ -705,7 +722,7 @@ impl Broker {
                     online: s.conn.is_some(),
                     subscriptions: s.subscriptions.len(),
                     queued,
-                    expiry_secs: s.expiry.as_secs(),
+                    expiry_secs: s.expiry_secs.into(),
                     expires_at: if s.conn.is_none() { s.expires_at } else { None },
                 }
             })
@@ -1065,7 +1082,7 @@ impl Broker {
         let session = self.sessions.get_mut(&key).expect("session exists");
         session.conn = Some(id);
         let stored = self.config.persistence && !expiry.is_zero();
-        if stored && (!session.stored || session.expiry != expiry) {
+        if stored && (!session.stored || session.expiry_secs != expiry_secs(expiry)) {
             self.out.push_back(Output::Store(Record::Session {
                 client_id: client_id.clone(),
                 expiry,
@@ -1079,7 +1096,7 @@ impl Broker {
             session.seqs.clear();
         }
         session.stored = stored;
-        session.expiry = expiry;
+        session.set_expiry(expiry);
         session.expires_at = None;
         // A delayed will of an earlier connection is cancelled by the resume.
         session.will = None;
@@ -1214,7 +1231,7 @@ impl Broker {
                 conn: None,
                 parked: None,
                 subscriptions: SmallMap::default(),
-                expiry: Duration::ZERO,
+                expiry_secs: 0,
                 expires_at: None,
                 will: None,
                 shared_inflight: LazyIdMap::default(),
@@ -1303,19 +1320,19 @@ impl Broker {
             publish_will = *reason_code == ReasonCode::DisconnectWithWillMessage;
             if let Some(e) = properties.session_expiry_interval {
                 let expiry = Duration::from_secs(e.into()).min(self.config.max_session_expiry);
-                if s.stored && !expiry.is_zero() && expiry != s.expiry {
+                if s.stored && !expiry.is_zero() && expiry_secs(expiry) != s.expiry_secs {
                     self.out.push_back(Output::Store(Record::Session {
                         client_id: s.client_id.clone(),
                         expiry,
                     }));
                 }
-                s.expiry = expiry;
+                s.set_expiry(expiry);
             }
         }
         if let (true, Some(will)) = (publish_will, will) {
             let delay =
                 Duration::from_secs(will.properties.will_delay_interval.unwrap_or(0).into());
-            let delay = delay.min(s.expiry);
+            let delay = delay.min(s.expiry());
             if delay.is_zero() {
                 self.publish_will(now, *will);
             } else {
@@ -1325,11 +1342,11 @@ impl Broker {
             }
         }
         let s = self.sessions.get_mut(&key).expect("session exists");
-        if s.expiry.is_zero() {
+        if s.expiry().is_zero() {
             self.end_session(now, key);
         } else {
             // An expiry too long for an Instant: the session does not expire.
-            s.expires_at = now.checked_add(s.expiry);
+            s.expires_at = now.checked_add(s.expiry());
             if let Some(at) = s.expires_at {
                 self.timers
                     .push(Reverse((at, TimerKey::SessionExpiry(key))));
@@ -2231,7 +2248,7 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn records_stay_small() {
-        assert!(size_of::<Session>() <= 152, "{}", size_of::<Session>());
+        assert!(size_of::<Session>() <= 136, "{}", size_of::<Session>());
         assert!(size_of::<Conn>() <= 632, "{}", size_of::<Conn>());
         assert!(
             size_of::<mqtt_session::Connection>() <= 432,
