@@ -147,7 +147,8 @@ struct Conn {
     info: ConnInfo,
     session: Option<SessionKey>,
     client_id: Option<MqttString>,
-    username: Option<String>,
+    /// Shared, not copied, by each message's ACL check.
+    username: Option<std::sync::Arc<str>>,
     will: Option<Box<Will>>,
     /// CONNECT waiting for the authentication answer.
     pending: Option<Box<Connect>>,
@@ -483,8 +484,8 @@ impl Broker {
         match result {
             AuthResult::Allow { username } => {
                 if let Some(connect) = c.pending.take() {
-                    if username.is_some() {
-                        c.username = username;
+                    if let Some(u) = username {
+                        c.username = Some(u.into());
                     }
                     self.complete_connect(now, id, connect);
                 }
@@ -689,7 +690,7 @@ impl Broker {
                 Some(ClientInfo {
                     conn: *id,
                     client_id: c.client_id.clone()?,
-                    username: c.username.clone(),
+                    username: c.username.as_deref().map(String::from),
                     peer: c.info.peer.clone(),
                     listener: c.info.listener.to_string(),
                     connected_at: c.opened,
@@ -999,7 +1000,7 @@ impl Broker {
         let c = self.conns.get_mut(&id).expect("connection exists");
         c.client_id = Some(connect.client_id.clone());
         c.assigned = assigned;
-        c.username = connect.username.as_ref().map(|u| u.to_string());
+        c.username = connect.username.as_ref().map(|u| u.as_str().into());
         if let Some(code) = refuse {
             let _ = c.conn.reject(now, code);
             self.touch(id);
@@ -1205,7 +1206,7 @@ impl Broker {
             .push_back(Output::Event(BrokerEvent::ClientConnected {
                 conn: id,
                 client_id,
-                username: c.username.clone(),
+                username: c.username.as_deref().map(String::from),
                 version: v,
                 session_present,
                 info: Box::new(c.info.clone()),
@@ -2249,7 +2250,7 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn records_stay_small() {
         assert!(size_of::<Session>() <= 136, "{}", size_of::<Session>());
-        assert!(size_of::<Conn>() <= 632, "{}", size_of::<Conn>());
+        assert!(size_of::<Conn>() <= 624, "{}", size_of::<Conn>());
         assert!(
             size_of::<mqtt_session::Connection>() <= 432,
             "{}",
