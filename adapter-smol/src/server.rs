@@ -450,7 +450,7 @@ async fn serve(
             })
             .await?;
             if use_identity {
-                info.tls_identity = Some(client_identity(s.get_ref().1)?);
+                info.tls_identity = Some(client_identity(s.get_ref().1)?.into());
             }
             let (rd, wr) = futures_lite::io::split(s);
             Box::pin(c.stream(rd, wr, info)).await
@@ -465,7 +465,7 @@ async fn serve(
                     .accept(stream)
                     .await?;
                 if use_identity {
-                    info.tls_identity = Some(client_identity(s.get_ref().1)?);
+                    info.tls_identity = Some(client_identity(s.get_ref().1)?.into());
                 }
                 ws_accept(s, &path).await
             })

@@ -431,7 +431,7 @@ fn serve(
                 tls.write_tls(&mut s)?;
             }
             if use_identity {
-                info.tls_identity = Some(client_identity(&tls)?);
+                info.tls_identity = Some(client_identity(&tls)?.into());
             }
             let shared: SharedTls = Arc::new(Mutex::new(tls.into()));
             let wtx = wtx.clone();

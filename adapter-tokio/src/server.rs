@@ -373,7 +373,7 @@ async fn serve(
             Box::pin(async move {
                 let s = tokio::time::timeout(handshake, tls.acceptor().accept(stream)).await??;
                 if use_identity {
-                    info.tls_identity = Some(client_identity(s.get_ref().1)?);
+                    info.tls_identity = Some(client_identity(s.get_ref().1)?.into());
                 }
                 connection(id, StreamLink::new(s), info, core, live).await;
                 anyhow::Ok(())
@@ -394,7 +394,7 @@ async fn serve(
                 let ws = tokio::time::timeout(handshake, async {
                     let s = tls.acceptor().accept(stream).await?;
                     if use_identity {
-                        info.tls_identity = Some(client_identity(s.get_ref().1)?);
+                        info.tls_identity = Some(client_identity(s.get_ref().1)?.into());
                     }
                     ws_accept(s, &path, limit).await
                 })

@@ -1346,7 +1346,7 @@ impl World {
         let info = ConnInfo {
             peer: format!("10.0.0.{}:1883", slot(n)),
             listener: "fuzz".into(),
-            tls_identity: args.tls.then(|| "cert-user".to_string()),
+            tls_identity: args.tls.then(|| "cert-user".into()),
             allow_anonymous: args.allow_anonymous,
         };
         self.broker.handle_connection(self.now, id, info);

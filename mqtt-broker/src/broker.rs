@@ -1013,7 +1013,7 @@ impl Broker {
                     client_id: connect.client_id.clone(),
                     username: connect.username.clone(),
                     password: connect.password.clone(),
-                    tls_identity: info.tls_identity.clone(),
+                    tls_identity: info.tls_identity.as_deref().map(String::from),
                     method: connect.properties.authentication_method.clone(),
                     data: connect.properties.authentication_data.clone(),
                 })));
@@ -1037,7 +1037,7 @@ impl Broker {
                 client_id,
                 username: c.pending.as_ref().and_then(|p| p.username.clone()),
                 password: None,
-                tls_identity: c.info.tls_identity.clone(),
+                tls_identity: c.info.tls_identity.as_deref().map(String::from),
                 method: properties.authentication_method,
                 data: properties.authentication_data,
             })));
@@ -2250,7 +2250,7 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn records_stay_small() {
         assert!(size_of::<Session>() <= 136, "{}", size_of::<Session>());
-        assert!(size_of::<Conn>() <= 624, "{}", size_of::<Conn>());
+        assert!(size_of::<Conn>() <= 616, "{}", size_of::<Conn>());
         assert!(
             size_of::<mqtt_session::Connection>() <= 432,
             "{}",

@@ -18,7 +18,7 @@ pub struct ConnInfo {
     /// Name of the listener it came in on, shared by that listener's connections.
     pub listener: std::sync::Arc<str>,
     /// Identity from a verified TLS client certificate, if any.
-    pub tls_identity: Option<String>,
+    pub tls_identity: Option<Box<str>>,
     /// Whether this listener accepts clients without credentials; `None` uses
     /// [`BrokerConfig::allow_anonymous`](crate::BrokerConfig::allow_anonymous).
     pub allow_anonymous: Option<bool>,
