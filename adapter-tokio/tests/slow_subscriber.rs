@@ -4,6 +4,11 @@
 
 use adapter_tokio::config::Config;
 use adapter_tokio::server::start;
+use bytes::BytesMut;
+use mqtt_proto::{
+    Connect, MqttString, Packet, PacketId, ProtocolVersion, Publish, Subscribe, Subscription,
+    SubscriptionOptions, TopicFilter, TopicName, MAX_PACKET_SIZE,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,55 +49,39 @@ static ALLOCATOR: Counting = Counting;
 /// The heap is the process's: the tests measure it one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            return;
-        }
-    }
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![first];
-    remaining_length(body.len(), &mut p);
-    p.extend_from_slice(body);
-    p
-}
-
-fn string(s: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
+/// `p` as MQTT 3.1.1 bytes.
+fn encode(p: Packet) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    p.encode(&mut out, ProtocolVersion::V3_1_1, MAX_PACKET_SIZE)
+        .unwrap();
+    out.to_vec()
 }
 
 /// CONNECT (3.1.1, clean session, no keep-alive).
 fn connect(client_id: &str) -> Vec<u8> {
-    let mut body = vec![];
-    string(b"MQTT", &mut body);
-    body.extend_from_slice(&[4, 0x02, 0, 0]);
-    string(client_id.as_bytes(), &mut body);
-    packet(0x10, &body)
+    let mut c = Connect::new(ProtocolVersion::V3_1_1, MqttString::new(client_id).unwrap());
+    c.keep_alive = 0;
+    encode(Packet::Connect(Box::new(c)))
 }
 
 /// SUBSCRIBE to `topic` at QoS 0.
 fn subscribe(topic: &str) -> Vec<u8> {
-    let mut body = vec![0, 1];
-    string(topic.as_bytes(), &mut body);
-    body.push(0);
-    packet(0x82, &body)
+    encode(Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: Default::default(),
+        subscriptions: vec![Subscription {
+            filter: TopicFilter::new(topic).unwrap(),
+            options: SubscriptionOptions::default(),
+        }],
+    }))
 }
 
 /// PUBLISH at QoS 0.
 fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut body = vec![];
-    string(topic.as_bytes(), &mut body);
-    body.extend_from_slice(payload);
-    packet(0x30, &body)
+    encode(Packet::Publish(Publish::new(
+        TopicName::new(topic).unwrap(),
+        payload.to_vec(),
+    )))
 }
 
 /// A 3.1.1 connection, subscribed to `topic` if given, CONNACK and SUBACK read.
