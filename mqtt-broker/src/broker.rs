@@ -2250,9 +2250,9 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn records_stay_small() {
         assert!(size_of::<Session>() <= 136, "{}", size_of::<Session>());
-        assert!(size_of::<Conn>() <= 616, "{}", size_of::<Conn>());
+        assert!(size_of::<Conn>() <= 448, "{}", size_of::<Conn>());
         assert!(
-            size_of::<mqtt_session::Connection>() <= 432,
+            size_of::<mqtt_session::Connection>() <= 264,
             "{}",
             size_of::<mqtt_session::Connection>()
         );

@@ -69,6 +69,39 @@ struct PendingAck {
     reason: Option<ReasonCode>,
 }
 
+/// What messages at QoS 1 and 2 (and messages queued behind a full inflight window)
+/// use: allocated on first use and kept, so that a connection that only subscribes, or
+/// only sends at QoS 0, goes without its 176 bytes.
+#[derive(Debug, Default)]
+struct Delivery {
+    state: SessionState,
+    ids: PacketIds,
+    /// Incoming QoS 1/2 messages whose acknowledgement has not left yet.
+    pending_acks: VecDeque<PendingAck>,
+}
+
+/// What a connection without a [`Delivery`] reads.
+static NO_DELIVERY: Delivery = Delivery {
+    state: SessionState {
+        inflight: VecDeque::new(),
+        queue: VecDeque::new(),
+        incoming_qos2: std::collections::BTreeSet::new(),
+        incoming_unacked: Vec::new(),
+    },
+    ids: PacketIds::new(),
+    pending_acks: VecDeque::new(),
+};
+
+/// The delivery state to read: the empty one if there is none.
+fn dr(d: &Option<Box<Delivery>>) -> &Delivery {
+    d.as_deref().unwrap_or(&NO_DELIVERY)
+}
+
+/// The delivery state to change, allocated if there is none.
+fn dm(d: &mut Option<Box<Delivery>>) -> &mut Delivery {
+    d.get_or_insert_with(Box::default)
+}
+
 /// The topic alias maps of one connection (5.0).
 #[derive(Debug, Default)]
 struct Aliases {
@@ -116,8 +149,8 @@ pub struct Connection {
     out: BytesMut,
     events: VecDeque<Event>,
     timers: TimerTable,
-    state: SessionState,
-    ids: PacketIds,
+    /// Allocated on first use (see [`Delivery`]).
+    delivery: Option<Box<Delivery>>,
     queued_bytes: usize,
     /// Bytes of the last [`poll_transmit`](Self::poll_transmit): the output buffer is
     /// sized for as much when it runs out, rather than growing by doubling each time.
@@ -126,8 +159,6 @@ pub struct Connection {
     /// counted from: before it, there is nothing to count (a comparison per message,
     /// where a subtraction of instants would cost several times more).
     queue_age_due: Option<Instant>,
-    /// Incoming QoS 1/2 messages whose acknowledgement has not left yet.
-    pending_acks: VecDeque<PendingAck>,
     /// Client: SUBSCRIBE / UNSUBSCRIBE ids waiting for SUBACK / UNSUBACK, with the number
     /// of filters. Boxed on first use: a server never has any, and the box costs a
     /// pointer where an empty map costs 24 bytes.
@@ -166,12 +197,10 @@ impl Connection {
             out: BytesMut::new(),
             events: VecDeque::new(),
             timers: TimerTable::default(),
-            state: SessionState::default(),
-            ids: PacketIds::default(),
+            delivery: None,
             queued_bytes: 0,
             last_transmit: 0,
             queue_age_due: None,
-            pending_acks: VecDeque::new(),
             pending_subs: None,
             peer: PeerLimits::default(),
             keep_alive: 0,
@@ -210,12 +239,12 @@ impl Connection {
     }
 
     fn set_state(&mut self, mut state: SessionState) {
-        self.ids = PacketIds::from_state(&state);
+        let mut ids = PacketIds::from_state(&state);
         // Messages queued while the session was offline may have no packet id yet.
         let mut kept = VecDeque::with_capacity(state.queue.len());
         for mut p in std::mem::take(&mut state.queue) {
             if needs_id(&p) && p.packet_id.is_none() {
-                match self.ids.alloc() {
+                match ids.alloc() {
                     Some(id) => p.packet_id = Some(id),
                     None => {
                         self.events.push_back(Event::Dropped {
@@ -236,16 +265,29 @@ impl Connection {
         self.queued_bytes = state.queue.iter().map(|p| p.payload.len()).sum();
         // QoS 2 messages delivered before: their acknowledgement is still the
         // application's to give.
+        let mut pending_acks = self
+            .delivery
+            .take()
+            .map(|d| d.pending_acks)
+            .unwrap_or_default();
         for id in std::mem::take(&mut state.incoming_unacked) {
             if state.incoming_qos2.contains(&id) {
-                self.pending_acks.push_back(PendingAck {
+                pending_acks.push_back(PendingAck {
                     packet_id: id,
                     qos: QoS::ExactlyOnce,
                     reason: (!self.config.manual_acks).then_some(ReasonCode::Success),
                 });
             }
         }
-        self.state = state;
+        // A fresh session (and a resumed one with nothing in it) goes without.
+        self.delivery =
+            (!state.is_empty() || ids.len() > 0 || !pending_acks.is_empty()).then(|| {
+                Box::new(Delivery {
+                    state,
+                    ids,
+                    pending_acks,
+                })
+            });
     }
 
     // ----- Getters ----------------------------------------------------------------------
@@ -272,7 +314,7 @@ impl Connection {
 
     /// The session state as it is now.
     pub fn state(&self) -> &SessionState {
-        &self.state
+        &dr(&self.delivery).state
     }
 
     /// The session state, to resume in a later connection.
@@ -282,9 +324,15 @@ impl Connection {
     /// connection is a duplicate, not delivered again, and its PUBREC waits for the
     /// [`ack`](Self::ack) the application gives on that next connection.
     pub fn into_state(self) -> SessionState {
-        let mut state = self.state;
-        state.incoming_unacked = self
-            .pending_acks
+        let Some(d) = self.delivery else {
+            return SessionState::default();
+        };
+        let Delivery {
+            mut state,
+            pending_acks,
+            ..
+        } = *d;
+        state.incoming_unacked = pending_acks
             .iter()
             .filter(|p| p.qos == QoS::ExactlyOnce && state.incoming_qos2.contains(&p.packet_id))
             .map(|p| p.packet_id)
@@ -294,7 +342,7 @@ impl Connection {
 
     /// Outgoing QoS 1/2 messages sent and not complete.
     pub fn inflight(&self) -> usize {
-        self.state.inflight.len()
+        dr(&self.delivery).state.inflight.len()
     }
 
     /// How many outgoing QoS 1/2 messages may be unacknowledged at once now.
@@ -304,7 +352,7 @@ impl Connection {
 
     /// Outgoing messages waiting for room in the inflight window.
     pub fn queued(&self) -> usize {
-        self.state.queue.len()
+        dr(&self.delivery).state.queue.len()
     }
 
     /// Payload bytes of the outgoing messages waiting in the queue.
@@ -330,8 +378,12 @@ impl Connection {
         let secs = now.saturating_duration_since(due).as_secs() + 1;
         self.queue_age_due = Some(due + Duration::from_secs(secs));
         let secs = u32::try_from(secs).unwrap_or(u32::MAX);
-        let mut kept = VecDeque::with_capacity(self.state.queue.len());
-        for mut p in std::mem::take(&mut self.state.queue) {
+        if dr(&self.delivery).state.queue.is_empty() && dr(&self.delivery).state.inflight.is_empty()
+        {
+            return;
+        }
+        let mut kept = VecDeque::with_capacity(dr(&self.delivery).state.queue.len());
+        for mut p in std::mem::take(&mut dm(&mut self.delivery).state.queue) {
             match p.properties.message_expiry_interval {
                 Some(e) if e <= secs => {
                     self.queued_bytes -= p.payload.len();
@@ -344,10 +396,10 @@ impl Connection {
                 None => kept.push_back(p),
             }
         }
-        self.state.queue = kept;
+        dm(&mut self.delivery).state.queue = kept;
         // Messages on their way keep going ([MQTT-3.3.2-5]), but a resend carries the
         // interval left ([MQTT-3.3.2-6]), down to 0.
-        for e in &mut self.state.inflight {
+        for e in &mut dm(&mut self.delivery).state.inflight {
             if let Inflight::Publish(p) = e {
                 if let Some(x) = p.properties.message_expiry_interval.as_mut() {
                     *x = x.saturating_sub(secs);
@@ -360,17 +412,17 @@ impl Connection {
     /// policy). Its packet id is freed; the returned message still carries it, so the
     /// caller can tell which message it was.
     pub fn pop_queued(&mut self) -> Option<Publish> {
-        let p = self.state.queue.pop_front()?;
+        let p = dm(&mut self.delivery).state.queue.pop_front()?;
         self.queued_bytes -= p.payload.len();
         if let Some(id) = p.packet_id {
-            self.ids.free(id);
+            dm(&mut self.delivery).ids.free(id);
         }
         Some(p)
     }
 
     /// Packet identifiers in use.
     pub fn packet_ids_in_use(&self) -> usize {
-        self.ids.len()
+        dr(&self.delivery).ids.len()
     }
 
     /// The keep-alive interval in force (0: off).
@@ -429,7 +481,7 @@ impl Connection {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         if self.events.is_empty() {
-            if self.events.capacity() > 0 && self.state.inflight.is_empty() {
+            if self.events.capacity() > 0 && dr(&self.delivery).state.inflight.is_empty() {
                 // Events are large (a PUBLISH each): a connection with nothing in flight
                 // holds no queue. One with messages in flight keeps it for their
                 // acknowledgements.
@@ -633,9 +685,12 @@ impl Connection {
         build: impl FnOnce(PacketId) -> Packet,
     ) -> Result<PacketId, UsageError> {
         self.client_open()?;
-        let id = self.ids.alloc().ok_or(UsageError::NoPacketId)?;
+        let id = dm(&mut self.delivery)
+            .ids
+            .alloc()
+            .ok_or(UsageError::NoPacketId)?;
         if let Err(e) = self.try_send(now, &build(id)) {
-            self.ids.free(id);
+            dm(&mut self.delivery).ids.free(id);
             return Err(e.into());
         }
         self.pending_subs
@@ -885,23 +940,29 @@ impl Connection {
         publish.packet_id = None;
         self.age_queue(now);
         let direct = self.phase == Phase::Open
-            && self.state.queue.is_empty()
-            && (!needs_id(&publish) || self.state.inflight.len() < self.inflight_limit());
+            && dr(&self.delivery).state.queue.is_empty()
+            && (!needs_id(&publish)
+                || dr(&self.delivery).state.inflight.len() < self.inflight_limit());
         if !direct
-            && (self.state.queue.len() >= self.config.max_queued_messages
+            && (dr(&self.delivery).state.queue.len() >= self.config.max_queued_messages
                 || self.queued_bytes + publish.payload.len() > self.config.max_queued_bytes)
         {
             return Err(UsageError::QueueFull(Box::new(publish)));
         }
         if needs_id(&publish) {
-            publish.packet_id = Some(self.ids.alloc().ok_or(UsageError::NoPacketId)?);
+            publish.packet_id = Some(
+                dm(&mut self.delivery)
+                    .ids
+                    .alloc()
+                    .ok_or(UsageError::NoPacketId)?,
+            );
         }
         let id = publish.packet_id;
         if direct {
             self.transmit_publish(now, publish, shared);
         } else {
             self.queued_bytes += publish.payload.len();
-            self.state.queue.push_back(publish);
+            dm(&mut self.delivery).state.queue.push_back(publish);
         }
         Ok(id)
     }
@@ -921,6 +982,9 @@ impl Connection {
         }
         let v5 = self.version.is_some_and(|v| v.is_v5());
         let entry = self
+            .delivery
+            .as_deref_mut()
+            .ok_or(UsageError::UnknownPacketId)?
             .pending_acks
             .iter_mut()
             .find(|p| p.packet_id == packet_id && p.reason.is_none())
@@ -1114,7 +1178,10 @@ impl Connection {
             Ok(_) => {
                 self.sent(now);
                 if needs_id(&publish) {
-                    self.state.inflight.push_back(Inflight::Publish(publish));
+                    dm(&mut self.delivery)
+                        .state
+                        .inflight
+                        .push_back(Inflight::Publish(publish));
                 }
             }
             Err(_) => self.drop_publish(publish, DropReason::TooLarge),
@@ -1123,7 +1190,7 @@ impl Connection {
 
     fn drop_publish(&mut self, publish: Publish, reason: DropReason) {
         if let Some(id) = publish.packet_id {
-            self.ids.free(id);
+            dm(&mut self.delivery).ids.free(id);
         }
         self.events.push_back(Event::Dropped {
             publish: Box::new(publish),
@@ -1164,11 +1231,15 @@ impl Connection {
             return;
         }
         self.age_queue(now);
-        while let Some(front) = self.state.queue.front() {
-            if needs_id(front) && self.state.inflight.len() >= self.inflight_limit() {
+        while let Some(front) = dr(&self.delivery).state.queue.front() {
+            if needs_id(front) && dr(&self.delivery).state.inflight.len() >= self.inflight_limit() {
                 break;
             }
-            let p = self.state.queue.pop_front().expect("front exists");
+            let p = dm(&mut self.delivery)
+                .state
+                .queue
+                .pop_front()
+                .expect("front exists");
             self.queued_bytes -= p.payload.len();
             self.transmit_publish(now, p, None);
         }
@@ -1180,7 +1251,10 @@ impl Connection {
     /// the room left go back to the front of the queue (keeping DUP=1 and their ids), to
     /// be resent as acknowledgements make room.
     fn resend_inflight(&mut self, now: Instant) {
-        let inflight = std::mem::take(&mut self.state.inflight);
+        if dr(&self.delivery).state.inflight.is_empty() {
+            return;
+        }
+        let inflight = std::mem::take(&mut dm(&mut self.delivery).state.inflight);
         // Released messages are already counted by the peer; PUBLISHes get what is left.
         let released = inflight
             .iter()
@@ -1211,7 +1285,10 @@ impl Connection {
                         Ok(_) => {
                             room -= 1;
                             self.sent(now);
-                            self.state.inflight.push_back(Inflight::Publish(p));
+                            dm(&mut self.delivery)
+                                .state
+                                .inflight
+                                .push_back(Inflight::Publish(p));
                         }
                         Err(_) => {
                             p.dup = false;
@@ -1223,12 +1300,15 @@ impl Connection {
                     // PUBREL of a message the peer already holds: it does not add to the
                     // peer's count.
                     self.send(now, &Packet::PubRel(PubResponse::new(id)));
-                    self.state.inflight.push_back(Inflight::Released(id));
+                    dm(&mut self.delivery)
+                        .state
+                        .inflight
+                        .push_back(Inflight::Released(id));
                 }
             }
         }
         while let Some(p) = back.pop_back() {
-            self.state.queue.push_front(p);
+            dm(&mut self.delivery).state.queue.push_front(p);
         }
     }
 
@@ -1238,9 +1318,9 @@ impl Connection {
             packet_id,
             qos,
             reason: Some(reason),
-        }) = self.pending_acks.front().cloned()
+        }) = dr(&self.delivery).pending_acks.front().cloned()
         {
-            self.pending_acks.pop_front();
+            dm(&mut self.delivery).pending_acks.pop_front();
             let v5 = self.version.is_some_and(|v| v.is_v5());
             let mut r = PubResponse::new(packet_id);
             if v5 {
@@ -1249,7 +1329,10 @@ impl Connection {
             if qos == QoS::ExactlyOnce {
                 if v5 && !reason.is_success() {
                     // A refused QoS 2 message ends here; its id is free again.
-                    self.state.incoming_qos2.remove(&packet_id);
+                    dm(&mut self.delivery)
+                        .state
+                        .incoming_qos2
+                        .remove(&packet_id);
                 }
                 let _ = self.send_ack_packet(now, Packet::PubRec(r));
             } else {
@@ -1480,7 +1563,7 @@ impl Connection {
             }
             (Phase::Open, Packet::SubAck(s)) => {
                 if let Some(n) = self.take_pending_sub(s.packet_id) {
-                    self.ids.free(s.packet_id);
+                    dm(&mut self.delivery).ids.free(s.packet_id);
                     if n != s.reason_codes.len() {
                         return Err(Violation::ReasonCodeCount(PacketType::SubAck));
                     }
@@ -1490,7 +1573,7 @@ impl Connection {
             }
             (Phase::Open, Packet::UnsubAck(u)) => {
                 if let Some(n) = self.take_pending_sub(u.packet_id) {
-                    self.ids.free(u.packet_id);
+                    dm(&mut self.delivery).ids.free(u.packet_id);
                     if self.version_or_default().is_v5() && n != u.reason_codes.len() {
                         return Err(Violation::ReasonCodeCount(PacketType::UnsubAck));
                     }
@@ -1523,10 +1606,11 @@ impl Connection {
     }
 
     fn discard_session(&mut self) {
-        let state = std::mem::take(&mut self.state);
-        self.ids = PacketIds::default();
+        let d = dm(&mut self.delivery);
+        let state = std::mem::take(&mut d.state);
+        d.ids = PacketIds::default();
         for p in self.pending_subs.iter().flat_map(|m| m.keys()) {
-            self.ids.mark(PacketId::new(*p).expect("non-zero"));
+            d.ids.mark(PacketId::new(*p).expect("non-zero"));
         }
         self.queued_bytes = 0;
         for e in state.inflight {
@@ -1541,9 +1625,13 @@ impl Connection {
         }
         // Queued messages were never sent: they stay queued with fresh packet ids.
         for mut p in state.queue {
-            p.packet_id = if needs_id(&p) { self.ids.alloc() } else { None };
+            p.packet_id = if needs_id(&p) {
+                dm(&mut self.delivery).ids.alloc()
+            } else {
+                None
+            };
             self.queued_bytes += p.payload.len();
-            self.state.queue.push_back(p);
+            dm(&mut self.delivery).state.queue.push_back(p);
         }
     }
 
@@ -1564,12 +1652,12 @@ impl Connection {
     /// Incoming QoS 1/2 messages not yet complete on our side (counted against our
     /// Receive Maximum).
     fn incoming_inflight(&self) -> usize {
-        let unacked_qos1 = self
+        let unacked_qos1 = dr(&self.delivery)
             .pending_acks
             .iter()
             .filter(|p| p.qos == QoS::AtLeastOnce)
             .count();
-        unacked_qos1 + self.state.incoming_qos2.len()
+        unacked_qos1 + dr(&self.delivery).state.incoming_qos2.len()
     }
 
     fn incoming_publish(&mut self, now: Instant, mut p: Publish) -> Result<(), Violation> {
@@ -1609,10 +1697,14 @@ impl Connection {
             self.events.push_back(Event::Message(p));
             return Ok(());
         };
-        if p.qos == QoS::ExactlyOnce && self.state.incoming_qos2.contains(&id) {
+        if p.qos == QoS::ExactlyOnce && dr(&self.delivery).state.incoming_qos2.contains(&id) {
             // A resend before PUBREL: acknowledge again once the first is acknowledged,
             // never deliver twice ([MQTT-4.3.3-?] exactly once).
-            if !self.pending_acks.iter().any(|a| a.packet_id == id) {
+            if !dr(&self.delivery)
+                .pending_acks
+                .iter()
+                .any(|a| a.packet_id == id)
+            {
                 let _ = self.send_ack_packet(now, Packet::PubRec(PubResponse::new(id)));
             }
             return Ok(());
@@ -1621,9 +1713,9 @@ impl Connection {
             return Err(Violation::ReceiveMaximumExceeded);
         }
         if p.qos == QoS::ExactlyOnce {
-            self.state.incoming_qos2.insert(id);
+            dm(&mut self.delivery).state.incoming_qos2.insert(id);
         }
-        self.pending_acks.push_back(PendingAck {
+        dm(&mut self.delivery).pending_acks.push_back(PendingAck {
             packet_id: id,
             qos: p.qos,
             reason: (!self.config.manual_acks).then_some(ReasonCode::Success),
@@ -1635,7 +1727,7 @@ impl Connection {
 
     fn incoming_pubrel(&mut self, now: Instant, r: PubResponse) -> Result<(), Violation> {
         let id = r.packet_id;
-        if self
+        if dr(&self.delivery)
             .pending_acks
             .iter()
             .any(|a| a.packet_id == id && a.qos == QoS::ExactlyOnce)
@@ -1643,7 +1735,7 @@ impl Connection {
             return Err(Violation::PubRelBeforePubRec);
         }
         let mut comp = PubResponse::new(id);
-        if self.state.incoming_qos2.remove(&id) {
+        if dm(&mut self.delivery).state.incoming_qos2.remove(&id) {
             self.events.push_back(Event::Released { packet_id: id });
         } else if self.version_or_default().is_v5() {
             comp.reason_code = ReasonCode::PacketIdentifierNotFound;
@@ -1653,15 +1745,19 @@ impl Connection {
     }
 
     fn position(&self, id: PacketId, released: bool) -> Option<usize> {
-        self.state.inflight.iter().position(|e| match e {
-            Inflight::Publish(p) => !released && p.packet_id == Some(id),
-            Inflight::Released(r) => released && *r == id,
-        })
+        dr(&self.delivery)
+            .state
+            .inflight
+            .iter()
+            .position(|e| match e {
+                Inflight::Publish(p) => !released && p.packet_id == Some(id),
+                Inflight::Released(r) => released && *r == id,
+            })
     }
 
     fn complete(&mut self, now: Instant, at: usize, id: PacketId, reason_code: ReasonCode) {
-        self.state.inflight.remove(at);
-        self.ids.free(id);
+        dm(&mut self.delivery).state.inflight.remove(at);
+        dm(&mut self.delivery).ids.free(id);
         if self.delivery_events {
             self.events.push_back(Event::Delivered {
                 packet_id: id,
@@ -1673,7 +1769,7 @@ impl Connection {
 
     fn outgoing_puback(&mut self, now: Instant, r: PubResponse) {
         let at = self.position(r.packet_id, false).filter(|&i| {
-            matches!(&self.state.inflight[i], Inflight::Publish(p) if p.qos == QoS::AtLeastOnce)
+            matches!(&dr(&self.delivery).state.inflight[i], Inflight::Publish(p) if p.qos == QoS::AtLeastOnce)
         });
         if let Some(at) = at {
             self.complete(now, at, r.packet_id, r.reason_code);
@@ -1683,12 +1779,12 @@ impl Connection {
     fn outgoing_pubrec(&mut self, now: Instant, r: PubResponse) {
         let id = r.packet_id;
         let at = self.position(id, false).filter(|&i| {
-            matches!(&self.state.inflight[i], Inflight::Publish(p) if p.qos == QoS::ExactlyOnce)
+            matches!(&dr(&self.delivery).state.inflight[i], Inflight::Publish(p) if p.qos == QoS::ExactlyOnce)
         });
         match at {
             Some(at) if !r.reason_code.is_success() => self.complete(now, at, id, r.reason_code),
             Some(at) => {
-                self.state.inflight[at] = Inflight::Released(id);
+                dm(&mut self.delivery).state.inflight[at] = Inflight::Released(id);
                 self.send(now, &Packet::PubRel(PubResponse::new(id)));
                 self.events.push_back(Event::Received { packet_id: id });
             }
@@ -1707,5 +1803,78 @@ impl Connection {
         if let Some(at) = self.position(r.packet_id, true) {
             self.complete(now, at, r.packet_id, r.reason_code);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mqtt_proto::{MqttString, SubscriptionOptions};
+
+    /// Moves everything `from` has to write into `to`.
+    fn pass(from: &mut Connection, to: &mut Connection, now: Instant) {
+        while let Some(b) = from.poll_transmit() {
+            to.handle_input(now, &b);
+        }
+    }
+
+    /// A server connection that subscribes and gets QoS 0 messages holds no delivery
+    /// state; the first QoS 1 message allocates it, and it is kept.
+    #[test]
+    fn delivery_state_comes_with_the_first_qos_1_message() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let mut client = Connection::client(Config::default());
+        let mut server = Connection::server(Config::default(), now);
+        let id = MqttString::new("c").unwrap();
+        client
+            .connect(now, Connect::new(ProtocolVersion::V3_1_1, id))
+            .unwrap();
+        pass(&mut client, &mut server, now);
+        assert!(matches!(
+            server.poll_event(),
+            Some(Event::ConnectReceived(_))
+        ));
+        server.accept(now, ConnAck::default(), None).unwrap();
+        pass(&mut server, &mut client, now);
+        assert!(client.is_open());
+        let sub = Subscription {
+            filter: TopicFilter::new("t/#").unwrap(),
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
+        };
+        client
+            .subscribe(now, vec![sub], Default::default())
+            .unwrap();
+        pass(&mut client, &mut server, now);
+        let Some(Event::Subscribe(s)) = server.poll_event() else {
+            panic!("no SUBSCRIBE");
+        };
+        let codes = vec![ReasonCode::GrantedQoS1];
+        server
+            .suback(now, s.packet_id, codes, Default::default())
+            .unwrap();
+        let topic = TopicName::new("t/a").unwrap();
+        server
+            .publish(now, Publish::new(topic.clone(), "0"))
+            .unwrap();
+        pass(&mut server, &mut client, now);
+        assert!(server.delivery.is_none());
+        assert!(
+            client.delivery.is_some(),
+            "the client's SUBSCRIBE took an id"
+        );
+
+        let mut p = Publish::new(topic, "1");
+        p.qos = QoS::AtLeastOnce;
+        server.publish(now, p).unwrap();
+        assert!(server.delivery.is_some());
+        assert_eq!(server.inflight(), 1);
+        pass(&mut server, &mut client, now);
+        pass(&mut client, &mut server, now);
+        assert_eq!(server.inflight(), 0, "PUBACK completes it");
+        assert!(server.delivery.is_some(), "kept for the next one");
     }
 }

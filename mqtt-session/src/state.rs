@@ -91,6 +91,15 @@ pub(crate) struct PacketIds {
 const ID_WORDS: usize = 1 << 10;
 
 impl PacketIds {
+    /// No identifier in use.
+    pub(crate) const fn new() -> Self {
+        Self {
+            words: Vec::new(),
+            used: 0,
+            first_free: 0,
+        }
+    }
+
     pub(crate) fn alloc(&mut self) -> Option<PacketId> {
         if self.used >= u32::from(u16::MAX) {
             return None;
