@@ -18,7 +18,7 @@ use mqtt_session::{
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::time::{Duration, Instant};
 
 /// A map keyed by the broker's own numbers (connection ids, session keys, sequence
@@ -145,7 +145,9 @@ enum TimerKey {
 struct Conn {
     conn: Connection,
     info: ConnInfo,
-    session: Option<SessionKey>,
+    /// Its session's key (keys start at 1): 8 bytes where an `Option<SessionKey>` takes
+    /// 16, which keeps the record in a smaller allocation.
+    session: Option<NonZeroU64>,
     client_id: Option<MqttString>,
     /// Shared, not copied, by each message's ACL check.
     username: Option<std::sync::Arc<str>>,
@@ -163,6 +165,12 @@ struct Conn {
     deadline: Option<Instant>,
     /// When the transport connection opened.
     opened: Instant,
+}
+
+impl Conn {
+    fn session(&self) -> Option<SessionKey> {
+        self.session.map(NonZeroU64::get)
+    }
 }
 
 struct Queued {
@@ -184,6 +192,8 @@ struct Parked {
     durable_acks: Vec<(PacketId, ReasonCode)>,
     /// When `state` was parked: its queued messages' expiry counts from then.
     at: Instant,
+    /// When the session expires, unless its client connects again (`None`: never).
+    expires_at: Option<Instant>,
 }
 
 impl Parked {
@@ -194,6 +204,7 @@ impl Parked {
             offline_bytes: 0,
             durable_acks: Vec::new(),
             at,
+            expires_at: None,
         })
     }
 }
@@ -207,7 +218,6 @@ struct Session {
     /// How long the session lives after its connection closes, in seconds (0: it ends
     /// then; an Expiry Interval is 32 bits in MQTT 5.0, and longer ones are capped).
     expiry_secs: u32,
-    expires_at: Option<Instant>,
     /// A will waiting for its delay.
     will: Option<Box<(Will, Instant)>>,
     /// QoS 1 messages sent to this session through a shared subscription and not yet
@@ -382,10 +392,9 @@ impl Broker {
     fn timer_valid(&self, at: Instant, key: TimerKey) -> bool {
         match key {
             TimerKey::Conn(id) => self.conns.get(&id).is_some_and(|c| c.deadline == Some(at)),
-            TimerKey::SessionExpiry(k) => self
-                .sessions
-                .get(&k)
-                .is_some_and(|s| s.conn.is_none() && s.expires_at == Some(at)),
+            TimerKey::SessionExpiry(k) => self.sessions.get(&k).is_some_and(|s| {
+                s.conn.is_none() && s.parked.as_ref().and_then(|p| p.expires_at) == Some(at)
+            }),
             TimerKey::Will(k) => self
                 .sessions
                 .get(&k)
@@ -599,8 +608,11 @@ impl Broker {
                 }
             }
             // An expiry too long for an Instant: the session does not expire.
-            s.expires_at = now.checked_add(s.expiry());
-            if let Some(at) = s.expires_at {
+            let expires_at = now.checked_add(s.expiry());
+            if let Some(p) = s.parked.as_mut() {
+                p.expires_at = expires_at;
+            }
+            if let Some(at) = expires_at {
                 self.timers
                     .push(Reverse((at, TimerKey::SessionExpiry(key))));
             }
@@ -724,7 +736,10 @@ impl Broker {
                     subscriptions: s.subscriptions.len(),
                     queued,
                     expiry_secs: s.expiry_secs.into(),
-                    expires_at: if s.conn.is_none() { s.expires_at } else { None },
+                    expires_at: match s.conn {
+                        None => s.parked.as_ref().and_then(|p| p.expires_at),
+                        Some(_) => None,
+                    },
                 }
             })
             .collect();
@@ -871,7 +886,7 @@ impl Broker {
                 if let Some(s) = self
                     .conns
                     .get(&id)
-                    .and_then(|c| c.session)
+                    .and_then(|c| c.session())
                     .and_then(|k| self.sessions.get_mut(&k))
                 {
                     // Both maps are empty unless the session is stored or takes part in
@@ -1098,7 +1113,6 @@ impl Broker {
         }
         session.stored = stored;
         session.set_expiry(expiry);
-        session.expires_at = None;
         // A delayed will of an earlier connection is cancelled by the resume.
         session.will = None;
         let parked = session.parked.take().unwrap_or_else(|| Parked::new(now));
@@ -1108,6 +1122,7 @@ impl Broker {
             offline_bytes,
             durable_acks,
             at: parked_at,
+            expires_at: _,
         } = *parked;
         // Messages that waited in the parked connection's queue: the time offline counts
         // against their expiry too ([MQTT-3.3.2-5]).
@@ -1192,7 +1207,7 @@ impl Broker {
             .get(&key)
             .is_some_and(|s| s.stored || !s.shared_inflight.is_empty());
         let c = self.conns.get_mut(&id).expect("connection exists");
-        c.session = Some(key);
+        c.session = NonZeroU64::new(key);
         c.will = connect.will.clone().map(Box::new);
         c.client_id = Some(client_id.clone());
         c.conn.set_delivery_events(delivery_events);
@@ -1233,7 +1248,6 @@ impl Broker {
                 parked: None,
                 subscriptions: SmallMap::default(),
                 expiry_secs: 0,
-                expires_at: None,
                 will: None,
                 shared_inflight: LazyIdMap::default(),
                 stored: false,
@@ -1293,7 +1307,7 @@ impl Broker {
                 reason: reason.clone(),
                 info: Box::new(info),
             }));
-        let Some(key) = key else {
+        let Some(key) = key.map(NonZeroU64::get) else {
             return;
         };
         let Some(s) = self.sessions.get_mut(&key) else {
@@ -1347,8 +1361,11 @@ impl Broker {
             self.end_session(now, key);
         } else {
             // An expiry too long for an Instant: the session does not expire.
-            s.expires_at = now.checked_add(s.expiry());
-            if let Some(at) = s.expires_at {
+            let expires_at = now.checked_add(s.expiry());
+            if let Some(p) = s.parked.as_mut() {
+                p.expires_at = expires_at;
+            }
+            if let Some(at) = expires_at {
                 self.timers
                     .push(Reverse((at, TimerKey::SessionExpiry(key))));
             }
@@ -1521,7 +1538,7 @@ impl Broker {
         } else {
             match self.hooks.intercept_publish(&client_id, &mut p) {
                 PublishDecision::Accept => {
-                    let origin = self.conns[&id].session;
+                    let origin = self.conns[&id].session();
                     p.packet_id = None;
                     p.dup = false;
                     let n = self.route_from(now, origin, Some(client_id.clone()), p.clone());
@@ -1944,7 +1961,7 @@ impl Broker {
 
     fn on_subscribe(&mut self, now: Instant, id: ConnId, sub: Subscribe) {
         let c = &self.conns[&id];
-        let Some(key) = c.session else {
+        let Some(key) = c.session() else {
             return;
         };
         let client_id = c.client_id.clone().unwrap_or_default();
@@ -2038,7 +2055,7 @@ impl Broker {
 
     fn on_unsubscribe(&mut self, now: Instant, id: ConnId, u: Unsubscribe) {
         let c = &self.conns[&id];
-        let Some(key) = c.session else {
+        let Some(key) = c.session() else {
             return;
         };
         let client_id = c.client_id.clone().unwrap_or_default();
@@ -2181,7 +2198,7 @@ fn broker_only(topic: &str) -> bool {
 }
 
 fn key_of(conns: &IdMap<ConnId, Box<Conn>>, id: ConnId) -> Option<SessionKey> {
-    conns.get(&id)?.session
+    conns.get(&id)?.session()
 }
 
 /// What became of one copy of a message.
@@ -2249,8 +2266,8 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn records_stay_small() {
-        assert!(size_of::<Session>() <= 136, "{}", size_of::<Session>());
-        assert!(size_of::<Conn>() <= 448, "{}", size_of::<Conn>());
+        assert!(size_of::<Session>() <= 120, "{}", size_of::<Session>());
+        assert!(size_of::<Conn>() <= 440, "{}", size_of::<Conn>());
         assert!(
             size_of::<mqtt_session::Connection>() <= 264,
             "{}",
