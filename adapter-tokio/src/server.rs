@@ -11,7 +11,6 @@ use mqtt_adapter_common::console::{self, Console, Route};
 use mqtt_adapter_common::core::{AuthDone, Conn, Core, Flow, Input, Job, Offload, Reply};
 use mqtt_broker::{BrokerEvent, ConnId, ConnInfo, Hooks};
 use mqtt_proto::{Publish, ReasonCode};
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -448,12 +447,14 @@ struct Outbox {
 
 #[derive(Default)]
 struct OutQueue {
-    data: VecDeque<Bytes>,
+    /// In order; taken from the front. A `Vec` rather than a `VecDeque` (8 bytes less
+    /// in every outbox): a take copies what it takes into one buffer anyway.
+    data: Vec<Bytes>,
     close: bool,
     /// When a write in progress is given up after a close ([`CLOSE_LINGER`] after the
     /// close was first seen). Kept here rather than in the connection's future, which
-    /// every idle connection holds.
-    linger_until: Option<tokio::time::Instant>,
+    /// every idle connection holds, and boxed: only a closing connection has one.
+    linger_until: Option<Box<tokio::time::Instant>>,
 }
 
 impl OutQueue {
@@ -462,7 +463,7 @@ impl OutQueue {
     /// holds no queue.
     fn drained(&mut self) -> bool {
         if self.data.is_empty() {
-            self.data = VecDeque::new();
+            self.data = Vec::new();
             return self.close;
         }
         false
@@ -487,7 +488,7 @@ impl Outbox {
         let n = b.len();
         // Counted before the connection can take it.
         let waiting = self.pending.fetch_add(n, Ordering::Relaxed) + n;
-        self.queue.lock().expect("not poisoned").data.push_back(b);
+        self.queue.lock().expect("not poisoned").data.push(b);
         self.wake();
         waiting
     }
@@ -527,12 +528,14 @@ impl Outbox {
             match self.state.load(Ordering::Acquire) {
                 OPEN => std::future::poll_fn(|cx| self.poll_woken(cx)).await,
                 CLOSING => {
-                    let at = *self
+                    let at = **self
                         .queue
                         .lock()
                         .expect("not poisoned")
                         .linger_until
-                        .get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_LINGER);
+                        .get_or_insert_with(|| {
+                            Box::new(tokio::time::Instant::now() + CLOSE_LINGER)
+                        });
                     tokio::select! {
                         _ = tokio::time::sleep_until(at) => return,
                         // An abort cuts the linger short.
@@ -570,27 +573,29 @@ impl Outbox {
     /// a write blocked on a peer that does not read holds them.
     fn take(&self) -> (Bytes, bool) {
         let mut q = self.queue.lock().expect("not poisoned");
-        let Some(first) = q.data.pop_front() else {
+        let Some(first) = q.data.first() else {
             return (Bytes::new(), q.close);
         };
         let more = q
             .data
-            .front()
+            .get(1)
             .is_some_and(|b| first.len() + b.len() <= MAX_BATCH);
         if !more {
+            let first = q.data.remove(0);
             return (first, q.drained());
         }
         // Copied together: one write for many small transmits. The copy and the pieces
         // exist together for a moment, so the batch is bounded.
         let mut buf = BytesMut::with_capacity(MAX_BATCH.min(self.pending()));
-        buf.extend_from_slice(&first);
-        while let Some(b) = q.data.front() {
-            if buf.len() + b.len() > MAX_BATCH {
+        let mut taken = 0;
+        for b in &q.data {
+            if taken > 0 && buf.len() + b.len() > MAX_BATCH {
                 break;
             }
             buf.extend_from_slice(b);
-            q.data.pop_front();
+            taken += 1;
         }
+        q.data.drain(..taken);
         (buf.freeze(), q.drained())
     }
 
@@ -1134,6 +1139,15 @@ mod tests {
 
     /// A batch taken for writing stays counted until the socket took it: a write blocked
     /// on a peer that does not read holds its bytes, and the core's limit must see them.
+    /// Every connection holds its outbox: at most 104 bytes, 120 with the `Arc`'s
+    /// counts, which malloc serves from a 128-byte chunk (64-bit targets).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn outbox_stays_small() {
+        let size = std::mem::size_of::<Outbox>();
+        assert!(size <= 104, "{size}");
+    }
+
     #[test]
     fn a_batch_being_written_is_still_pending() {
         let o = outbox();
