@@ -71,13 +71,15 @@ struct PendingAck {
 
 /// What messages at QoS 1 and 2 (and messages queued behind a full inflight window)
 /// use: allocated on first use and kept, so that a connection that only subscribes, or
-/// only sends at QoS 0, goes without its 176 bytes.
+/// only sends at QoS 0, goes without its 184 bytes.
 #[derive(Debug, Default)]
 struct Delivery {
     state: SessionState,
     ids: PacketIds,
     /// Incoming QoS 1/2 messages whose acknowledgement has not left yet.
     pending_acks: VecDeque<PendingAck>,
+    /// Payload bytes of the messages in `state.queue`.
+    queued_bytes: usize,
 }
 
 /// What a connection without a [`Delivery`] reads.
@@ -90,6 +92,7 @@ static NO_DELIVERY: Delivery = Delivery {
     },
     ids: PacketIds::new(),
     pending_acks: VecDeque::new(),
+    queued_bytes: 0,
 };
 
 /// The delivery state to read: the empty one if there is none.
@@ -151,7 +154,6 @@ pub struct Connection {
     timers: TimerTable,
     /// Allocated on first use (see [`Delivery`]).
     delivery: Option<Box<Delivery>>,
-    queued_bytes: usize,
     /// Bytes of the last [`poll_transmit`](Self::poll_transmit): the output buffer is
     /// sized for as much when it runs out, rather than growing by doubling each time.
     last_transmit: usize,
@@ -176,8 +178,6 @@ pub struct Connection {
     delivery_events: bool,
     /// Topic aliases, boxed on first use: most connections never use one.
     aliases: Option<Box<Aliases>>,
-    /// Client: the CONNECT to send.
-    connect: Option<Box<Connect>>,
 }
 
 impl Connection {
@@ -198,7 +198,6 @@ impl Connection {
             events: VecDeque::new(),
             timers: TimerTable::default(),
             delivery: None,
-            queued_bytes: 0,
             last_transmit: 0,
             queue_age_due: None,
             pending_subs: None,
@@ -209,7 +208,6 @@ impl Connection {
             problem_information: true,
             delivery_events: true,
             aliases: None,
-            connect: None,
         }
     }
 
@@ -262,7 +260,7 @@ impl Connection {
             kept.push_back(p);
         }
         state.queue = kept;
-        self.queued_bytes = state.queue.iter().map(|p| p.payload.len()).sum();
+        let queued_bytes = state.queue.iter().map(|p| p.payload.len()).sum();
         // QoS 2 messages delivered before: their acknowledgement is still the
         // application's to give.
         let mut pending_acks = self
@@ -286,6 +284,7 @@ impl Connection {
                     state,
                     ids,
                     pending_acks,
+                    queued_bytes,
                 })
             });
     }
@@ -357,7 +356,7 @@ impl Connection {
 
     /// Payload bytes of the outgoing messages waiting in the queue.
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
+        dr(&self.delivery).queued_bytes
     }
 
     /// Counts the time since the last call off the Message Expiry Interval of every
@@ -386,7 +385,7 @@ impl Connection {
         for mut p in std::mem::take(&mut dm(&mut self.delivery).state.queue) {
             match p.properties.message_expiry_interval {
                 Some(e) if e <= secs => {
-                    self.queued_bytes -= p.payload.len();
+                    dm(&mut self.delivery).queued_bytes -= p.payload.len();
                     self.drop_publish(p, DropReason::Expired);
                 }
                 Some(e) => {
@@ -413,7 +412,7 @@ impl Connection {
     /// caller can tell which message it was.
     pub fn pop_queued(&mut self) -> Option<Publish> {
         let p = dm(&mut self.delivery).state.queue.pop_front()?;
-        self.queued_bytes -= p.payload.len();
+        dm(&mut self.delivery).queued_bytes -= p.payload.len();
         if let Some(id) = p.packet_id {
             dm(&mut self.delivery).ids.free(id);
         }
@@ -629,14 +628,14 @@ impl Connection {
                 (self.config.topic_alias_maximum > 0).then_some(self.config.topic_alias_maximum);
             self.session_expiry_zero = p.session_expiry_interval.unwrap_or(0) == 0;
         }
+        let keep_alive = connect.keep_alive;
         let mut buf = BytesMut::new();
-        Packet::Connect(Box::new(connect.clone())).encode(&mut buf, v, MAX_PACKET_SIZE)?;
+        Packet::Connect(Box::new(connect)).encode(&mut buf, v, MAX_PACKET_SIZE)?;
         self.version = Some(v);
         self.decoder.set_version(v);
-        self.keep_alive = connect.keep_alive;
+        self.keep_alive = keep_alive;
         self.out.extend_from_slice(&buf);
         self.sent(now);
-        self.connect = Some(Box::new(connect));
         self.phase = Phase::Connecting;
         self.set_timer_after(Timer::Connect, now, self.config.connect_timeout);
         Ok(())
@@ -945,7 +944,8 @@ impl Connection {
                 || dr(&self.delivery).state.inflight.len() < self.inflight_limit());
         if !direct
             && (dr(&self.delivery).state.queue.len() >= self.config.max_queued_messages
-                || self.queued_bytes + publish.payload.len() > self.config.max_queued_bytes)
+                || dr(&self.delivery).queued_bytes + publish.payload.len()
+                    > self.config.max_queued_bytes)
         {
             return Err(UsageError::QueueFull(Box::new(publish)));
         }
@@ -961,7 +961,7 @@ impl Connection {
         if direct {
             self.transmit_publish(now, publish, shared);
         } else {
-            self.queued_bytes += publish.payload.len();
+            dm(&mut self.delivery).queued_bytes += publish.payload.len();
             dm(&mut self.delivery).state.queue.push_back(publish);
         }
         Ok(id)
@@ -1240,7 +1240,7 @@ impl Connection {
                 .queue
                 .pop_front()
                 .expect("front exists");
-            self.queued_bytes -= p.payload.len();
+            dm(&mut self.delivery).queued_bytes -= p.payload.len();
             self.transmit_publish(now, p, None);
         }
     }
@@ -1276,7 +1276,7 @@ impl Connection {
                         continue;
                     }
                     if room == 0 {
-                        self.queued_bytes += p.payload.len();
+                        dm(&mut self.delivery).queued_bytes += p.payload.len();
                         back.push_back(p);
                         continue;
                     }
@@ -1612,7 +1612,7 @@ impl Connection {
         for p in self.pending_subs.iter().flat_map(|m| m.keys()) {
             d.ids.mark(PacketId::new(*p).expect("non-zero"));
         }
-        self.queued_bytes = 0;
+        d.queued_bytes = 0;
         for e in state.inflight {
             if let Inflight::Publish(mut p) = e {
                 // The packet id stays, so the application can tell which message it was.
@@ -1630,7 +1630,7 @@ impl Connection {
             } else {
                 None
             };
-            self.queued_bytes += p.payload.len();
+            dm(&mut self.delivery).queued_bytes += p.payload.len();
             dm(&mut self.delivery).state.queue.push_back(p);
         }
     }
