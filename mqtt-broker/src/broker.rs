@@ -2267,9 +2267,9 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn records_stay_small() {
         assert!(size_of::<Session>() <= 120, "{}", size_of::<Session>());
-        assert!(size_of::<Conn>() <= 424, "{}", size_of::<Conn>());
+        assert!(size_of::<Conn>() <= 408, "{}", size_of::<Conn>());
         assert!(
-            size_of::<mqtt_session::Connection>() <= 248,
+            size_of::<mqtt_session::Connection>() <= 232,
             "{}",
             size_of::<mqtt_session::Connection>()
         );

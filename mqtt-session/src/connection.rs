@@ -581,7 +581,7 @@ impl Connection {
 
     /// A deadline from [`poll_timeout`](Self::poll_timeout) passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(t) = self.timers.expired(now) {
+        while let Some(t) = self.timers.expired(now, self.role == Role::Server) {
             match t {
                 Timer::Connect => {
                     self.close(CloseReason::ConnectTimeout);
