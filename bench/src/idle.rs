@@ -11,10 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// Connection attempts under way at once: below the listen backlogs, so that no SYN is
-/// dropped and retried a second later.
-const CONCURRENCY: usize = 64;
-
 /// Open connections and how long opening them took.
 pub struct Idle {
     /// The connections, kept open until dropped.
@@ -41,12 +37,18 @@ pub fn listeners_for(n: usize) -> usize {
     n.div_ceil(per_port).max(1)
 }
 
-/// Opens `n` connections over `addrs` in turn, each with CONNECT and a SUBSCRIBE to
-/// `idle/N`.
-pub async fn open(addrs: &[SocketAddr], version: ProtocolVersion, n: usize) -> Result<Idle> {
+/// Opens `n` connections over `addrs` in turn, `concurrency` attempts at a time, each with
+/// CONNECT and a SUBSCRIBE to `idle/N`.
+pub async fn open(
+    addrs: &[SocketAddr],
+    version: ProtocolVersion,
+    n: usize,
+    concurrency: usize,
+) -> Result<Idle> {
     anyhow::ensure!(!addrs.is_empty(), "no listener");
+    anyhow::ensure!(concurrency > 0, "no connection attempt at a time");
     let t0 = Instant::now();
-    let gate = Arc::new(Semaphore::new(CONCURRENCY));
+    let gate = Arc::new(Semaphore::new(concurrency));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let gate = gate.clone();

@@ -75,6 +75,12 @@ struct Cli {
     /// range needs (one per 25,000 connections or so).
     #[arg(long, default_value_t = 0)]
     idle_listeners: usize,
+    /// Connection attempts of the idle group under way at once (1 measures one
+    /// connection's latency, larger numbers how the broker overlaps many). Keep it below
+    /// the brokers' listen backlogs (128 and more), so that no SYN is dropped and retried a
+    /// second later.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=128))]
+    idle_concurrency: u16,
     /// Publisher/subscriber pairs of a point-to-point run.
     #[arg(long, default_value_t = 1_000)]
     p2p_pairs: usize,
@@ -175,6 +181,8 @@ pub struct Scenario {
     pub round_trip: Option<RoundTripSpec>,
     /// Connections of the idle scenario.
     pub idle_connections: usize,
+    /// Connection attempts of the idle scenario under way at once.
+    pub idle_concurrency: usize,
     /// Broker listeners (the idle scenario may need more than one).
     pub listeners: usize,
     /// The brokers' configurations.
@@ -196,6 +204,7 @@ impl Scenario {
             flow: Some(spec),
             round_trip: None,
             idle_connections: 0,
+            idle_concurrency: 0,
             listeners: 1,
             profile: Profile::Standard,
             baseline: None,
@@ -283,6 +292,7 @@ fn scenarios(cli: &Cli, idle_connections: usize) -> Vec<Scenario> {
                     }),
                     round_trip: None,
                     idle_connections: 0,
+                    idle_concurrency: 0,
                     listeners: 1,
                     profile: Profile::Standard,
                     baseline: None,
@@ -321,6 +331,7 @@ fn scenarios(cli: &Cli, idle_connections: usize) -> Vec<Scenario> {
             }),
             round_trip: None,
             idle_connections: 0,
+            idle_concurrency: 0,
             listeners: 1,
             profile: Profile::Standard,
             baseline: None,
@@ -335,6 +346,7 @@ fn scenarios(cli: &Cli, idle_connections: usize) -> Vec<Scenario> {
         flow: None,
         round_trip: None,
         idle_connections,
+        idle_concurrency: cli.idle_concurrency.into(),
         listeners: if cli.idle_listeners > 0 {
             cli.idle_listeners
         } else {
@@ -364,6 +376,7 @@ fn scenarios(cli: &Cli, idle_connections: usize) -> Vec<Scenario> {
         }),
         round_trip: None,
         idle_connections: 0,
+        idle_concurrency: 0,
         listeners: 1,
         profile: Profile::Standard,
         baseline: None,
@@ -439,6 +452,7 @@ fn new_scenarios(cli: &Cli, base: &FlowSpec, out: &mut Vec<Scenario>) {
             flow: None,
             round_trip: Some(spec),
             idle_connections: 0,
+            idle_concurrency: 0,
             listeners: 1,
             profile: Profile::Standard,
             baseline: None,
@@ -821,7 +835,7 @@ async fn run_inner(s: &Scenario, v: &Variant, programs: &Programs) -> Result<Rec
             broker.addrs_v4()
         };
         let (cpu0, rss0, gen0) = (proc::cpu(pid)?, proc::rss(pid)?, proc::own_cpu()?);
-        let idle = idle::open(&addrs, s.version, n).await?;
+        let idle = idle::open(&addrs, s.version, n, s.idle_concurrency).await?;
         // Let the broker finish its own work on the last connections.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (cpu1, rss1, gen1) = (proc::cpu(pid)?, proc::rss(pid)?, proc::own_cpu()?);

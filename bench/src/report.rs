@@ -793,7 +793,10 @@ fn markdown(scenarios: &[Scenario], records: &[Record], meta: &Meta, charts: &[&
             &|r| r.rss_after_kib as f64,
             &mib_text,
         );
-        md.push_str("Connections per second (CONNECT, CONNACK, SUBSCRIBE, SUBACK; 64 at a time; higher is better):\n\n");
+        let at_once = idle.first().map_or(0, |s| s.idle_concurrency);
+        md.push_str(&format!(
+            "Connections per second (CONNECT, CONNACK, SUBSCRIBE, SUBACK; {at_once} at a time; higher is better):\n\n"
+        ));
         metric_table(&mut md, &idle, records, &|r| r.connect_rate, &si);
         md.push_str("Broker CPU time per connection:\n\n");
         metric_table(&mut md, &idle, records, &|r| r.cpu_us_per_msg, &us);
