@@ -63,38 +63,3 @@ impl TimerTable {
         Some(t)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    /// A server's idle timer and a client's keep-alive timer share a slot; each role gets
-    /// its own back, earliest first, and the others keep theirs.
-    #[test]
-    fn timers_come_back_by_role() {
-        #[allow(clippy::disallowed_methods)]
-        let t0 = Instant::now();
-        let s = Duration::from_secs(1);
-        let mut server = TimerTable::default();
-        server.set(Timer::Connect, t0 + s);
-        server.stop(Timer::Connect);
-        server.set(Timer::Idle, t0 + 2 * s);
-        assert_eq!(server.next(), Some(t0 + 2 * s));
-        assert_eq!(server.expired(t0 + s, true), None);
-        assert_eq!(server.expired(t0 + 2 * s, true), Some(Timer::Idle));
-        assert_eq!(server.next(), None);
-
-        let mut client = TimerTable::default();
-        client.set(Timer::Connect, t0 + 3 * s);
-        client.set(Timer::KeepAlive, t0 + s);
-        client.set(Timer::PingResp, t0 + 2 * s);
-        assert_eq!(client.expired(t0 + 3 * s, false), Some(Timer::KeepAlive));
-        assert_eq!(client.expired(t0 + 3 * s, false), Some(Timer::PingResp));
-        assert_eq!(client.expired(t0 + 3 * s, false), Some(Timer::Connect));
-        assert_eq!(client.expired(t0 + 3 * s, false), None);
-        client.set(Timer::KeepAlive, t0 + s);
-        client.stop_all();
-        assert_eq!(client.next(), None);
-    }
-}

@@ -1688,3 +1688,42 @@ fn acknowledgements_are_read_from_any_chunking() {
         assert!(!p.server.is_closed());
     }
 }
+
+/// A client's three timers run at once: its keep-alive fires while CONNACK is still
+/// awaited (a PINGREQ goes out, [MQTT-3.1.2-23]), the PINGRESP deadline starts, and the
+/// connect deadline set before both still closes the connection on time. (A server's idle
+/// timer shares its slot with the client's keep-alive; the server's timers are covered by
+/// `keep_alive_server_closes_after_one_and_a_half_intervals` and `connect_timeout`.)
+#[test]
+fn client_timers_run_together_before_connack() {
+    #[allow(clippy::disallowed_methods)]
+    let t0 = std::time::Instant::now();
+    let s = Duration::from_secs(1);
+    let config = Config {
+        connect_timeout: 3 * s,
+        ping_timeout: 5 * s,
+        ..Config::default()
+    };
+    let mut c = Connection::client(config);
+    let mut connect = Connect::new(V3_1_1, MqttString::new("c").unwrap());
+    connect.keep_alive = 1;
+    c.connect(t0, connect).unwrap();
+    let sent = c.poll_transmit().expect("CONNECT");
+    assert!(matches!(packets(V3_1_1, &[sent])[..], [Packet::Connect(_)]));
+    // Keep-alive (1 s) before connect (3 s).
+    assert_eq!(c.poll_timeout(), Some(t0 + s));
+    c.handle_timeout(t0 + s);
+    let sent = c.poll_transmit().expect("PINGREQ");
+    assert_eq!(packets(V3_1_1, &[sent]), [Packet::PingReq]);
+    // The PINGREQ re-armed the keep-alive (2 s); PINGRESP is due at 6 s, CONNACK at 3 s.
+    assert_eq!(c.poll_timeout(), Some(t0 + 2 * s));
+    c.handle_timeout(t0 + 2 * s);
+    assert!(
+        c.poll_transmit().is_none(),
+        "one PINGREQ outstanding at a time"
+    );
+    assert_eq!(c.poll_timeout(), Some(t0 + 3 * s));
+    c.handle_timeout(t0 + 3 * s);
+    let events: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert_eq!(closed(&events), Some(CloseReason::ConnectTimeout));
+}
