@@ -46,17 +46,46 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct Runtime {
     /// Threads that run the connections' tasks in `mqtt-broker` (tokio) and
-    /// `mqtt-broker-smol`; 0 (the default) is one per core. The broker core runs as one
-    /// task among them. `mqtt-broker-std` (a thread per connection) and
-    /// `mqtt-broker-async-std` (async-std's own pool) ignore it.
+    /// `mqtt-broker-smol`. The broker core runs as one task among them. 0 (the default)
+    /// chooses: in `mqtt-broker`, one thread on a machine of one or two cores and one per
+    /// core on larger ones ([`Runtime::tokio_threads`]); in `mqtt-broker-smol`, one per
+    /// core. With one thread, `mqtt-broker` runs everything on tokio's current-thread
+    /// scheduler. `mqtt-broker-std` (a thread per connection) and `mqtt-broker-async-std`
+    /// (async-std's own pool) ignore it.
     pub worker_threads: usize,
 }
 
+/// Cores of this machine, 1 when unknown.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl Runtime {
-    /// The number of worker threads: `worker_threads`, or one per core for 0.
+    /// The number of worker threads of `mqtt-broker-smol`: `worker_threads`, or one per
+    /// core for 0.
     pub fn threads(&self) -> usize {
         match self.worker_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => cores(),
+            n => n,
+        }
+    }
+
+    /// The number of threads of `mqtt-broker` (tokio): `worker_threads`, or for 0 one per
+    /// core on a machine of three cores or more and one on a smaller machine. One thread
+    /// means tokio's current-thread scheduler: a connection handing its input to the core
+    /// and the core handing output back then wake no other thread. On two cores that did
+    /// better than two threads with many clients and took less CPU per message, and did
+    /// worse for a single client's round trips and for large payloads (CONFIG.md,
+    /// "Runtime").
+    pub fn tokio_threads(&self) -> usize {
+        Self::tokio_threads_for(self.worker_threads, cores())
+    }
+
+    /// [`Runtime::tokio_threads`] for `worker_threads` on a machine of `cores` cores.
+    pub fn tokio_threads_for(worker_threads: usize, cores: usize) -> usize {
+        match worker_threads {
+            0 if cores <= 2 => 1,
+            0 => cores,
             n => n,
         }
     }
@@ -708,6 +737,19 @@ mod tests {
         let c = Config::parse("[runtime]\nworker_threads = 1").unwrap();
         assert_eq!(c.runtime.threads(), 1);
         assert!(Config::parse("[runtime]\nworker_thread = 1").is_err());
+    }
+
+    #[test]
+    fn tokio_threads_default_to_one_on_small_machines() {
+        assert_eq!(Runtime::tokio_threads_for(0, 1), 1);
+        assert_eq!(Runtime::tokio_threads_for(0, 2), 1);
+        assert_eq!(Runtime::tokio_threads_for(0, 3), 3);
+        assert_eq!(Runtime::tokio_threads_for(0, 16), 16);
+        // Set explicitly, the number is kept whatever the machine.
+        assert_eq!(Runtime::tokio_threads_for(2, 2), 2);
+        assert_eq!(Runtime::tokio_threads_for(1, 16), 1);
+        let c = Config::parse("[runtime]\nworker_threads = 4").unwrap();
+        assert_eq!(c.runtime.tokio_threads(), 4);
     }
 
     #[test]

@@ -18,3 +18,47 @@ pub use mqtt_adapter_common::{auth, config, console, metrics};
 pub mod client;
 pub mod server;
 pub mod tls;
+
+/// The tokio runtime `[runtime]` asks for ([`config::Runtime::tokio_threads`]): tokio's
+/// current-thread scheduler for one thread, its multi-thread scheduler with that many
+/// workers otherwise; IO and timers enabled.
+pub fn runtime(config: &config::Runtime) -> std::io::Result<tokio::runtime::Runtime> {
+    match config.tokio_threads() {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    fn flavor(toml: &str) -> RuntimeFlavor {
+        let c = crate::config::Config::parse(toml).unwrap();
+        let rt = super::runtime(&c.runtime).unwrap();
+        // Spawned tasks and timers run on it.
+        let n = rt.block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            tokio::spawn(async { 7 }).await.unwrap()
+        });
+        assert_eq!(n, 7);
+        rt.handle().runtime_flavor()
+    }
+
+    #[test]
+    fn one_thread_is_the_current_thread_scheduler() {
+        assert_eq!(
+            flavor("[runtime]\nworker_threads = 1"),
+            RuntimeFlavor::CurrentThread
+        );
+        assert_eq!(
+            flavor("[runtime]\nworker_threads = 2"),
+            RuntimeFlavor::MultiThread
+        );
+    }
+}

@@ -6,10 +6,7 @@ fn main() -> anyhow::Result<()> {
         "mqtt-broker",
         "An MQTT 3.1, 3.1.1 and 5.0 broker",
         |config| {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(config.runtime.threads())
-                .enable_all()
-                .build()?;
+            let rt = adapter_tokio::runtime(&config.runtime)?;
             rt.block_on(async move {
                 let mut running = adapter_tokio::server::start(config, None).await?;
                 tokio::select! {

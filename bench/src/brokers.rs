@@ -47,7 +47,7 @@ pub struct StartOptions {
     /// Turn Nagle's algorithm off where it is on by default (mosquitto's
     /// `set_tcp_nodelay true`; mqtt-broker and rumqttd always set TCP_NODELAY).
     pub nodelay: bool,
-    /// mqtt-broker's `[runtime] worker_threads`; 0 leaves its default (one per core).
+    /// mqtt-broker's `[runtime] worker_threads`; 0 leaves its default (CONFIG.md, "Runtime").
     pub worker_threads: usize,
 }
 

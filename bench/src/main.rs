@@ -117,7 +117,7 @@ struct Cli {
     /// Threads of the load generator (1: a current-thread tokio runtime).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
-    /// mqtt-broker's `[runtime] worker_threads` (0: its default, one per core).
+    /// mqtt-broker's `[runtime] worker_threads` (0: its default, CONFIG.md "Runtime").
     #[arg(long, default_value_t = 0)]
     worker_threads: usize,
     /// Small counts and one repetition: checks the set-up in a minute.
