@@ -261,7 +261,7 @@ impl Connection {
         }
         state.queue = kept;
         let queued_bytes = state.queue.iter().map(|p| p.payload.len()).sum();
-        // QoS 2 messages delivered before: their acknowledgement is still the
+        // QoS 1 and 2 messages delivered before: their acknowledgement is still the
         // application's to give.
         let mut pending_acks = self
             .delivery
@@ -269,13 +269,16 @@ impl Connection {
             .map(|d| d.pending_acks)
             .unwrap_or_default();
         for id in std::mem::take(&mut state.incoming_unacked) {
-            if state.incoming_qos2.contains(&id) {
-                pending_acks.push_back(PendingAck {
-                    packet_id: id,
-                    qos: QoS::ExactlyOnce,
-                    reason: (!self.config.manual_acks).then_some(ReasonCode::Success),
-                });
-            }
+            let qos = if state.incoming_qos2.contains(&id) {
+                QoS::ExactlyOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            pending_acks.push_back(PendingAck {
+                packet_id: id,
+                qos,
+                reason: (!self.config.manual_acks).then_some(ReasonCode::Success),
+            });
         }
         // A fresh session (and a resumed one with nothing in it) goes without.
         self.delivery =
@@ -318,9 +321,10 @@ impl Connection {
 
     /// The session state, to resume in a later connection.
     ///
-    /// A QoS 2 message delivered by [`Event::Message`] stays known by its packet id even if
-    /// its PUBREC had not left yet (`manual_acks`): the peer's resend on the next
-    /// connection is a duplicate, not delivered again, and its PUBREC waits for the
+    /// A QoS 1 or 2 message delivered by [`Event::Message`] stays known by its packet id
+    /// if its PUBACK or PUBREC had not left yet (`manual_acks`; a QoS 1 message only if the
+    /// application had not acknowledged it): the peer's resend on the next connection is a
+    /// duplicate, not delivered again, and its acknowledgement waits for the
     /// [`ack`](Self::ack) the application gives on that next connection.
     pub fn into_state(self) -> SessionState {
         let Some(d) = self.delivery else {
@@ -333,7 +337,10 @@ impl Connection {
         } = *d;
         state.incoming_unacked = pending_acks
             .iter()
-            .filter(|p| p.qos == QoS::ExactlyOnce && state.incoming_qos2.contains(&p.packet_id))
+            .filter(|p| match p.qos {
+                QoS::ExactlyOnce => state.incoming_qos2.contains(&p.packet_id),
+                _ => p.reason.is_none(),
+            })
             .map(|p| p.packet_id)
             .collect();
         state
@@ -1707,6 +1714,17 @@ impl Connection {
             {
                 let _ = self.send_ack_packet(now, Packet::PubRec(PubResponse::new(id)));
             }
+            return Ok(());
+        }
+        if p.qos == QoS::AtLeastOnce
+            && dr(&self.delivery)
+                .pending_acks
+                .iter()
+                .any(|a| a.packet_id == id && a.qos == QoS::AtLeastOnce)
+        {
+            // Sent again before its PUBACK left: the same message, since its id stays in
+            // use until acknowledged ([MQTT-2.2.1-3], 3.1.1 [MQTT-2.3.1-2]). Delivered
+            // once; the one PUBACK answers both.
             return Ok(());
         }
         if self.incoming_inflight() >= usize::from(self.config.receive_maximum) {

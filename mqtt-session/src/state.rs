@@ -42,16 +42,20 @@ pub struct SessionState {
     /// Incoming QoS 2 messages acknowledged with PUBREC and not yet released by PUBREL:
     /// a PUBLISH with one of these ids is a duplicate and is not delivered again.
     pub incoming_qos2: BTreeSet<PacketId>,
-    /// Of those, the ones delivered whose PUBREC has not left yet (the application had
-    /// not called [`Connection::ack`](crate::Connection::ack)): on the next connection
-    /// they still wait for it, and a resend is not answered before.
+    /// Incoming QoS 1 and 2 messages delivered whose PUBACK or PUBREC has not left yet
+    /// (the application had not called [`Connection::ack`](crate::Connection::ack); for
+    /// QoS 2, one of `incoming_qos2`), in arrival order: on the next connection they still
+    /// wait for it, and a resend is neither delivered again nor answered before.
     pub incoming_unacked: Vec<PacketId>,
 }
 
 impl SessionState {
     /// True if there is nothing to resume.
     pub fn is_empty(&self) -> bool {
-        self.inflight.is_empty() && self.queue.is_empty() && self.incoming_qos2.is_empty()
+        self.inflight.is_empty()
+            && self.queue.is_empty()
+            && self.incoming_qos2.is_empty()
+            && self.incoming_unacked.is_empty()
     }
 
     /// Gives every queued QoS 1/2 message without a packet identifier one, as resuming

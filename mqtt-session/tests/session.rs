@@ -1382,6 +1382,79 @@ fn qos2_delivered_before_its_ack_is_not_delivered_again_after_resume() {
 }
 
 #[test]
+fn qos1_delivered_before_its_ack_is_not_delivered_again_after_resume() {
+    // Manual acks (a broker waiting for storage): the PUBACK has not left when the
+    // connection ends; the client resends the message with its packet id, still in use
+    // ([MQTT-2.2.1-3]); it is delivered once, and the application's acknowledgement on
+    // the new connection answers it.
+    let server = Config {
+        manual_acks: true,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V5, Config::default(), server);
+    p.reconnect_with(false);
+    p.clear();
+    p.client
+        .publish(p.now, msg("t", "once", QoS::AtLeastOnce))
+        .unwrap();
+    p.drive();
+    assert_eq!(p.server_messages().len(), 1);
+    let id = p.server_messages()[0].packet_id.unwrap();
+    p.cut();
+    p.reconnect(false);
+    p.drive();
+    assert_eq!(p.server_messages().len(), 1, "not delivered again");
+    assert!(
+        delivered(&p.client_events).is_empty(),
+        "no PUBACK before the application acknowledges"
+    );
+    p.server.ack(p.now, id, ReasonCode::Success).unwrap();
+    p.drive();
+    assert_eq!(
+        delivered(&p.client_events),
+        [(id.get(), ReasonCode::Success)]
+    );
+    assert_eq!(
+        p.server.ack(p.now, id, ReasonCode::Success),
+        Err(UsageError::UnknownPacketId),
+        "one acknowledgement"
+    );
+}
+
+#[test]
+fn qos1_sent_twice_before_its_ack_is_delivered_and_acknowledged_once() {
+    // A client that sends a QoS 1 PUBLISH again on the same connection before its PUBACK
+    // (which 5.0 [MQTT-4.4.0-1] allows only after a reconnect) sends the same message:
+    // its packet id is still in use ([MQTT-2.2.1-3]).
+    let server = Config {
+        manual_acks: true,
+        ..Config::default()
+    };
+    let mut p = Pair::with_configs(V5, Config::default(), server);
+    p.clear();
+    let mut m = msg("t", "x", QoS::AtLeastOnce);
+    m.packet_id = Some(pid(7));
+    p.server
+        .handle_input(p.now, &encode(V5, Packet::Publish(m.clone())));
+    m.dup = true;
+    p.server
+        .handle_input(p.now, &encode(V5, Packet::Publish(m)));
+    p.drive();
+    assert_eq!(p.server_messages().len(), 1, "delivered once");
+    p.server.ack(p.now, pid(7), ReasonCode::Success).unwrap();
+    p.drive();
+    let acks: Vec<Packet> = p.server_packets();
+    assert_eq!(acks, [Packet::PubAck(PubResponse::new(pid(7)))]);
+    // The id is free again: a new message with it is delivered.
+    let mut again = msg("t", "y", QoS::AtLeastOnce);
+    again.packet_id = Some(pid(7));
+    p.server
+        .handle_input(p.now, &encode(V5, Packet::Publish(again)));
+    p.drive();
+    assert_eq!(p.server_messages().len(), 2);
+}
+
+#[test]
 fn queued_messages_expire() {
     // 5.0 [MQTT-3.3.2-5]: a message still waiting when its expiry passes is deleted; one
     // that goes out has the time it waited taken off its interval.
