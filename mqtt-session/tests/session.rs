@@ -1350,10 +1350,11 @@ fn more_usage_errors() {
     );
 }
 
-#[test]
-fn qos2_delivered_before_its_ack_is_not_delivered_again_after_resume() {
-    // Manual acks (a broker waiting for storage): the PUBREC has not left when the
-    // connection ends; the client resends; the message is not delivered twice.
+/// Manual acks (a broker waiting for storage): the PUBACK or PUBREC has not left when the
+/// connection ends; the client resends the message with its packet id, still in use
+/// ([MQTT-2.2.1-3]). It is delivered once, and the acknowledgement the application gives
+/// on the new connection answers it, once.
+fn delivered_before_its_ack_is_not_delivered_again_after_resume(qos: QoS) {
     let server = Config {
         manual_acks: true,
         ..Config::default()
@@ -1361,9 +1362,7 @@ fn qos2_delivered_before_its_ack_is_not_delivered_again_after_resume() {
     let mut p = Pair::with_configs(V5, Config::default(), server);
     p.reconnect_with(false);
     p.clear();
-    p.client
-        .publish(p.now, msg("t", "once", QoS::ExactlyOnce))
-        .unwrap();
+    p.client.publish(p.now, msg("t", "once", qos)).unwrap();
     p.drive();
     assert_eq!(p.server_messages().len(), 1);
     let id = p.server_messages()[0].packet_id.unwrap();
@@ -1373,52 +1372,30 @@ fn qos2_delivered_before_its_ack_is_not_delivered_again_after_resume() {
     assert_eq!(p.server_messages().len(), 1, "not delivered again");
     assert!(
         delivered(&p.client_events).is_empty(),
-        "no PUBREC before the application acknowledges"
-    );
-    // The acknowledgement the application gives on the new connection completes it.
-    p.server.ack(p.now, id, ReasonCode::Success).unwrap();
-    p.drive();
-    assert_eq!(delivered(&p.client_events).len(), 1, "the flow completes");
-}
-
-#[test]
-fn qos1_delivered_before_its_ack_is_not_delivered_again_after_resume() {
-    // Manual acks (a broker waiting for storage): the PUBACK has not left when the
-    // connection ends; the client resends the message with its packet id, still in use
-    // ([MQTT-2.2.1-3]); it is delivered once, and the application's acknowledgement on
-    // the new connection answers it.
-    let server = Config {
-        manual_acks: true,
-        ..Config::default()
-    };
-    let mut p = Pair::with_configs(V5, Config::default(), server);
-    p.reconnect_with(false);
-    p.clear();
-    p.client
-        .publish(p.now, msg("t", "once", QoS::AtLeastOnce))
-        .unwrap();
-    p.drive();
-    assert_eq!(p.server_messages().len(), 1);
-    let id = p.server_messages()[0].packet_id.unwrap();
-    p.cut();
-    p.reconnect(false);
-    p.drive();
-    assert_eq!(p.server_messages().len(), 1, "not delivered again");
-    assert!(
-        delivered(&p.client_events).is_empty(),
-        "no PUBACK before the application acknowledges"
+        "no acknowledgement before the application gives it"
     );
     p.server.ack(p.now, id, ReasonCode::Success).unwrap();
     p.drive();
     assert_eq!(
         delivered(&p.client_events),
-        [(id.get(), ReasonCode::Success)]
+        [(id.get(), ReasonCode::Success)],
+        "the flow completes"
     );
     assert_eq!(
         p.server.ack(p.now, id, ReasonCode::Success),
         Err(UsageError::UnknownPacketId),
         "one acknowledgement"
     );
+}
+
+#[test]
+fn qos2_delivered_before_its_ack_is_not_delivered_again_after_resume() {
+    delivered_before_its_ack_is_not_delivered_again_after_resume(QoS::ExactlyOnce);
+}
+
+#[test]
+fn qos1_delivered_before_its_ack_is_not_delivered_again_after_resume() {
+    delivered_before_its_ack_is_not_delivered_again_after_resume(QoS::AtLeastOnce);
 }
 
 #[test]
