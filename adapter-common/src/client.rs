@@ -91,7 +91,7 @@ impl ClientOptions {
             c.username = Some(MqttString::new(u)?);
             c.password = Some(Bytes::copy_from_slice(p));
         }
-        c.will = self.will.clone();
+        c.will = self.will.clone().map(Box::new);
         Ok(c)
     }
 }

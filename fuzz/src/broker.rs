@@ -658,13 +658,13 @@ impl ConnectArgs {
                 properties.will_delay_interval = w.delay.map(u32::from);
                 properties.message_expiry_interval = w.expiry.map(|n| n.max(1).into());
             }
-            c.will = Some(Will {
+            c.will = Some(Box::new(Will {
                 topic: topic(w.topic),
                 payload: payloads.next(b'w', 0),
                 qos: w.qos.get(),
                 retain: w.retain,
-                properties,
-            });
+                properties: properties.into(),
+            }));
         }
         if let Some(u) = self.credentials {
             let user = USERS[usize::from(u) % USERS.len()];

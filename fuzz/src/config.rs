@@ -194,7 +194,7 @@ pub fn drive(c: &Config) {
         properties: Default::default(),
     };
     will.properties.will_delay_interval = Some(u32::MAX);
-    v5.will = Some(will);
+    v5.will = Some(Box::new(will));
     let id = NonZeroU16::new(1).expect("non-zero");
     for (conn, v, connect) in [
         (1, ProtocolVersion::V3_1_1, v3),

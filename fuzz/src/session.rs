@@ -248,13 +248,13 @@ impl ConnectArgs {
         c.clean_start = self.clean_start;
         c.keep_alive = self.keep_alive.into();
         if let Some(q) = self.will {
-            c.will = Some(Will {
+            c.will = Some(Box::new(Will {
                 topic: TopicName::new("will/t").expect("valid topic"),
                 payload: Bytes::from_static(b"bye"),
                 qos: q.get(),
                 retain: false,
                 properties: Default::default(),
-            });
+            }));
         }
         if self.credentials {
             c.username = Some(MqttString::new("user").expect("valid"));

@@ -496,7 +496,7 @@ impl Broker {
                     if let Some(u) = username {
                         c.username = Some(u.into());
                     }
-                    self.complete_connect(now, id, connect);
+                    self.complete_connect(now, id, *connect);
                 }
             }
             AuthResult::Deny(code) => {
@@ -1035,7 +1035,7 @@ impl Broker {
             c.pending = Some(connect);
             return;
         }
-        self.complete_connect(now, id, connect);
+        self.complete_connect(now, id, *connect);
     }
 
     fn on_auth(&mut self, id: ConnId, a: Auth) {
@@ -1058,7 +1058,7 @@ impl Broker {
             })));
     }
 
-    fn complete_connect(&mut self, now: Instant, id: ConnId, connect: Box<Connect>) {
+    fn complete_connect(&mut self, now: Instant, id: ConnId, mut connect: Connect) {
         let client_id = connect.client_id.clone();
         let v = connect.protocol_version;
         // Takeover: the old connection of this client id is closed (5.0 [MQTT-3.1.4-3]).
@@ -1208,7 +1208,7 @@ impl Broker {
             .is_some_and(|s| s.stored || !s.shared_inflight.is_empty());
         let c = self.conns.get_mut(&id).expect("connection exists");
         c.session = NonZeroU64::new(key);
-        c.will = connect.will.clone().map(Box::new);
+        c.will = connect.will.take();
         c.client_id = Some(client_id.clone());
         c.conn.set_delivery_events(delivery_events);
         let _ = c.conn.accept(now, connack, Some(state));
@@ -1496,7 +1496,7 @@ impl Broker {
         let mut p = Publish::new(will.topic, will.payload);
         p.qos = will.qos;
         p.retain = will.retain;
-        let w = will.properties;
+        let w = will.properties.into_inner();
         p.properties = PublishProperties {
             payload_format_indicator: w.payload_format_indicator,
             message_expiry_interval: w.message_expiry_interval,

@@ -436,7 +436,7 @@ fn will_is_sent_when_the_session_ends_before_its_delay() {
             properties: Default::default(),
         };
         will.properties.will_delay_interval = Some(if expiry == 5 { 3 } else { 5 });
-        c.will = Some(will);
+        c.will = Some(Box::new(will));
         let id = sim.connect_with(c, Default::default());
         sim.cut(id);
         if sent_after > 0 {
@@ -484,7 +484,7 @@ fn connect_with_will(
         properties: Default::default(),
     };
     will.properties.will_delay_interval = delay;
-    c.will = Some(will);
+    c.will = Some(Box::new(will));
     sim.connect_with(c, Default::default())
 }
 
@@ -524,13 +524,13 @@ fn will_after_keep_alive_timeout_and_protocol_error() {
     sim.subscribe(w, "will", QoS::AtLeastOnce);
     let mut c = Connect::new(V3_1_1, MqttString::new("c").unwrap());
     c.keep_alive = 10;
-    c.will = Some(Will {
+    c.will = Some(Box::new(Will {
         topic: topic("will"),
         payload: bytes::Bytes::from_static(b"ka"),
         qos: QoS::AtMostOnce,
         retain: false,
         properties: Default::default(),
-    });
+    }));
     let id = sim.connect_with(c, Default::default());
     // The client goes silent (its bytes no longer arrive).
     sim.clients.get_mut(&id).unwrap().transport_open = false;
@@ -633,13 +633,13 @@ fn clients_cannot_publish_to_sys_topics() {
         };
         assert_eq!(acked, [expect, expect], "{v}");
         let mut c = Connect::new(v, MqttString::new(&format!("w{v}")).unwrap());
-        c.will = Some(Will {
+        c.will = Some(Box::new(Will {
             topic: topic("$SYS/broker/uptime"),
             payload: "fake".into(),
             qos: QoS::AtMostOnce,
             retain: true,
             properties: Default::default(),
-        });
+        }));
         let w = sim.connect_with(c, Default::default());
         assert_eq!(
             sim.closed(w),

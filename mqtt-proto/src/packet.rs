@@ -91,13 +91,13 @@ pub struct Connect {
     /// Client Identifier; may be empty (the server assigns one, or refuses).
     pub client_id: MqttString,
     /// The Will Message, if the Will Flag is set.
-    pub will: Option<Will>,
+    pub will: Option<Box<Will>>,
     /// User Name.
     pub username: Option<MqttString>,
     /// Password (binary data).
     pub password: Option<Bytes>,
-    /// CONNECT properties (5.0).
-    pub properties: ConnectProperties,
+    /// CONNECT properties (5.0); stored apart only when one is set.
+    pub properties: Properties<ConnectProperties>,
 }
 
 impl Connect {
@@ -111,7 +111,7 @@ impl Connect {
             will: None,
             username: None,
             password: None,
-            properties: ConnectProperties::default(),
+            properties: Properties::new(),
         }
     }
 }
@@ -127,8 +127,8 @@ pub struct Will {
     pub qos: QoS,
     /// Will Retain.
     pub retain: bool,
-    /// Will Properties (5.0).
-    pub properties: WillProperties,
+    /// Will Properties (5.0); stored apart only when one is set.
+    pub properties: Properties<WillProperties>,
 }
 
 /// CONNACK: the server's answer to CONNECT.

@@ -149,12 +149,18 @@ fn connect(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         });
     let will = of(
         (topic(), binary(), qos(), any::<bool>(), will_props).prop_map(
-            move |(topic, payload, qos, retain, properties)| Will {
-                topic,
-                payload,
-                qos,
-                retain,
-                properties: if v5 { properties } else { Default::default() },
+            move |(topic, payload, qos, retain, properties)| {
+                Box::new(Will {
+                    topic,
+                    payload,
+                    qos,
+                    retain,
+                    properties: if v5 {
+                        properties.into()
+                    } else {
+                        Default::default()
+                    },
+                })
             },
         ),
     );
@@ -185,7 +191,7 @@ fn connect(v: ProtocolVersion) -> BoxedStrategy<Packet> {
                     will,
                     username,
                     password,
-                    properties: if v5 { props } else { Default::default() },
+                    properties: if v5 { props.into() } else { Default::default() },
                 }))
             },
         )

@@ -101,16 +101,16 @@ fn connect_full(v: ProtocolVersion) -> Connect {
         clean_start: true,
         keep_alive: 10,
         client_id: s("c"),
-        will: Some(Will {
+        will: Some(Box::new(Will {
             topic: topic("w"),
             payload: Bytes::from_static(b"m"),
             qos: QoS::AtLeastOnce,
             retain: true,
-            properties: WillProperties::default(),
-        }),
+            properties: Properties::new(),
+        })),
         username: Some(s("u")),
         password: Some(Bytes::from_static(b"p")),
-        properties: ConnectProperties::default(),
+        properties: Properties::new(),
     }
 }
 

@@ -47,7 +47,7 @@ fn connect(v: ProtocolVersion) -> Packet {
         payload: Bytes::from_static(b"offline"),
         qos: QoS::AtLeastOnce,
         retain: true,
-        properties: WillProperties::default(),
+        properties: Properties::new(),
     };
     let mut c = Connect::new(v, s("fuzz-client"));
     c.clean_start = false;
@@ -63,7 +63,8 @@ fn connect(v: ProtocolVersion) -> Packet {
             response_topic: Some(topic("clients/fuzz-client/reply")),
             correlation_data: Some(Bytes::from_static(b"\x01\x02\x03")),
             user_properties: vec![user("k", "v")],
-        };
+        }
+        .into();
         c.properties = ConnectProperties {
             session_expiry_interval: Some(300),
             receive_maximum: Some(NonZeroU16::new(20).unwrap()),
@@ -74,9 +75,10 @@ fn connect(v: ProtocolVersion) -> Packet {
             authentication_method: Some(s("SCRAM-SHA-256")),
             authentication_data: Some(Bytes::from_static(b"client-first")),
             user_properties: vec![user("a", "1"), user("a", "2")],
-        };
+        }
+        .into();
     }
-    c.will = Some(will);
+    c.will = Some(Box::new(will));
     Packet::Connect(Box::new(c))
 }
 
