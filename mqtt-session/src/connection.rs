@@ -1706,7 +1706,7 @@ impl Connection {
         };
         if p.qos == QoS::ExactlyOnce && dr(&self.delivery).state.incoming_qos2.contains(&id) {
             // A resend before PUBREL: acknowledge again once the first is acknowledged,
-            // never deliver twice ([MQTT-4.3.3-?] exactly once).
+            // never deliver twice (3.1.1 [MQTT-4.3.3-2]).
             if !dr(&self.delivery)
                 .pending_acks
                 .iter()
