@@ -165,6 +165,12 @@ pub fn render(
         stats.subscribe_denied,
     );
     metric(
+        "receive_denied_total",
+        "counter",
+        "Messages a wildcard subscription matched and the ACL denied its client.",
+        stats.receive_denied,
+    );
+    metric(
         "auth_failures_total",
         "counter",
         "Connections refused by authentication.",

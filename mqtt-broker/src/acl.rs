@@ -73,7 +73,10 @@ impl Acl {
         })
     }
 
-    /// May this client subscribe to `filter` (every topic it can match must be allowed)?
+    /// May this client subscribe to `filter`? The first rule whose filter covers every
+    /// topic `filter` can match decides. A wildcard filter that no rule covers whole
+    /// gets `default`; the messages it then matches are checked topic by topic
+    /// ([`can_receive`](Self::can_receive)), so a rule denying part of it still holds.
     pub fn can_subscribe(&self, user: Option<&str>, client_id: &str, filter: &str) -> bool {
         let filter = match filter.strip_prefix("$share/") {
             Some(rest) => rest.split_once('/').map_or(rest, |(_, f)| f),
@@ -82,6 +85,30 @@ impl Acl {
         self.decide(user, client_id, Access::Subscribe, |p| {
             pattern_covers(p, filter)
         })
+    }
+
+    /// May this client receive a message on `topic` through a subscription it holds? The
+    /// subscribe rules decide, applied to the topic itself: a wildcard subscription,
+    /// granted because no rule denies the whole of its filter, still receives nothing on
+    /// a topic a rule denies it.
+    pub fn can_receive(&self, user: Option<&str>, client_id: &str, topic: &str) -> bool {
+        self.decide(user, client_id, Access::Subscribe, |p| {
+            pattern_matches(p, topic)
+        })
+    }
+
+    /// Whether a rule denying subscriptions may apply to `topic`, for some client. When
+    /// not, every client holding a subscription that matches `topic` may receive it, and
+    /// [`can_receive`](Self::can_receive) need not be asked. It allocates nothing: a
+    /// level holding `%u` or `%c` counts as any level.
+    ///
+    /// A granted subscription's topics never reach `default deny`: it was granted by an
+    /// `allow` rule covering its whole filter, which matches every topic the filter
+    /// does. So only the `deny` rules decide here.
+    pub fn may_deny_receive(&self, topic: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|r| !r.allow && r.access != Access::Publish && loosely_matches(&r.filter, topic))
     }
 
     fn decide(
@@ -163,6 +190,22 @@ fn pattern_matches(pattern: &[Level], topic: &str) -> bool {
     t.next().is_none()
 }
 
+/// Whether the rule filter `pattern` may match `topic` for some user name and client id:
+/// a level holding `%` matches any level.
+fn loosely_matches(pattern: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && matches!(pattern.split('/').next(), Some("+" | "#")) {
+        return false;
+    }
+    let (mut p, mut t) = (pattern.split('/'), topic.split('/'));
+    loop {
+        match (p.next(), t.next()) {
+            (Some("#"), _) | (None, None) => return true,
+            (Some(l), Some(x)) if l == "+" || l == x || l.contains('%') => {}
+            _ => return false,
+        }
+    }
+}
+
 /// Whether every topic matched by the filter `filter` is matched by `pattern`.
 fn pattern_covers(pattern: &[Level], filter: &str) -> bool {
     if dollar_excluded(pattern, filter) {
@@ -199,6 +242,47 @@ mod tests {
         assert!(!covers("a/b", "a/+"));
         assert!(!covers("#", "$SYS/#"));
         assert!(covers("$SYS/#", "$SYS/broker/+"));
+    }
+
+    #[test]
+    fn wildcard_subscriptions_receive_only_allowed_topics() {
+        let acl = Acl {
+            rules: vec![
+                Rule {
+                    allow: false,
+                    who: Who::Any,
+                    access: Access::Subscribe,
+                    filter: "test/nosubscribe".into(),
+                },
+                Rule {
+                    allow: false,
+                    who: Who::Any,
+                    access: Access::Both,
+                    filter: "private/%c/#".into(),
+                },
+            ],
+            default_allow: true,
+        };
+        // Granted: no rule covers the whole filter.
+        for f in ["test/+", "test/#", "+/nosubscribe", "#"] {
+            assert!(acl.can_subscribe(None, "c", f), "{f}");
+        }
+        assert!(!acl.can_subscribe(None, "c", "test/nosubscribe"));
+        assert!(!acl.can_subscribe(None, "c", "$share/g/test/nosubscribe"));
+        // What those subscriptions receive.
+        assert!(acl.may_deny_receive("test/nosubscribe"));
+        assert!(!acl.can_receive(None, "c", "test/nosubscribe"));
+        assert!(!acl.may_deny_receive("test/other"));
+        assert!(acl.can_receive(None, "c", "test/other"));
+        // `%c` counts as any level for the quick check; the full check substitutes it.
+        assert!(acl.may_deny_receive("private/x/y"));
+        assert!(!acl.can_receive(None, "x", "private/x/y"));
+        assert!(acl.can_receive(None, "other", "private/x/y"));
+        // A rule starting with a wildcard does not reach `$` topics ([MQTT-4.7.2-1]).
+        assert!(!loosely_matches("#", "$SYS/broker/uptime"));
+        assert!(loosely_matches("a/#", "a"));
+        assert!(!loosely_matches("a/+", "a"));
+        assert!(!loosely_matches("a/b", "a/b/c"));
     }
 
     #[test]

@@ -1146,8 +1146,17 @@ impl Broker {
         // session records them before anything is sent.
         let start = state.queue.len();
         let mut moved = vec![];
+        // What arrived while offline is checked against the ACL now that the client is
+        // known (see `route_from`).
+        let user = self.conns.get(&id).and_then(|c| c.username.clone());
         for q in offline {
-            if let Some(p) = expire(q.publish, now.saturating_duration_since(q.at)) {
+            let t = &q.publish.topic;
+            if self.acl.may_deny_receive(t)
+                && !self.acl.can_receive(user.as_deref(), client_id.as_str(), t)
+            {
+                self.stats.receive_denied += 1;
+                done.extend(q.seq.filter(|_| stored).map(|seq| (seq, None)));
+            } else if let Some(p) = expire(q.publish, now.saturating_duration_since(q.at)) {
                 state.queue.push_back(p);
                 moved.push(q.seq.filter(|_| stored));
             } else {
@@ -1638,6 +1647,24 @@ impl Broker {
                 &mut matches,
             );
         }
+        if self.acl.may_deny_receive(&p.topic) {
+            // A wildcard subscription is granted when no rule denies all of it; the
+            // topics a rule denies its client are not delivered through it. Offline
+            // sessions are checked when their client comes back, as who that is (its
+            // user name) is known then. A shared group whose chosen member is denied
+            // gets no copy.
+            let (sessions, conns, acl) = (&self.sessions, &self.conns, &self.acl);
+            let before = matches.len();
+            matches.retain(|m| {
+                let Some(s) = sessions.get(&m.key) else {
+                    return true;
+                };
+                s.conn
+                    .and_then(|id| conns.get(&id))
+                    .is_none_or(|c| acl.can_receive(c.username.as_deref(), &s.client_id, &p.topic))
+            });
+            self.stats.receive_denied += (before - matches.len()) as u64;
+        }
         // One copy per session for its non-shared subscriptions: the highest QoS, every
         // Subscription Identifier; shared groups each deliver their own copy.
         let mut targets = std::mem::take(&mut self.targets);
@@ -2037,12 +2064,22 @@ impl Broker {
         // After the SUBACK: the retained messages, with RETAIN=1 ([MQTT-3.3.1-8]).
         for (filter, entry) in retained_to_send {
             let inner = filter.as_str();
+            let acl = &self.acl;
+            let mut denied = 0;
             let found: Vec<Publish> = self
                 .retained
                 .values()
                 .filter(|r| mqtt_proto::matches(inner, &r.publish.topic))
+                .filter(|r| {
+                    let t = &r.publish.topic;
+                    let ok =
+                        !acl.may_deny_receive(t) || acl.can_receive(user.as_deref(), &client_id, t);
+                    denied += u64::from(!ok);
+                    ok
+                })
                 .filter_map(|r| expire(r.publish.clone(), now.saturating_duration_since(r.at)))
                 .collect();
+            self.stats.receive_denied += denied;
             for r in found {
                 let mut m = r.clone();
                 m.qos = m.qos.min(entry.options.qos);

@@ -287,6 +287,9 @@ pub struct Stats {
     pub publish_denied: u64,
     /// Subscriptions refused by the ACL or a hook.
     pub subscribe_denied: u64,
+    /// Messages not delivered to a subscriber whose wildcard subscription matched them
+    /// because the ACL denies it their topic (live, retained, or queued while offline).
+    pub receive_denied: u64,
     /// Connections refused by authentication.
     pub auth_failures: u64,
 }

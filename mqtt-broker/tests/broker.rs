@@ -606,6 +606,82 @@ fn acl_denies_subscribe_and_publish() {
 }
 
 #[test]
+fn acl_wildcard_subscriptions_get_no_denied_topic() {
+    // A subscription that no rule denies whole is granted, but what it matches on a topic
+    // a rule denies its client is not delivered: live, retained or queued offline.
+    let mut sim = Sim::default();
+    sim.broker.set_acl(Acl {
+        rules: vec![
+            Rule {
+                allow: false,
+                who: Who::Any,
+                access: Access::Subscribe,
+                filter: "test/nosubscribe".into(),
+            },
+            Rule {
+                allow: false,
+                who: Who::User("bob".into()),
+                access: Access::Subscribe,
+                filter: "team/secret".into(),
+            },
+        ],
+        default_allow: true,
+    });
+    let p = sim.connect(V5, "p", true);
+    sim.publish(p, "test/nosubscribe", "retained no", QoS::AtLeastOnce, true);
+    sim.publish(p, "test/open", "retained yes", QoS::AtLeastOnce, true);
+    for v in [V3_1_1, V5] {
+        for filter in ["test/+", "#"] {
+            let s = sim.connect(v, &format!("s{v}{filter}"), true);
+            assert_eq!(
+                sim.subscribe(s, "test/nosubscribe", QoS::AtLeastOnce),
+                [ReasonCode::UnspecifiedError]
+            );
+            assert_eq!(
+                sim.subscribe(s, filter, QoS::AtLeastOnce),
+                [ReasonCode::GrantedQoS1],
+                "{v} {filter}"
+            );
+            assert_eq!(sim.payloads(s), ["retained yes"], "{v} {filter}");
+            sim.clear();
+            sim.publish(p, "test/nosubscribe", "live no", QoS::AtLeastOnce, false);
+            sim.publish(p, "test/open", "live yes", QoS::AtLeastOnce, false);
+            assert_eq!(sim.payloads(s), ["live yes"], "{v} {filter}");
+            sim.disconnect(s, ReasonCode::Success);
+        }
+    }
+    // Per user: the same subscription, one of the two denied a topic.
+    let mut team = vec![];
+    for user in ["alice", "bob"] {
+        let mut c = Connect::new(V5, MqttString::new(user).unwrap());
+        c.username = Some(MqttString::new(user).unwrap());
+        let id = sim.connect_with(c, Default::default());
+        assert_eq!(
+            sim.subscribe(id, "team/+", QoS::AtMostOnce),
+            [ReasonCode::Success]
+        );
+        team.push(id);
+    }
+    sim.clear();
+    sim.publish(p, "team/secret", "secret", QoS::AtMostOnce, false);
+    sim.publish(p, "team/news", "news", QoS::AtMostOnce, false);
+    assert_eq!(sim.payloads(team[0]), ["secret", "news"]);
+    assert_eq!(sim.payloads(team[1]), ["news"]);
+    // Queued while offline: checked when the client is back.
+    let o = sim.connect(V5, "offline", false);
+    sim.subscribe(o, "test/+", QoS::AtLeastOnce);
+    sim.cut(o);
+    sim.clear();
+    sim.publish(p, "test/nosubscribe", "queued no", QoS::AtLeastOnce, false);
+    sim.publish(p, "test/open", "queued yes", QoS::AtLeastOnce, false);
+    let o = sim.resume(o, V5, "offline");
+    assert_eq!(sim.payloads(o), ["queued yes"]);
+    // Per subscriber of the loop one retained and one live, one for bob, and for the
+    // offline session one retained and one queued.
+    assert_eq!(sim.broker.stats().receive_denied, 4 * 2 + 1 + 2);
+}
+
+#[test]
 fn clients_cannot_publish_to_sys_topics() {
     // Section 4.7.2: `$` topics are not for clients to exchange messages; `$SYS` is the
     // broker's. A client's publish there is refused like an ACL denial, and so is a will.
