@@ -176,6 +176,9 @@ pub struct Connection {
     problem_information: bool,
     /// Whether completing an outgoing QoS 1/2 message reports [`Event::Delivered`].
     delivery_events: bool,
+    /// Server: the CONNECT carried an Authentication Method, so AUTH may follow (5.0
+    /// section 4.12).
+    enhanced_auth: bool,
     /// Topic aliases, boxed on first use: most connections never use one.
     aliases: Option<Box<Aliases>>,
 }
@@ -207,6 +210,7 @@ impl Connection {
             session_expiry_zero: true,
             problem_information: true,
             delivery_events: true,
+            enhanced_auth: false,
             aliases: None,
         }
     }
@@ -1483,6 +1487,7 @@ impl Connection {
                     self.peer.topic_alias_maximum = p.topic_alias_maximum.unwrap_or(0);
                     self.session_expiry_zero = p.session_expiry_interval.unwrap_or(0) == 0;
                     self.problem_information = p.request_problem_information.unwrap_or(true);
+                    self.enhanced_auth = p.authentication_method.is_some();
                 }
                 self.phase = Phase::Connecting;
                 self.events.push_back(Event::ConnectReceived(c));
@@ -1493,7 +1498,20 @@ impl Connection {
             // [MQTT-3.1.0-2]
             (_, Packet::Connect(_)) => Err(Violation::SecondConnect),
             (_, Packet::Disconnect(d)) => self.peer_disconnect(d),
-            (_, Packet::Auth(a)) => {
+            (phase, Packet::Auth(a)) => {
+                // 5.0 section 4.12: AUTH only after a CONNECT with an Authentication Method
+                // ([MQTT-4.12.0-7]), always with one (section 3.15.2.2.2), and from a
+                // client only to continue (0x18) or, once connected, to re-authenticate
+                // (0x19; [MQTT-4.12.1-1]).
+                let reason_ok = match a.reason_code {
+                    ReasonCode::ContinueAuthentication => true,
+                    ReasonCode::ReAuthenticate => phase == Phase::Open,
+                    _ => false,
+                };
+                if !self.enhanced_auth || a.properties.authentication_method.is_none() || !reason_ok
+                {
+                    return Err(Violation::UnexpectedAuth);
+                }
                 self.events.push_back(Event::Auth(a));
                 Ok(())
             }

@@ -18,6 +18,12 @@ pub enum Violation {
     /// A second CONNECT ([MQTT-3.1.0-2]).
     #[error("second CONNECT")]
     SecondConnect,
+    /// Server: an AUTH the exchange does not allow: after a CONNECT without an
+    /// Authentication Method (5.0 [MQTT-4.12.0-7]), without an Authentication Method of
+    /// its own (section 3.15.2.2.2), or with a reason code a client does not send at this
+    /// point (0x18 continues; 0x19 re-authenticates, once connected).
+    #[error("unexpected AUTH")]
+    UnexpectedAuth,
     /// More unacknowledged QoS 1/2 messages than our Receive Maximum.
     #[error("receive maximum exceeded")]
     ReceiveMaximumExceeded,
@@ -64,6 +70,7 @@ impl Violation {
             Violation::RetainNotSupported => ReasonCode::RetainNotSupported,
             Violation::UnexpectedPacket(_)
             | Violation::SecondConnect
+            | Violation::UnexpectedAuth
             | Violation::UnknownTopicAlias(_)
             | Violation::SubscriptionIdentifierFromClient
             | Violation::SessionExpiryAfterZero

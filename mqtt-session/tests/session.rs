@@ -42,6 +42,94 @@ fn first_packet_must_be_connect() {
     p.clear();
 }
 
+/// AUTH from a client, with the Authentication Method `method` if any.
+fn auth(reason_code: ReasonCode, method: Option<&str>) -> bytes::Bytes {
+    let properties = AuthProperties {
+        authentication_method: method.map(s),
+        ..Default::default()
+    };
+    encode(
+        V5,
+        Packet::Auth(Auth {
+            reason_code,
+            properties: properties.into(),
+        }),
+    )
+}
+
+#[test]
+fn auth_only_in_an_exchange_the_connect_began() {
+    use ReasonCode::{ContinueAuthentication, ReAuthenticate, Success};
+    // A CONNECT without an Authentication Method: no AUTH may follow (5.0
+    // [MQTT-4.12.0-7]), with or without a method of its own, before or after CONNACK.
+    for (open, reason_code, method) in [
+        (true, ContinueAuthentication, Some("PLAIN")),
+        (true, ReAuthenticate, Some("PLAIN")),
+        (true, ContinueAuthentication, None),
+        (false, ContinueAuthentication, Some("PLAIN")),
+    ] {
+        let mut p = Pair::new(V5);
+        let mut server = Connection::server(Config::default(), p.now);
+        let connect = encode(V5, Packet::Connect(Box::new(p.connect_packet(true))));
+        server.handle_input(p.now, &connect);
+        if open {
+            server.accept(p.now, ConnAck::default(), None).unwrap();
+        }
+        while server.poll_event().is_some() {}
+        while server.poll_transmit().is_some() {}
+        server.handle_input(p.now, &auth(reason_code, method));
+        let case = format!("{open} {reason_code:?} {method:?}");
+        assert_eq!(
+            server.poll_event(),
+            Some(Event::Closed(CloseReason::Violation(
+                Violation::UnexpectedAuth
+            ))),
+            "{case}"
+        );
+        if open {
+            // After CONNACK, a DISCONNECT with Protocol Error says why (section 4.13.1).
+            let sent = packets(V5, &[server.poll_transmit().expect(&case)]);
+            assert!(
+                matches!(&sent[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError),
+                "{case}: {sent:?}"
+            );
+        }
+        p.clear();
+    }
+    // A CONNECT with one: AUTH continues the exchange, always with a method (section
+    // 3.15.2.2.2); a client sends 0x18, and 0x19 only once connected ([MQTT-4.12.1-1]).
+    for (reason_code, method, allowed) in [
+        (ContinueAuthentication, Some("PLAIN"), true),
+        (ContinueAuthentication, None, false),
+        (ReAuthenticate, Some("PLAIN"), false),
+        (Success, Some("PLAIN"), false),
+    ] {
+        let p = Pair::new(V5);
+        let mut server = Connection::server(Config::default(), p.now);
+        let mut c = p.connect_packet(true);
+        c.properties.authentication_method = Some(s("PLAIN"));
+        server.handle_input(p.now, &encode(V5, Packet::Connect(Box::new(c))));
+        assert!(matches!(
+            server.poll_event(),
+            Some(Event::ConnectReceived(_))
+        ));
+        server.handle_input(p.now, &auth(reason_code, method));
+        let e = server.poll_event();
+        let case = format!("{reason_code:?} {method:?}");
+        if allowed {
+            assert!(matches!(e, Some(Event::Auth(_))), "{case}: {e:?}");
+        } else {
+            assert_eq!(
+                e,
+                Some(Event::Closed(CloseReason::Violation(
+                    Violation::UnexpectedAuth
+                ))),
+                "{case}"
+            );
+        }
+    }
+}
+
 #[test]
 fn second_connect_is_a_violation() {
     // [MQTT-3.1.0-2]
