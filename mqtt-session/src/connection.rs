@@ -179,6 +179,10 @@ pub struct Connection {
     /// Server: the CONNECT carried an Authentication Method, so AUTH may follow (5.0
     /// section 4.12).
     enhanced_auth: bool,
+    /// Closed by the peer's input while earlier events still wait to be taken: the
+    /// [`Event::Closed`] is queued after them and the close completes when it is taken
+    /// (see `close_for_input`).
+    closing: bool,
     /// Topic aliases, boxed on first use: most connections never use one.
     aliases: Option<Box<Aliases>>,
 }
@@ -211,6 +215,7 @@ impl Connection {
             problem_information: true,
             delivery_events: true,
             enhanced_auth: false,
+            closing: false,
             aliases: None,
         }
     }
@@ -502,7 +507,17 @@ impl Connection {
             // of its tag (every connection's last poll is this one).
             return None;
         }
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if self.closing && matches!(e, Some(Event::Closed(_))) {
+            // The close the peer's input asked for, now that the application has
+            // answered what came before it.
+            self.closing = false;
+            if let Some(Event::Closed(CloseReason::Violation(v))) = &e {
+                self.send_disconnect(v.reason_code());
+            }
+            self.shut();
+        }
+        e
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should be called next.
@@ -515,7 +530,7 @@ impl Connection {
 
     /// Bytes received from the peer, in any chunking.
     pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) {
-        if self.phase == Phase::Closed {
+        if self.phase == Phase::Closed || self.closing {
             return;
         }
         // Acknowledgements and pings at the start of fresh input are handled straight
@@ -528,7 +543,7 @@ impl Connection {
                 if let Err(v) = self.handle_packet(now, packet) {
                     self.violation(now, v);
                 }
-                if self.phase != Phase::Open {
+                if self.phase != Phase::Open || self.closing {
                     return;
                 }
             }
@@ -558,7 +573,7 @@ impl Connection {
     }
 
     fn process_input(&mut self, now: Instant) {
-        while self.phase != Phase::Closed {
+        while self.phase != Phase::Closed && !self.closing {
             // A server waiting for the application's answer to CONNECT holds further
             // packets (a client may send them before CONNACK), except AUTH and
             // DISCONNECT, which belong to the connect exchange.
@@ -1033,7 +1048,7 @@ impl Connection {
         reason_code: ReasonCode,
         properties: DisconnectProperties,
     ) -> Result<(), UsageError> {
-        if self.phase == Phase::Closed {
+        if self.phase == Phase::Closed || self.closing {
             return Err(UsageError::Closed);
         }
         // 5.0: a session that had expiry 0 cannot be given one at DISCONNECT (the server
@@ -1099,7 +1114,7 @@ impl Connection {
 
     /// Arms a timer; a closed connection has none.
     fn set_timer(&mut self, t: Timer, at: Instant) {
-        if self.phase != Phase::Closed {
+        if self.phase != Phase::Closed && !self.closing {
             self.timers.set(t, at);
         }
     }
@@ -1420,19 +1435,42 @@ impl Connection {
     }
 
     fn violation(&mut self, _now: Instant, v: Violation) {
-        self.send_disconnect(v.reason_code());
-        self.close(CloseReason::Violation(v));
+        self.close_for_input(CloseReason::Violation(v));
+    }
+
+    /// Closes because of what the peer sent (a violation, a DISCONNECT). When events from
+    /// before it still wait to be taken (a SUBSCRIBE, a PUBLISH to acknowledge), the close
+    /// waits for them: [`Event::Closed`] comes after them, and the answers the
+    /// application gives them (SUBACK, PUBACK, PUBREC) leave before the DISCONNECT that
+    /// reports a violation ([MQTT-4.13.1-1]). Meanwhile no more input is read and no
+    /// timer runs.
+    fn close_for_input(&mut self, reason: CloseReason) {
+        if self.phase == Phase::Open && !self.closing && !self.events.is_empty() {
+            self.closing = true;
+            self.timers.stop_all();
+            self.read_buf = BytesMut::new();
+            self.events.push_back(Event::Closed(reason));
+            return;
+        }
+        if let CloseReason::Violation(v) = &reason {
+            self.send_disconnect(v.reason_code());
+        }
+        self.close(reason);
     }
 
     /// Closes once: the first reason is the one reported.
     fn close(&mut self, reason: CloseReason) {
-        if self.phase == Phase::Closed {
+        if self.phase == Phase::Closed || self.closing {
             return;
         }
+        self.shut();
+        self.events.push_back(Event::Closed(reason));
+    }
+
+    fn shut(&mut self) {
         self.phase = Phase::Closed;
         self.timers.stop_all();
         self.read_buf = BytesMut::new();
-        self.events.push_back(Event::Closed(reason));
     }
 
     fn arm_idle(&mut self, now: Instant) {
@@ -1667,7 +1705,7 @@ impl Connection {
         {
             return Err(Violation::SessionExpiryAfterZero);
         }
-        self.close(CloseReason::Disconnected {
+        self.close_for_input(CloseReason::Disconnected {
             reason_code: d.reason_code,
             properties: d.properties,
         });

@@ -130,6 +130,92 @@ fn auth_only_in_an_exchange_the_connect_began() {
     }
 }
 
+/// A 5.0 server connection that accepted the pair's CONNECT, with nothing left to take.
+fn open_server(p: &Pair, config: Config) -> Connection {
+    let mut server = Connection::server(config, p.now);
+    let connect = encode(V5, Packet::Connect(Box::new(p.connect_packet(true))));
+    server.handle_input(p.now, &connect);
+    assert!(matches!(
+        server.poll_event(),
+        Some(Event::ConnectReceived(_))
+    ));
+    server.accept(p.now, ConnAck::default(), None).unwrap();
+    while server.poll_transmit().is_some() {}
+    server
+}
+
+fn sent(server: &mut Connection) -> Vec<Packet> {
+    let mut out = vec![];
+    while let Some(b) = server.poll_transmit() {
+        out.push(b);
+    }
+    packets(V5, &out)
+}
+
+#[test]
+fn answers_to_what_came_before_a_close_still_leave() {
+    // A SUBSCRIBE and a DISCONNECT in one read: the close is reported after the
+    // SUBSCRIBE, and the SUBACK the application gives it is sent ([MQTT-3.8.4-1]).
+    let p = Pair::new(V5);
+    let mut server = open_server(&p, Config::default());
+    let subscribe = Packet::Subscribe(Subscribe {
+        packet_id: pid(7),
+        properties: Default::default(),
+        subscriptions: vec![Subscription {
+            filter: TopicFilter::new("a/+").unwrap(),
+            options: Default::default(),
+        }],
+    });
+    let mut input = encode(V5, subscribe).to_vec();
+    input.extend_from_slice(&encode(V5, Packet::Disconnect(Disconnect::default())));
+    server.handle_input(p.now, &input);
+    assert!(matches!(server.poll_event(), Some(Event::Subscribe(_))));
+    server
+        .suback(p.now, pid(7), vec![ReasonCode::Success], Default::default())
+        .unwrap();
+    assert!(matches!(
+        server.poll_event(),
+        Some(Event::Closed(CloseReason::Disconnected { .. }))
+    ));
+    assert!(server.is_closed());
+    assert!(matches!(&sent(&mut server)[..], [Packet::SubAck(a)] if a.packet_id == pid(7)));
+
+    // A violation in the same read as a PUBLISH: the PUBLISH's PUBACK leaves before the
+    // DISCONNECT that reports the violation ([MQTT-4.13.1-1]), here a second QoS 1
+    // message over a Receive Maximum of 1 ([MQTT-3.3.4-9]).
+    let config = Config {
+        manual_acks: true,
+        receive_maximum: 1,
+        ..Config::default()
+    };
+    let mut server = open_server(&p, config);
+    let mut input = vec![];
+    for id in [1, 2] {
+        let mut m = msg("t", "m", QoS::AtLeastOnce);
+        m.packet_id = Some(pid(id));
+        input.extend_from_slice(&encode(V5, Packet::Publish(m)));
+    }
+    server.handle_input(p.now, &input);
+    assert!(matches!(server.poll_event(), Some(Event::Message(_))));
+    // Nothing more is read, nor sent before the application answers.
+    server.handle_input(p.now, b"\xc0\x00");
+    assert_eq!(server.poll_transmit(), None);
+    server.ack(p.now, pid(1), ReasonCode::Success).unwrap();
+    assert_eq!(
+        server.poll_event(),
+        Some(Event::Closed(CloseReason::Violation(
+            Violation::ReceiveMaximumExceeded
+        )))
+    );
+    let out = sent(&mut server);
+    assert!(
+        matches!(&out[..], [Packet::PubAck(a), Packet::Disconnect(d)]
+            if a.packet_id == pid(1) && d.reason_code == ReasonCode::ReceiveMaximumExceeded),
+        "{out:?}"
+    );
+    assert_eq!(server.poll_event(), None);
+}
+
 #[test]
 fn second_connect_is_a_violation() {
     // [MQTT-3.1.0-2]
