@@ -266,9 +266,9 @@ pub struct Limits {
     pub outgoing_topic_aliases: bool,
     /// Subscriptions per session. Default 1000.
     pub max_subscriptions: usize,
-    /// Levels of a topic. Default 32.
+    /// Levels of a topic. Default 128.
     pub max_topic_levels: usize,
-    /// Bytes of a topic. Default 1024.
+    /// Bytes of a topic. Default 65,535.
     pub max_topic_length: usize,
     /// Highest keep-alive, in seconds; 5.0 clients asking for more get Server Keep Alive.
     /// Default: none.
@@ -315,8 +315,8 @@ impl Default for Limits {
             topic_alias_maximum: 16,
             outgoing_topic_aliases: true,
             max_subscriptions: 1000,
-            max_topic_levels: 32,
-            max_topic_length: 1024,
+            max_topic_levels: 128,
+            max_topic_length: 65_535,
             max_keep_alive: None,
             maximum_qos: 2,
             connect_timeout_secs: 10,

@@ -59,9 +59,9 @@ pub struct BrokerConfig {
     /// Subscriptions one session may hold; more are refused with 0x97 / 0x80. Default
     /// 1,000.
     pub max_subscriptions: usize,
-    /// Levels a topic name or filter may have. Default 32.
+    /// Levels a topic name or filter may have. Default 128.
     pub max_topic_levels: usize,
-    /// Bytes a topic name or filter may have. Default 1,024.
+    /// Bytes a topic name or filter may have. Default 65,535, the most MQTT can carry.
     pub max_topic_length: usize,
     /// Reason code for a subscription denied by the ACL: 0x80 (default; understood by
     /// 3.1.1 and 5.0 clients) or 0x87 Not authorized (5.0).
@@ -98,8 +98,8 @@ impl Default for BrokerConfig {
             max_session_expiry: Duration::from_secs(7 * 86_400),
             max_keep_alive: None,
             max_subscriptions: 1000,
-            max_topic_levels: 32,
-            max_topic_length: 1024,
+            max_topic_levels: 128,
+            max_topic_length: 65_535,
             subscribe_denied_code: ReasonCode::UnspecifiedError,
             sys_interval: Some(Duration::from_secs(10)),
             persistence: false,

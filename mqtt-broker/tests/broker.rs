@@ -682,6 +682,37 @@ fn acl_wildcard_subscriptions_get_no_denied_topic() {
 }
 
 #[test]
+fn long_and_deep_topics_are_routed_by_default() {
+    // Topic names may be up to 65,535 bytes (a UTF-8 string: 3.1.1 section 1.5.3, 5.0
+    // section 1.5.4) with any number of levels; the defaults accept 65,535 bytes and 128
+    // levels, so a 3.1.1 client, which cannot be told no, does not lose such a message.
+    let mut sim = Sim::default();
+    let long = format!("long/{}", "x".repeat(60_000));
+    let deep = vec!["d"; 128].join("/");
+    for v in [V3_1_1, V5] {
+        let s = sim.connect(v, &format!("s{v}"), true);
+        for t in [&long, &deep] {
+            assert_eq!(
+                sim.subscribe(s, t, QoS::AtLeastOnce),
+                [ReasonCode::GrantedQoS1]
+            );
+        }
+        let p = sim.connect(v, &format!("p{v}"), true);
+        sim.publish(p, &long, "long", QoS::AtLeastOnce, false);
+        sim.publish(p, &deep, "deep", QoS::AtLeastOnce, false);
+        assert_eq!(sim.payloads(s), ["long", "deep"], "{v}");
+        // One level more than the default is refused.
+        let deeper = format!("{deep}/d");
+        let expect = if v == V5 {
+            ReasonCode::TopicFilterInvalid
+        } else {
+            ReasonCode::UnspecifiedError
+        };
+        assert_eq!(sim.subscribe(s, &deeper, QoS::AtLeastOnce), [expect], "{v}");
+    }
+}
+
+#[test]
 fn clients_cannot_publish_to_sys_topics() {
     // Section 4.7.2: `$` topics are not for clients to exchange messages; `$SYS` is the
     // broker's. A client's publish there is refused like an ACL denial, and so is a will.

@@ -606,7 +606,7 @@ async fn topic_of_30000_levels() {
     for v in [ProtocolVersion::V5, ProtocolVersion::V3_1_1] {
         let mut raw = Raw::connected(bed.addr, v, "deep").await;
         let started = Instant::now();
-        // Well-formed, but beyond max_topic_levels (32) and max_topic_length (1024): the
+        // Well-formed, but beyond max_topic_levels (128): the
         // message is refused (5.0 PUBACK 0x90 Topic Name invalid; 3.1.1 cannot say no and
         // gets a plain PUBACK) and the subscription too (SUBACK 0x8F / 0x80). A topic the
         // broker does not accept is not a protocol violation: the connection stays.
