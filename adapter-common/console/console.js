@@ -86,6 +86,7 @@ function showOverview(o) {
   fill("refused", [
     row([td("publishes (ACL)"), td(s.publish_denied, "num")]),
     row([td("subscriptions"), td(s.subscribe_denied, "num")]),
+    row([td("messages to wildcard subscriptions (ACL)"), td(s.receive_denied, "num")]),
     row([td("authentication"), td(s.auth_failures, "num")]),
   ], 2, "");
 

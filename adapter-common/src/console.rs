@@ -551,7 +551,7 @@ pub fn percent_decode(s: &str) -> Option<String> {
 #[non_exhaustive]
 pub enum Answer {
     /// Broker-wide figures.
-    Overview(Overview),
+    Overview(Box<Overview>),
     /// Connected clients.
     Clients(Vec<Client>),
     /// Sessions, online and offline.
@@ -619,6 +619,8 @@ pub struct StatsJson {
     pub publish_denied: u64,
     /// Subscriptions refused.
     pub subscribe_denied: u64,
+    /// Messages a wildcard subscription matched on a topic the ACL denies its client.
+    pub receive_denied: u64,
     /// Connections refused by authentication.
     pub auth_failures: u64,
 }
@@ -821,7 +823,7 @@ pub fn query(broker: &mut Broker, now: Instant, q: Query) -> Answer {
 }
 
 fn overview(version: String, uptime_secs: u64, s: &Stats, g: &Gauges, q: &QueueGauges) -> Answer {
-    Answer::Overview(Overview {
+    Answer::Overview(Box::new(Overview {
         version,
         uptime_secs,
         listeners: vec![],
@@ -843,6 +845,7 @@ fn overview(version: String, uptime_secs: u64, s: &Stats, g: &Gauges, q: &QueueG
             bytes_sent: s.bytes_sent,
             publish_denied: s.publish_denied,
             subscribe_denied: s.subscribe_denied,
+            receive_denied: s.receive_denied,
             auth_failures: s.auth_failures,
         },
         drops: Drops {
@@ -852,7 +855,7 @@ fn overview(version: String, uptime_secs: u64, s: &Stats, g: &Gauges, q: &QueueG
             memory_budget: s.dropped_memory_budget,
             write_backlog: s.dropped_write_backlog,
         },
-    })
+    }))
 }
 
 /// The log lines that say where the HTTP listener of `metrics` serves, from every adapter.

@@ -288,6 +288,21 @@ async fn acl_user_name_substitution() {
         assert_subscribe_denied(&alice, "users/bob/#").await;
         assert_subscribe_denied(&alice, "users/+/x").await;
         assert_subscribe_denied(&alice, "users/#").await;
+        // A wildcard that no rule denies whole is granted, but nothing of bob's tree
+        // reaches it: each message is checked for its own topic.
+        assert_subscribe_granted(&alice, "#").await;
+        bob.publish("users/bob/x", "bob's", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        bob.publish("news", "marker", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        let m = next(&mut alice_rx).await;
+        assert_eq!(
+            (m.topic.as_str(), &m.payload[..]),
+            ("news", &b"marker"[..]),
+            "users/bob/x reached alice's #"
+        );
         // A rule with %u does not apply without a user name: the deny below it does.
         let (anon, _) = client(addr, v, "anon1", None).await.unwrap();
         assert_subscribe_denied(&anon, "users/alice/#").await;
