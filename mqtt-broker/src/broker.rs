@@ -511,8 +511,30 @@ impl Broker {
                 }
                 self.touch(id);
             }
-            AuthResult::Continue(auth) => {
-                let _ = c.conn.auth(now, auth);
+            AuthResult::Continue(mut auth) => {
+                // Without a method of its own, the answer goes on under the CONNECT's
+                // ([MQTT-4.12.0-5]).
+                let method = c
+                    .pending
+                    .as_ref()
+                    .map(|p| &p.properties.authentication_method);
+                if let (None, Some(Some(m))) = (&auth.properties.authentication_method, method) {
+                    auth.properties.authentication_method = Some(m.clone());
+                }
+                if c.conn.auth(now, auth).is_err() {
+                    // An exchange the client did not begin (its CONNECT named no method)
+                    // or a reason code AUTH cannot carry here: refused.
+                    if c.pending.take().is_some() {
+                        self.stats.auth_failures += 1;
+                        let _ = c.conn.reject(now, ReasonCode::BadAuthenticationMethod);
+                    } else {
+                        let _ = c.conn.disconnect(
+                            now,
+                            ReasonCode::BadAuthenticationMethod,
+                            DisconnectProperties::default(),
+                        );
+                    }
+                }
                 self.touch(id);
             }
         }

@@ -653,6 +653,7 @@ impl Connection {
             p.topic_alias_maximum =
                 (self.config.topic_alias_maximum > 0).then_some(self.config.topic_alias_maximum);
             self.session_expiry_zero = p.session_expiry_interval.unwrap_or(0) == 0;
+            self.enhanced_auth = p.authentication_method.is_some();
         }
         let keep_alive = connect.keep_alive;
         let mut buf = BytesMut::new();
@@ -1028,13 +1029,35 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends AUTH (5.0 enhanced authentication).
+    /// Sends AUTH (5.0 enhanced authentication), in an exchange the CONNECT began with an
+    /// Authentication Method and with one of its own: 0x18 Continue from either side;
+    /// once connected, 0x19 Re-authenticate from a client and 0x00 Success from a server.
+    /// Anything else is refused ([`UsageError::WrongState`],
+    /// [`UsageError::InvalidReasonCode`]) and nothing is sent.
     pub fn auth(&mut self, now: Instant, auth: Auth) -> Result<(), UsageError> {
         if self.phase == Phase::Closed {
             return Err(UsageError::Closed);
         }
         if !self.version.is_some_and(|v| v.is_v5()) || self.phase == Phase::Idle {
             return Err(UsageError::WrongState);
+        }
+        // 5.0 section 4.12: AUTH belongs to an exchange the CONNECT began with an
+        // Authentication Method ([MQTT-4.12.0-6], [MQTT-4.12.0-7]) and always names it
+        // (section 3.15.2.2.2).
+        if !self.enhanced_auth || auth.properties.authentication_method.is_none() {
+            return Err(UsageError::WrongState);
+        }
+        // Either side continues (0x18); a client re-authenticates (0x19) and a server
+        // reports a re-authentication's success (0x00) once connected ([MQTT-4.12.1-1]).
+        let reason_ok = match (self.role, auth.reason_code) {
+            (_, ReasonCode::ContinueAuthentication) => true,
+            (Role::Client, ReasonCode::ReAuthenticate) | (Role::Server, ReasonCode::Success) => {
+                self.phase == Phase::Open
+            }
+            _ => false,
+        };
+        if !reason_ok {
+            return Err(UsageError::InvalidReasonCode(auth.reason_code));
         }
         self.try_send(now, &Packet::Auth(auth))?;
         Ok(())

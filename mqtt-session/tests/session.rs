@@ -153,6 +153,53 @@ fn sent(server: &mut Connection) -> Vec<Packet> {
 }
 
 #[test]
+fn auth_is_sent_only_in_an_exchange_the_connect_began() {
+    use ReasonCode::{ContinueAuthentication, ReAuthenticate, Success};
+    let with = |reason_code, method: Option<&str>| Auth {
+        reason_code,
+        properties: AuthProperties {
+            authentication_method: method.map(s),
+            ..Default::default()
+        }
+        .into(),
+    };
+    // No Authentication Method in CONNECT: neither side may send AUTH (5.0
+    // [MQTT-4.12.0-6], [MQTT-4.12.0-7]).
+    let mut p = Pair::new(V5);
+    for c in [&mut p.client, &mut p.server] {
+        assert_eq!(
+            c.auth(p.now, with(ContinueAuthentication, Some("PLAIN"))),
+            Err(UsageError::WrongState)
+        );
+        assert_eq!(c.poll_transmit(), None);
+    }
+    // With one: AUTH names it, and carries a reason code its sender may use now.
+    let mut client = Connection::client(Config::default());
+    let mut c = p.connect_packet(true);
+    c.properties.authentication_method = Some(s("PLAIN"));
+    client.connect(p.now, c).unwrap();
+    while client.poll_transmit().is_some() {}
+    assert_eq!(
+        client.auth(p.now, with(ContinueAuthentication, None)),
+        Err(UsageError::WrongState)
+    );
+    for code in [ReAuthenticate, Success] {
+        assert_eq!(
+            client.auth(p.now, with(code, Some("PLAIN"))),
+            Err(UsageError::InvalidReasonCode(code))
+        );
+    }
+    assert_eq!(client.poll_transmit(), None);
+    client
+        .auth(p.now, with(ContinueAuthentication, Some("PLAIN")))
+        .unwrap();
+    assert!(matches!(
+        &packets(V5, &[client.poll_transmit().unwrap()])[..],
+        [Packet::Auth(a)] if a.reason_code == ContinueAuthentication
+    ));
+}
+
+#[test]
 fn answers_to_what_came_before_a_close_still_leave() {
     // A SUBSCRIBE and a DISCONNECT in one read: the close is reported after the
     // SUBSCRIBE, and the SUBACK the application gives it is sent ([MQTT-3.8.4-1]).
