@@ -603,18 +603,28 @@ impl Broker {
             s.set_expiry(stored.expiry);
             let parked = s.parked.insert(Parked::new(now));
             parked.state.incoming_qos2 = stored.incoming_qos2;
+            // Copies with a packet id were in the inflight window or queued behind it,
+            // oldest first; the window held at most `max_inflight`. Those may have been
+            // sent: resent with DUP=1 on resume. The rest never were: sent first with
+            // DUP=0 ([MQTT-3.3.1-1]), with the id they have.
+            let mut may_have_been_sent = usize::from(self.config.session.max_inflight);
             for m in stored.messages {
                 match m.publish.packet_id {
                     Some(id) if m.received => {
                         parked.state.inflight.push_back(Inflight::Released(id));
                         s.seqs.insert(id, m.seq);
+                        may_have_been_sent = may_have_been_sent.saturating_sub(1);
                     }
-                    // It may have been sent: resent with this id, DUP=1, on resume.
-                    Some(id) => {
+                    Some(id) if may_have_been_sent > 0 => {
                         parked
                             .state
                             .inflight
                             .push_back(Inflight::Publish(m.publish));
+                        s.seqs.insert(id, m.seq);
+                        may_have_been_sent -= 1;
+                    }
+                    Some(id) => {
+                        parked.state.queue.push_back(m.publish);
                         s.seqs.insert(id, m.seq);
                     }
                     None => {

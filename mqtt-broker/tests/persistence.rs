@@ -389,3 +389,59 @@ fn a_restored_session_keeps_its_assigned_client_id_to_itself() {
     assert_ne!(id1, id2);
     assert!(!sim.connack(second).unwrap().session_present);
 }
+
+#[test]
+fn after_a_crash_only_copies_that_may_have_been_sent_are_marked_dup() {
+    // [MQTT-3.3.1-1]: DUP=1 marks an attempt to deliver again. Of the copies a stored
+    // session held with packet ids, only those the inflight window (of 2 here) could hold
+    // may have been sent; those queued behind it go out first after the crash, DUP=0.
+    let config = BrokerConfig {
+        persistence: true,
+        sys_interval: None,
+        session: mqtt_session::Config {
+            max_inflight: 2,
+            ..BrokerConfig::default().session
+        },
+        ..Default::default()
+    };
+    let mut sim = Sim::new(config);
+    for v in [V3_1_1, V5] {
+        let client_id = format!("s{v}");
+        let mut c = Connect::new(v, MqttString::new(&client_id).unwrap());
+        c.clean_start = false;
+        if v == V5 {
+            c.properties.session_expiry_interval = Some(3600);
+        }
+        // It never acknowledges: two copies stay in flight, three wait behind them.
+        let manual = mqtt_session::Config {
+            manual_acks: true,
+            ..Default::default()
+        };
+        let s = sim.connect_with(c, manual);
+        sim.subscribe(s, "t", QoS::AtLeastOnce);
+        let p = sim.connect(v, &format!("p{v}"), true);
+        for i in 0..5 {
+            sim.publish(p, "t", &format!("m{i}"), QoS::AtLeastOnce, false);
+        }
+        assert_eq!(sim.messages(s).len(), 2, "{v}");
+        sim.crash();
+        let from = sim.outputs.len();
+        let s2 = sim.resume(s, v, &client_id);
+        let mut decoder = Decoder::client(v);
+        let mut sent = vec![];
+        for o in &sim.outputs[from..] {
+            if let Output::Transmit(id, b) = o {
+                if *id == s2 {
+                    let mut buf = bytes::BytesMut::from(&b[..]);
+                    while let Some(packet) = decoder.decode(&mut buf).unwrap() {
+                        if let Packet::Publish(m) = packet {
+                            sent.push((String::from_utf8(m.payload.to_vec()).unwrap(), m.dup));
+                        }
+                    }
+                }
+            }
+        }
+        let expected: Vec<(String, bool)> = (0..5).map(|i| (format!("m{i}"), i < 2)).collect();
+        assert_eq!(sent, expected, "{v}");
+    }
+}
