@@ -566,7 +566,9 @@ impl Broker {
     }
 
     /// Loads what a store kept ([`Snapshot`]), before any connection: stored sessions
-    /// come back offline, each expiring `expiry` from `now` unless its client returns,
+    /// come back offline, each expiring `expiry` after its client disconnected
+    /// (`offline_for` before `now`, or `now` when the store does not know) unless its
+    /// client returns (one whose time ran out ends here),
     /// with their subscriptions, undelivered messages and incoming QoS 2 identifiers;
     /// retained messages come back too. Sessions already in the broker with the same
     /// client id are replaced.
@@ -639,8 +641,18 @@ impl Broker {
                     }
                 }
             }
-            // An expiry too long for an Instant: the session does not expire.
-            let expires_at = now.checked_add(s.expiry());
+            // Its expiry counts from when its client's connection closed, where the store
+            // knows (5.0 section 3.1.2.11.2); an expiry too long for an Instant: the
+            // session does not expire. One whose time ran out while the broker was down
+            // ends now.
+            let left = s
+                .expiry()
+                .saturating_sub(stored.offline_for.unwrap_or_default());
+            if left.is_zero() {
+                self.end_session(now, key);
+                continue;
+            }
+            let expires_at = now.checked_add(left);
             if let Some(p) = s.parked.as_mut() {
                 p.expires_at = expires_at;
             }
@@ -1143,6 +1155,12 @@ impl Broker {
             }));
             session.seqs.clear();
         }
+        if stored && session.stored {
+            // Its expiry stops running.
+            self.out.push_back(Output::Store(Record::SessionOnline {
+                client_id: client_id.clone(),
+            }));
+        }
         session.stored = stored;
         session.set_expiry(expiry);
         // A delayed will of an earlier connection is cancelled by the resume.
@@ -1401,6 +1419,11 @@ impl Broker {
         if s.expiry().is_zero() {
             self.end_session(now, key);
         } else {
+            if s.stored {
+                self.out.push_back(Output::Store(Record::SessionOffline {
+                    client_id: s.client_id.clone(),
+                }));
+            }
             // An expiry too long for an Instant: the session does not expire.
             let expires_at = now.checked_add(s.expiry());
             if let Some(p) = s.parked.as_mut() {

@@ -46,8 +46,9 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Record {
     /// A session that outlives its connection was created, or its expiry changed. The
-    /// store keeps it until [`Record::SessionEnded`]; after a restart its expiry counts
-    /// from the restore.
+    /// store keeps it until [`Record::SessionEnded`]. After a restart its expiry counts
+    /// from when its client's connection closed ([`Record::SessionOffline`]) where the
+    /// store knows that time, else from the restore.
     Session {
         /// Client identifier.
         client_id: MqttString,
@@ -56,6 +57,18 @@ pub enum Record {
     },
     /// A session ended; everything stored for it goes.
     SessionEnded {
+        /// Client identifier.
+        client_id: MqttString,
+    },
+    /// The connection of a stored session's client closed: its expiry runs from now. A
+    /// store with a clock keeps the time, so that the expiry still counts from it after
+    /// a restart ([`StoredSession::offline_for`]).
+    SessionOffline {
+        /// Client identifier.
+        client_id: MqttString,
+    },
+    /// A stored session's client connected again: its expiry no longer runs.
+    SessionOnline {
         /// Client identifier.
         client_id: MqttString,
     },
@@ -181,6 +194,11 @@ pub struct StoredMessage {
 pub struct StoredSession {
     /// How long it lives after its connection closes.
     pub expiry: Duration,
+    /// How long before the snapshot its client's connection closed, when the store
+    /// knows ([`Record::SessionOffline`] with a clock); `None` for a session whose
+    /// client was connected when the broker stopped, or a store without a clock: its
+    /// expiry then counts from the restore.
+    pub offline_for: Option<Duration>,
     /// Subscriptions, with their Subscription Identifiers.
     pub subscriptions: Vec<(Subscription, Option<NonZeroU32>)>,
     /// Undelivered copies, oldest first.
@@ -234,6 +252,8 @@ impl MemoryStore {
                     }
                 }
             }
+            // No clock here: a restored session's expiry counts from the restore.
+            Record::SessionOffline { .. } | Record::SessionOnline { .. } => {}
             Record::Subscribed {
                 client_id,
                 subscription,

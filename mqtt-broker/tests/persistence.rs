@@ -445,3 +445,50 @@ fn after_a_crash_only_copies_that_may_have_been_sent_are_marked_dup() {
         assert_eq!(sent, expected, "{v}");
     }
 }
+
+#[test]
+fn a_session_expiry_counts_the_time_the_broker_was_down() {
+    // 5.0 section 3.1.2.11.2: a session ends its Session Expiry Interval after the network
+    // connection closed. A store with a clock tells the restore how long ago that was
+    // (`offline_for`; the memory store has none): here 100 s of expiry, the broker down
+    // for `down` seconds, the client back 60 s after the restart.
+    for (down, present) in [
+        (0, true),
+        (30, true),
+        (50, false),
+        (100, false),
+        (150, false),
+    ] {
+        let mut sim = sim();
+        let mut c = Connect::new(V5, MqttString::new("s").unwrap());
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(100);
+        let s = sim.connect_with(c, Default::default());
+        sim.subscribe(s, "t", QoS::AtLeastOnce);
+        sim.cut(s);
+        let offline = records(&sim)
+            .iter()
+            .filter(|r| matches!(r, Record::SessionOffline { .. }))
+            .count();
+        assert_eq!(offline, 1);
+        let mut snapshot = sim.store.snapshot();
+        let stored = snapshot.sessions.get_mut("s").unwrap();
+        assert_eq!(stored.offline_for, None, "the memory store has no clock");
+        stored.offline_for = Some(Duration::from_secs(down));
+        sim.broker = Broker::new(sim.config.clone(), sim.now);
+        sim.broker.restore(sim.now, snapshot);
+        sim.run();
+        sim.advance(Duration::from_secs(60));
+        let s2 = sim.resume(s, V5, "s");
+        assert_eq!(
+            sim.connack(s2).unwrap().session_present,
+            present,
+            "down {down} s"
+        );
+        if present {
+            assert!(records(&sim)
+                .iter()
+                .any(|r| matches!(r, Record::SessionOnline { .. })));
+        }
+    }
+}

@@ -35,7 +35,9 @@
 //! One fjall database in the data directory with a keyspace per kind of state: `meta`
 //! (the format marker), `sessions`, `subscriptions`, `messages` (bodies, once each, with
 //! the wall-clock time they were stored), `copies` (each session's undelivered copies, in
-//! order), `incoming` (incoming QoS 2 packet identifiers) and `retained`. Keys start with
+//! order), `incoming` (incoming QoS 2 packet identifiers), `offline` (the wall-clock time a
+//! stored session's client disconnected, so that its expiry still counts from then after
+//! a restart) and `retained`. Keys start with
 //! the client identifier and a 0 byte, which MQTT strings cannot contain. Messages are
 //! stored as MQTT 5.0 PUBLISH packets, so every property survives.
 //!
@@ -143,6 +145,7 @@ pub struct Store {
     messages: Keyspace,
     copies: Keyspace,
     incoming: Keyspace,
+    offline: Keyspace,
     retained: Keyspace,
     /// What is stored, without the message bodies, to find entries without reading.
     state: HashMap<String, Session>,
@@ -320,6 +323,7 @@ impl Store {
             messages: ks("messages")?,
             copies: ks("copies")?,
             incoming: ks("incoming")?,
+            offline: ks("offline")?,
             retained: ks("retained")?,
             path: path.to_owned(),
             db,
@@ -435,6 +439,19 @@ impl Store {
             st.incoming.insert(id);
             s.incoming_qos2.insert(pid);
         }
+        let now = wall_ms();
+        for (k, v) in self.entries(&self.offline)? {
+            let client = std::str::from_utf8(&k).unwrap_or_default();
+            let at: Option<[u8; 8]> = v.as_slice().try_into().ok();
+            let (Some(s), Some(at)) = (snap.sessions.get_mut(client), at) else {
+                cleanup.remove(&self.offline, k.clone());
+                continue;
+            };
+            // A clock set back counts as no time.
+            s.offline_for = Some(Duration::from_millis(
+                now.saturating_sub(u64::from_be_bytes(at)),
+            ));
+        }
         let mut bodies: BTreeMap<u64, (Publish, Duration)> = BTreeMap::new();
         for (k, v) in self.entries(&self.messages)? {
             let seq: [u8; 8] = k
@@ -524,11 +541,24 @@ impl Store {
                         expiry.as_secs().to_be_bytes(),
                     );
                 }
+                Record::SessionOffline { client_id }
+                    if self.state.contains_key(client_id.as_str()) =>
+                {
+                    b.insert(
+                        &self.offline,
+                        client_id.as_str().as_bytes(),
+                        wall_ms().to_be_bytes(),
+                    );
+                }
+                Record::SessionOnline { client_id } => {
+                    b.remove(&self.offline, client_id.as_str().as_bytes());
+                }
                 Record::SessionEnded { client_id } => {
                     let Some(s) = self.state.remove(client_id.as_str()) else {
                         continue;
                     };
                     b.remove(&self.sessions, client_id.as_str().as_bytes());
+                    b.remove(&self.offline, client_id.as_str().as_bytes());
                     for f in &s.subscriptions {
                         b.remove(&self.subscriptions, key(client_id, f.as_bytes()));
                     }

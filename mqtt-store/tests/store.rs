@@ -315,6 +315,46 @@ fn a_session_and_its_messages_survive_a_reopen() {
 }
 
 #[test]
+fn when_a_session_went_offline_survives_a_reopen() {
+    let dir = TempDir::new("offline");
+    {
+        let (mut store, _) = Store::open(&dir.0).unwrap();
+        store
+            .write(&records(&[Op::Session(0, 1), Op::Session(1, 1)]))
+            .unwrap();
+        store
+            .write(&[
+                Record::SessionOffline { client_id: s("a") },
+                Record::SessionOffline { client_id: s("b") },
+                // b's client came back: its expiry no longer runs.
+                Record::SessionOnline { client_id: s("b") },
+                // Not a stored session: nothing kept.
+                Record::SessionOffline { client_id: s("c") },
+            ])
+            .unwrap();
+        store.sync().unwrap();
+    }
+    let (mut store, snap) = Store::open(&dir.0).unwrap();
+    // Written a moment ago (an hour is a bound no run comes near).
+    let a = snap.sessions["a"].offline_for.expect("a went offline");
+    assert!(a < Duration::from_secs(3600), "{a:?}");
+    assert_eq!(snap.sessions["b"].offline_for, None);
+    assert!(!snap.sessions.contains_key("c"));
+    // Ending the session forgets when it went offline.
+    store
+        .write(&records(&[
+            Op::Session(0, 1),
+            Op::End(0),
+            Op::Session(0, 1),
+        ]))
+        .unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let (_, snap) = Store::open(&dir.0).unwrap();
+    assert_eq!(snap.sessions["a"].offline_for, None);
+}
+
+#[test]
 fn ending_a_session_removes_everything_it_owned() {
     let dir = TempDir::new("end");
     let (mut store, _) = Store::open(&dir.0).unwrap();
