@@ -179,6 +179,9 @@ pub struct Connection {
     /// Server: the CONNECT carried an Authentication Method, so AUTH may follow (5.0
     /// section 4.12).
     enhanced_auth: bool,
+    /// Server: a PINGREQ came after packets whose events still wait to be taken; its
+    /// PINGRESP leaves once they are, after the application's answers to them.
+    pingresp_pending: bool,
     /// Closed by the peer's input while earlier events still wait to be taken: the
     /// [`Event::Closed`] is queued after them and the close completes when it is taken
     /// (see `close_for_input`).
@@ -215,6 +218,7 @@ impl Connection {
             problem_information: true,
             delivery_events: true,
             enhanced_auth: false,
+            pingresp_pending: false,
             closing: false,
             aliases: None,
         }
@@ -496,6 +500,7 @@ impl Connection {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         if self.events.is_empty() {
+            self.flush_pingresp();
             if self.events.capacity() > 0 && dr(&self.delivery).state.inflight.is_empty() {
                 // Events are large (a PUBLISH each): a connection with nothing in flight
                 // holds no queue. One with messages in flight keeps it for their
@@ -512,6 +517,7 @@ impl Connection {
             // The close the peer's input asked for, now that the application has
             // answered what came before it.
             self.closing = false;
+            self.flush_pingresp();
             if let Some(Event::Closed(CloseReason::Violation(v))) = &e {
                 self.send_disconnect(v.reason_code());
             }
@@ -1490,6 +1496,14 @@ impl Connection {
         self.events.push_back(Event::Closed(reason));
     }
 
+    /// The PINGRESP held back by `pingresp_pending`: two bytes, which fit any Maximum
+    /// Packet Size.
+    fn flush_pingresp(&mut self) {
+        if std::mem::take(&mut self.pingresp_pending) && self.phase == Phase::Open {
+            self.out.extend_from_slice(&[0xd0, 0x00]);
+        }
+    }
+
     fn shut(&mut self) {
         self.phase = Phase::Closed;
         self.timers.stop_all();
@@ -1585,8 +1599,14 @@ impl Connection {
                 Ok(())
             }
             (Phase::Open, Packet::PingReq) => {
-                // [MQTT-3.12.4-1]
-                self.send(now, &Packet::PingResp);
+                // [MQTT-3.12.4-1]. Answers leave in the order of what they answer: after
+                // a SUBSCRIBE or PUBLISH read with it, whose answers the application
+                // gives once it takes their events.
+                if self.events.is_empty() {
+                    self.send(now, &Packet::PingResp);
+                } else {
+                    self.pingresp_pending = true;
+                }
                 Ok(())
             }
             _ => Err(Violation::UnexpectedPacket(t)),

@@ -201,10 +201,10 @@ fn auth_is_sent_only_in_an_exchange_the_connect_began() {
 
 #[test]
 fn answers_to_what_came_before_a_close_still_leave() {
-    // A SUBSCRIBE and a DISCONNECT in one read: the close is reported after the
-    // SUBSCRIBE, and the SUBACK the application gives it is sent ([MQTT-3.8.4-1]).
+    // A SUBSCRIBE, a PINGREQ and a DISCONNECT in one read: the close is reported after
+    // the SUBSCRIBE, the SUBACK the application gives it is sent ([MQTT-3.8.4-1]), and
+    // the PINGRESP follows it ([MQTT-3.12.4-1]), in the order of what they answer.
     let p = Pair::new(V5);
-    let mut server = open_server(&p, Config::default());
     let subscribe = Packet::Subscribe(Subscribe {
         packet_id: pid(7),
         properties: Default::default(),
@@ -213,19 +213,33 @@ fn answers_to_what_came_before_a_close_still_leave() {
             options: Default::default(),
         }],
     });
-    let mut input = encode(V5, subscribe).to_vec();
-    input.extend_from_slice(&encode(V5, Packet::Disconnect(Disconnect::default())));
-    server.handle_input(p.now, &input);
-    assert!(matches!(server.poll_event(), Some(Event::Subscribe(_))));
-    server
-        .suback(p.now, pid(7), vec![ReasonCode::Success], Default::default())
-        .unwrap();
-    assert!(matches!(
-        server.poll_event(),
-        Some(Event::Closed(CloseReason::Disconnected { .. }))
-    ));
-    assert!(server.is_closed());
-    assert!(matches!(&sent(&mut server)[..], [Packet::SubAck(a)] if a.packet_id == pid(7)));
+    for disconnect in [true, false] {
+        let mut server = open_server(&p, Config::default());
+        let mut input = encode(V5, subscribe.clone()).to_vec();
+        input.extend_from_slice(&encode(V5, Packet::PingReq));
+        if disconnect {
+            input.extend_from_slice(&encode(V5, Packet::Disconnect(Disconnect::default())));
+        }
+        server.handle_input(p.now, &input);
+        assert!(matches!(server.poll_event(), Some(Event::Subscribe(_))));
+        server
+            .suback(p.now, pid(7), vec![ReasonCode::Success], Default::default())
+            .unwrap();
+        if disconnect {
+            assert!(matches!(
+                server.poll_event(),
+                Some(Event::Closed(CloseReason::Disconnected { .. }))
+            ));
+            assert!(server.is_closed());
+        } else {
+            assert_eq!(server.poll_event(), None);
+        }
+        let out = sent(&mut server);
+        assert!(
+            matches!(&out[..], [Packet::SubAck(a), Packet::PingResp] if a.packet_id == pid(7)),
+            "{out:?}"
+        );
+    }
 
     // A violation in the same read as a PUBLISH: the PUBLISH's PUBACK leaves before the
     // DISCONNECT that reports the violation ([MQTT-4.13.1-1]), here a second QoS 1
