@@ -39,6 +39,19 @@ enum Phase {
     Closed,
 }
 
+/// Whether `sender` may send an AUTH with `reason` in `phase` (5.0 section 4.12): either
+/// side continues an exchange (0x18); once connected, a client re-authenticates (0x19) and
+/// a server reports a re-authentication's success (0x00) ([MQTT-4.12.1-1]).
+fn auth_reason_allowed(sender: Role, reason: ReasonCode, phase: Phase) -> bool {
+    match (sender, reason) {
+        (_, ReasonCode::ContinueAuthentication) => true,
+        (Role::Client, ReasonCode::ReAuthenticate) | (Role::Server, ReasonCode::Success) => {
+            phase == Phase::Open
+        }
+        _ => false,
+    }
+}
+
 /// What the peer allows us to send (5.0 CONNECT / CONNACK properties).
 #[derive(Debug, Clone)]
 struct PeerLimits {
@@ -1053,16 +1066,7 @@ impl Connection {
         if !self.enhanced_auth || auth.properties.authentication_method.is_none() {
             return Err(UsageError::WrongState);
         }
-        // Either side continues (0x18); a client re-authenticates (0x19) and a server
-        // reports a re-authentication's success (0x00) once connected ([MQTT-4.12.1-1]).
-        let reason_ok = match (self.role, auth.reason_code) {
-            (_, ReasonCode::ContinueAuthentication) => true,
-            (Role::Client, ReasonCode::ReAuthenticate) | (Role::Server, ReasonCode::Success) => {
-                self.phase == Phase::Open
-            }
-            _ => false,
-        };
-        if !reason_ok {
+        if !auth_reason_allowed(self.role, auth.reason_code, self.phase) {
             return Err(UsageError::InvalidReasonCode(auth.reason_code));
         }
         self.try_send(now, &Packet::Auth(auth))?;
@@ -1575,15 +1579,11 @@ impl Connection {
             (_, Packet::Disconnect(d)) => self.peer_disconnect(d),
             (phase, Packet::Auth(a)) => {
                 // 5.0 section 4.12: AUTH only after a CONNECT with an Authentication Method
-                // ([MQTT-4.12.0-7]), always with one (section 3.15.2.2.2), and from a
-                // client only to continue (0x18) or, once connected, to re-authenticate
-                // (0x19; [MQTT-4.12.1-1]).
-                let reason_ok = match a.reason_code {
-                    ReasonCode::ContinueAuthentication => true,
-                    ReasonCode::ReAuthenticate => phase == Phase::Open,
-                    _ => false,
-                };
-                if !self.enhanced_auth || a.properties.authentication_method.is_none() || !reason_ok
+                // ([MQTT-4.12.0-7]), always with one (section 3.15.2.2.2), and with a
+                // reason code a client may send now.
+                if !self.enhanced_auth
+                    || a.properties.authentication_method.is_none()
+                    || !auth_reason_allowed(Role::Client, a.reason_code, phase)
                 {
                     return Err(Violation::UnexpectedAuth);
                 }
