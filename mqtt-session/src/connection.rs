@@ -1577,19 +1577,7 @@ impl Connection {
             // [MQTT-3.1.0-2]
             (_, Packet::Connect(_)) => Err(Violation::SecondConnect),
             (_, Packet::Disconnect(d)) => self.peer_disconnect(d),
-            (phase, Packet::Auth(a)) => {
-                // 5.0 section 4.12: AUTH only after a CONNECT with an Authentication Method
-                // ([MQTT-4.12.0-7]), always with one (section 3.15.2.2.2), and with a
-                // reason code a client may send now.
-                if !self.enhanced_auth
-                    || a.properties.authentication_method.is_none()
-                    || !auth_reason_allowed(Role::Client, a.reason_code, phase)
-                {
-                    return Err(Violation::UnexpectedAuth);
-                }
-                self.events.push_back(Event::Auth(a));
-                Ok(())
-            }
+            (_, Packet::Auth(a)) => self.incoming_auth(Role::Client, a),
             (Phase::Open, Packet::Subscribe(s)) => {
                 self.events.push_back(Event::Subscribe(s));
                 Ok(())
@@ -1663,10 +1651,7 @@ impl Connection {
             (Phase::Connecting, Packet::Disconnect(d)) if self.version_or_default().is_v5() => {
                 self.peer_disconnect(d)
             }
-            (Phase::Connecting, Packet::Auth(a)) => {
-                self.events.push_back(Event::Auth(a));
-                Ok(())
-            }
+            (Phase::Connecting, Packet::Auth(a)) => self.incoming_auth(Role::Server, a),
             (Phase::Open, Packet::SubAck(s)) => {
                 if let Some(n) = self.take_pending_sub(s.packet_id) {
                     dm(&mut self.delivery).ids.free(s.packet_id);
@@ -1695,10 +1680,7 @@ impl Connection {
             (Phase::Open, Packet::Disconnect(d)) if self.version_or_default().is_v5() => {
                 self.peer_disconnect(d)
             }
-            (Phase::Open, Packet::Auth(a)) => {
-                self.events.push_back(Event::Auth(a));
-                Ok(())
-            }
+            (Phase::Open, Packet::Auth(a)) => self.incoming_auth(Role::Server, a),
             _ => Err(Violation::UnexpectedPacket(t)),
         }
     }
@@ -1739,6 +1721,20 @@ impl Connection {
             dm(&mut self.delivery).queued_bytes += p.payload.len();
             dm(&mut self.delivery).state.queue.push_back(p);
         }
+    }
+
+    /// An AUTH from the peer, whose role is `sender`: only in an exchange the CONNECT began
+    /// with an Authentication Method (5.0 [MQTT-4.12.0-6], [MQTT-4.12.0-7]), always
+    /// naming a method (section 3.15.2.2.2), with a reason code `sender` may use now.
+    fn incoming_auth(&mut self, sender: Role, a: Auth) -> Result<(), Violation> {
+        if !self.enhanced_auth
+            || a.properties.authentication_method.is_none()
+            || !auth_reason_allowed(sender, a.reason_code, self.phase)
+        {
+            return Err(Violation::UnexpectedAuth);
+        }
+        self.events.push_back(Event::Auth(a));
+        Ok(())
     }
 
     fn peer_disconnect(&mut self, d: Disconnect) -> Result<(), Violation> {

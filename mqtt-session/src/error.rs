@@ -18,10 +18,11 @@ pub enum Violation {
     /// A second CONNECT ([MQTT-3.1.0-2]).
     #[error("second CONNECT")]
     SecondConnect,
-    /// Server: an AUTH the exchange does not allow: after a CONNECT without an
-    /// Authentication Method (5.0 [MQTT-4.12.0-7]), without an Authentication Method of
-    /// its own (section 3.15.2.2.2), or with a reason code a client does not send at this
-    /// point (0x18 continues; 0x19 re-authenticates, once connected).
+    /// An AUTH the exchange does not allow: after a CONNECT without an Authentication
+    /// Method (5.0 [MQTT-4.12.0-6], [MQTT-4.12.0-7]), without an Authentication Method of
+    /// its own (section 3.15.2.2.2), or with a reason code its sender does not use at this
+    /// point (either side continues with 0x18; once connected, a client re-authenticates
+    /// with 0x19 and a server confirms with 0x00).
     #[error("unexpected AUTH")]
     UnexpectedAuth,
     /// More unacknowledged QoS 1/2 messages than our Receive Maximum.

@@ -200,6 +200,48 @@ fn auth_is_sent_only_in_an_exchange_the_connect_began() {
 }
 
 #[test]
+fn a_client_takes_auth_only_in_an_exchange_its_connect_began() {
+    use ReasonCode::{ContinueAuthentication, Success};
+    // 5.0 [MQTT-4.12.0-6]: no AUTH from a server after a CONNECT without a method; with
+    // one, AUTH names it and, before CONNACK, only continues (0x18).
+    for (method, reason_code, method_in_auth, allowed) in [
+        (None, ContinueAuthentication, Some("PLAIN"), false),
+        (Some("PLAIN"), ContinueAuthentication, None, false),
+        (Some("PLAIN"), Success, Some("PLAIN"), false),
+        (Some("PLAIN"), ContinueAuthentication, Some("PLAIN"), true),
+    ] {
+        let p = Pair::new(V5);
+        let mut client = Connection::client(Config::default());
+        let mut c = p.connect_packet(true);
+        c.properties.authentication_method = method.map(s);
+        client.connect(p.now, c).unwrap();
+        while client.poll_transmit().is_some() {}
+        let properties = AuthProperties {
+            authentication_method: method_in_auth.map(s),
+            ..Default::default()
+        };
+        let auth = Packet::Auth(Auth {
+            reason_code,
+            properties: properties.into(),
+        });
+        client.handle_input(p.now, &encode(V5, auth));
+        let e = client.poll_event();
+        let case = format!("{method:?} {reason_code:?} {method_in_auth:?}");
+        if allowed {
+            assert!(matches!(e, Some(Event::Auth(_))), "{case}: {e:?}");
+        } else {
+            assert_eq!(
+                e,
+                Some(Event::Closed(CloseReason::Violation(
+                    Violation::UnexpectedAuth
+                ))),
+                "{case}"
+            );
+        }
+    }
+}
+
+#[test]
 fn answers_to_what_came_before_a_close_still_leave() {
     // A SUBSCRIBE, a PINGREQ and a DISCONNECT in one read: the close is reported after
     // the SUBSCRIBE, the SUBACK the application gives it is sent ([MQTT-3.8.4-1]), and
