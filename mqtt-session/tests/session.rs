@@ -42,19 +42,36 @@ fn first_packet_must_be_connect() {
     p.clear();
 }
 
-/// AUTH from a client, with the Authentication Method `method` if any.
-fn auth(reason_code: ReasonCode, method: Option<&str>) -> bytes::Bytes {
+/// AUTH with the Authentication Method `method` if any.
+fn auth_packet(reason_code: ReasonCode, method: Option<&str>) -> Auth {
     let properties = AuthProperties {
         authentication_method: method.map(s),
         ..Default::default()
     };
-    encode(
-        V5,
-        Packet::Auth(Auth {
-            reason_code,
-            properties: properties.into(),
-        }),
-    )
+    Auth {
+        reason_code,
+        properties: properties.into(),
+    }
+}
+
+/// The same, encoded.
+fn auth(reason_code: ReasonCode, method: Option<&str>) -> bytes::Bytes {
+    encode(V5, Packet::Auth(auth_packet(reason_code, method)))
+}
+
+/// The event after an AUTH was received: the AUTH if `allowed`, else the close for it.
+fn assert_auth_taken(e: Option<Event>, allowed: bool, case: &str) {
+    if allowed {
+        assert!(matches!(e, Some(Event::Auth(_))), "{case}: {e:?}");
+    } else {
+        assert_eq!(
+            e,
+            Some(Event::Closed(CloseReason::Violation(
+                Violation::UnexpectedAuth
+            ))),
+            "{case}"
+        );
+    }
 }
 
 #[test]
@@ -114,19 +131,8 @@ fn auth_only_in_an_exchange_the_connect_began() {
             Some(Event::ConnectReceived(_))
         ));
         server.handle_input(p.now, &auth(reason_code, method));
-        let e = server.poll_event();
         let case = format!("{reason_code:?} {method:?}");
-        if allowed {
-            assert!(matches!(e, Some(Event::Auth(_))), "{case}: {e:?}");
-        } else {
-            assert_eq!(
-                e,
-                Some(Event::Closed(CloseReason::Violation(
-                    Violation::UnexpectedAuth
-                ))),
-                "{case}"
-            );
-        }
+        assert_auth_taken(server.poll_event(), allowed, &case);
     }
 }
 
@@ -155,20 +161,12 @@ fn sent(server: &mut Connection) -> Vec<Packet> {
 #[test]
 fn auth_is_sent_only_in_an_exchange_the_connect_began() {
     use ReasonCode::{ContinueAuthentication, ReAuthenticate, Success};
-    let with = |reason_code, method: Option<&str>| Auth {
-        reason_code,
-        properties: AuthProperties {
-            authentication_method: method.map(s),
-            ..Default::default()
-        }
-        .into(),
-    };
     // No Authentication Method in CONNECT: neither side may send AUTH (5.0
     // [MQTT-4.12.0-6], [MQTT-4.12.0-7]).
     let mut p = Pair::new(V5);
     for c in [&mut p.client, &mut p.server] {
         assert_eq!(
-            c.auth(p.now, with(ContinueAuthentication, Some("PLAIN"))),
+            c.auth(p.now, auth_packet(ContinueAuthentication, Some("PLAIN"))),
             Err(UsageError::WrongState)
         );
         assert_eq!(c.poll_transmit(), None);
@@ -180,18 +178,18 @@ fn auth_is_sent_only_in_an_exchange_the_connect_began() {
     client.connect(p.now, c).unwrap();
     while client.poll_transmit().is_some() {}
     assert_eq!(
-        client.auth(p.now, with(ContinueAuthentication, None)),
+        client.auth(p.now, auth_packet(ContinueAuthentication, None)),
         Err(UsageError::WrongState)
     );
     for code in [ReAuthenticate, Success] {
         assert_eq!(
-            client.auth(p.now, with(code, Some("PLAIN"))),
+            client.auth(p.now, auth_packet(code, Some("PLAIN"))),
             Err(UsageError::InvalidReasonCode(code))
         );
     }
     assert_eq!(client.poll_transmit(), None);
     client
-        .auth(p.now, with(ContinueAuthentication, Some("PLAIN")))
+        .auth(p.now, auth_packet(ContinueAuthentication, Some("PLAIN")))
         .unwrap();
     assert!(matches!(
         &packets(V5, &[client.poll_transmit().unwrap()])[..],
@@ -216,28 +214,9 @@ fn a_client_takes_auth_only_in_an_exchange_its_connect_began() {
         c.properties.authentication_method = method.map(s);
         client.connect(p.now, c).unwrap();
         while client.poll_transmit().is_some() {}
-        let properties = AuthProperties {
-            authentication_method: method_in_auth.map(s),
-            ..Default::default()
-        };
-        let auth = Packet::Auth(Auth {
-            reason_code,
-            properties: properties.into(),
-        });
-        client.handle_input(p.now, &encode(V5, auth));
-        let e = client.poll_event();
+        client.handle_input(p.now, &auth(reason_code, method_in_auth));
         let case = format!("{method:?} {reason_code:?} {method_in_auth:?}");
-        if allowed {
-            assert!(matches!(e, Some(Event::Auth(_))), "{case}: {e:?}");
-        } else {
-            assert_eq!(
-                e,
-                Some(Event::Closed(CloseReason::Violation(
-                    Violation::UnexpectedAuth
-                ))),
-                "{case}"
-            );
-        }
+        assert_auth_taken(client.poll_event(), allowed, &case);
     }
 }
 
