@@ -90,11 +90,13 @@ impl Acl {
     /// May this client receive a message on `topic` through a subscription it holds? The
     /// subscribe rules decide, applied to the topic itself: a wildcard subscription,
     /// granted because no rule denies the whole of its filter, still receives nothing on
-    /// a topic a rule denies it.
+    /// a topic a rule denies it. A topic no deny rule can match
+    /// ([`may_deny_receive`](Self::may_deny_receive)) is allowed without more work.
     pub fn can_receive(&self, user: Option<&str>, client_id: &str, topic: &str) -> bool {
-        self.decide(user, client_id, Access::Subscribe, |p| {
-            pattern_matches(p, topic)
-        })
+        !self.may_deny_receive(topic)
+            || self.decide(user, client_id, Access::Subscribe, |p| {
+                pattern_matches(p, topic)
+            })
     }
 
     /// Whether a rule denying subscriptions may apply to `topic`, for some client. When

@@ -1200,9 +1200,9 @@ impl Broker {
         // known (see `route_from`).
         let user = self.conns.get(&id).and_then(|c| c.username.clone());
         for q in offline {
-            let t = &q.publish.topic;
-            if self.acl.may_deny_receive(t)
-                && !self.acl.can_receive(user.as_deref(), client_id.as_str(), t)
+            if !self
+                .acl
+                .can_receive(user.as_deref(), client_id.as_str(), &q.publish.topic)
             {
                 self.stats.receive_denied += 1;
                 done.extend(q.seq.filter(|_| stored).map(|seq| (seq, None)));
@@ -2126,9 +2126,7 @@ impl Broker {
                 .values()
                 .filter(|r| mqtt_proto::matches(inner, &r.publish.topic))
                 .filter(|r| {
-                    let t = &r.publish.topic;
-                    let ok =
-                        !acl.may_deny_receive(t) || acl.can_receive(user.as_deref(), &client_id, t);
+                    let ok = acl.can_receive(user.as_deref(), &client_id, &r.publish.topic);
                     denied += u64::from(!ok);
                     ok
                 })
