@@ -42,7 +42,7 @@ pub struct Config {
 }
 
 /// `[runtime]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Runtime {
     /// Threads that run the connections' tasks in `mqtt-broker` (tokio) and
@@ -53,6 +53,23 @@ pub struct Runtime {
     /// scheduler. `mqtt-broker-std` (a thread per connection) and `mqtt-broker-async-std`
     /// (async-std's own pool) ignore it.
     pub worker_threads: usize,
+    /// `mqtt-broker` (tokio) on Unix: a plain TCP connection with nothing to read or
+    /// write for this many milliseconds is parked: its task and its socket's registration
+    /// with the runtime are freed, and one shared poller watches the socket until input
+    /// arrives or the broker has something to send. Each time a connection wakes, or is
+    /// found busy, the wait before its next parking doubles, up to 128 times this, so a
+    /// client that sends every few seconds stays awake. 0 turns parking off. Default 25;
+    /// at most 60000.
+    pub park_idle_ms: u64,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self {
+            worker_threads: 0,
+            park_idle_ms: 25,
+        }
+    }
 }
 
 /// Cores of this machine, 1 when unknown.
@@ -457,6 +474,12 @@ impl Config {
                 self.runtime.worker_threads
             ));
         }
+        if self.runtime.park_idle_ms > 60_000 {
+            return Err(format!(
+                "runtime.park_idle_ms: {} is more than 60000 milliseconds",
+                self.runtime.park_idle_ms
+            ));
+        }
         if self.listeners.is_empty() {
             return Err("at least one [[listener]] is needed".into());
         }
@@ -728,6 +751,16 @@ mod tests {
         assert!(Config::parse("[sys]\ninterval_secs = 4294967296").is_err());
         let e = Config::parse("[runtime]\nworker_threads = 100000").unwrap_err();
         assert!(e.contains("runtime.worker_threads"), "{e}");
+        let e = Config::parse("[runtime]\npark_idle_ms = 60001").unwrap_err();
+        assert!(e.contains("runtime.park_idle_ms"), "{e}");
+        assert_eq!(Config::parse("").unwrap().runtime.park_idle_ms, 25);
+        assert_eq!(
+            Config::parse("[runtime]\npark_idle_ms = 0")
+                .unwrap()
+                .runtime
+                .park_idle_ms,
+            0
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! With `--subscribe`, each connection also subscribes to a topic of its own (`idle/N`,
-//! QoS 1) and reads its SUBACK before going quiet.
+//! QoS 1) and reads its SUBACK before going quiet. With `--sizes`, it also prints the
+//! broker's allocations that the connections added, by requested size.
 //!
 //! N defaults to 10000 and is capped at 100000 and by the open-files limit (each process
 //! needs one descriptor per connection): raise it with `ulimit -n` first if needed.
@@ -27,20 +28,38 @@ struct Counting;
 
 static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Live allocations by requested size, in 8-byte steps (the last counts every larger
+/// one), for `--sizes`.
+const SIZE_CLASSES: usize = 513;
+static BY_SIZE: [std::sync::atomic::AtomicIsize; SIZE_CLASSES] =
+    [const { std::sync::atomic::AtomicIsize::new(0) }; SIZE_CLASSES];
+
+fn size_class(size: usize) -> usize {
+    size.div_ceil(8).min(SIZE_CLASSES - 1)
+}
+
+fn count(size: usize, n: isize) {
+    BY_SIZE[size_class(size)].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+}
+
 // Forwarding to the system allocator unchanged is sound; the counter is only read.
 #[allow(unsafe_code)]
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        count(layout.size(), 1);
         unsafe { std::alloc::System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        count(layout.size(), -1);
         unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
         LIVE.fetch_add(new, std::sync::atomic::Ordering::Relaxed);
         LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        count(layout.size(), -1);
+        count(new, 1);
         unsafe { std::alloc::System.realloc(ptr, layout, new) }
     }
 }
@@ -50,6 +69,34 @@ static ALLOCATOR: Counting = Counting;
 
 fn heap() -> u64 {
     LIVE.load(std::sync::atomic::Ordering::Relaxed) as u64
+}
+
+fn sizes() -> Vec<isize> {
+    BY_SIZE
+        .iter()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        .collect()
+}
+
+/// Prints the allocations that grew by at least one per 10 connections, per connection.
+fn print_sizes(before: &[isize], after: &[isize], n: usize) {
+    println!("\n| requested size (up to) | allocations per connection | bytes per connection |");
+    println!("|---:|---:|---:|");
+    let mut total = 0.0;
+    for (class, (b, a)) in before.iter().zip(after).enumerate() {
+        let per = (a - b) as f64 / n as f64;
+        if per.abs() < 0.1 {
+            continue;
+        }
+        let size = if class == SIZE_CLASSES - 1 {
+            format!("> {}", (class - 1) * 8)
+        } else {
+            format!("{}", class * 8)
+        };
+        total += per;
+        println!("| {size} | {per:.2} | {:.0} |", per * (class * 8) as f64);
+    }
+    println!("| all | {total:.2} | |");
 }
 
 const DEFAULT_CONNECTIONS: usize = 10_000;
@@ -67,11 +114,15 @@ fn main() -> anyhow::Result<()> {
         return clients(addr, n, subscribe);
     }
     let subscribe = args.iter().any(|a| a == "--subscribe");
-    let args: Vec<String> = args.into_iter().filter(|a| a != "--subscribe").collect();
+    let by_size = args.iter().any(|a| a == "--sizes");
+    let args: Vec<String> = args
+        .into_iter()
+        .filter(|a| a != "--subscribe" && a != "--sizes")
+        .collect();
     let asked: usize = match args.first() {
         Some(a) => a
             .parse()
-            .map_err(|_| anyhow::anyhow!("usage: idle_memory [N] [--subscribe]"))?,
+            .map_err(|_| anyhow::anyhow!("usage: idle_memory [N] [--subscribe] [--sizes]"))?,
         None => DEFAULT_CONNECTIONS,
     };
     let limit = open_files_limit()?;
@@ -82,7 +133,7 @@ fn main() -> anyhow::Result<()> {
     );
     anyhow::ensure!(n > 0, "no connections possible");
 
-    let mut rows = vec![ours(n, subscribe)?];
+    let mut rows = vec![ours(n, subscribe, by_size)?];
     match mosquitto(n, subscribe) {
         Ok(row) => rows.push(row),
         Err(e) => println!("mosquitto not measured: {e:#}"),
@@ -125,7 +176,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// The broker in this process.
-fn ours(n: usize, subscribe: bool) -> anyhow::Result<Row> {
+fn ours(n: usize, subscribe: bool, by_size: bool) -> anyhow::Result<Row> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -141,6 +192,7 @@ fn ours(n: usize, subscribe: bool) -> anyhow::Result<Row> {
     std::thread::sleep(Duration::from_millis(200));
     let before = rss("self")?;
     let heap_before = heap();
+    let sizes_before = sizes();
     let mut child = spawn_clients(addr, n, subscribe)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while rt.block_on(running.gauges())?.sessions < n {
@@ -153,6 +205,9 @@ fn ours(n: usize, subscribe: bool) -> anyhow::Result<Row> {
     std::thread::sleep(Duration::from_millis(500));
     let after = rss("self")?;
     let heap_after = heap();
+    if by_size {
+        print_sizes(&sizes_before, &sizes(), n);
+    }
     stop_clients(&mut child)?;
     rt.block_on(running.shutdown());
     Ok(Row {

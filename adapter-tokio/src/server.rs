@@ -26,6 +26,46 @@ use tokio_tungstenite::tungstenite::{http, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{info, warn};
 
+#[cfg(unix)]
+mod park;
+use park::{Lot, Parking};
+
+/// Parking needs an epoll instance: elsewhere, connections keep their tasks.
+#[cfg(not(unix))]
+mod park {
+    use super::{Outbox, TcpLink, ToCore};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[derive(Clone)]
+    pub(super) struct Lot;
+
+    pub(super) enum Parking<L> {
+        Parked,
+        Refused(L),
+        Lost,
+    }
+
+    impl Lot {
+        pub(super) fn start(
+            _: Duration,
+            _: &tokio::sync::mpsc::Sender<ToCore>,
+            _: tokio::sync::watch::Receiver<bool>,
+        ) -> std::io::Result<Self> {
+            Err(std::io::ErrorKind::Unsupported.into())
+        }
+        pub(super) fn wait(&self, _: u8) -> Duration {
+            Duration::MAX
+        }
+        pub(super) fn raise(level: u8) -> u8 {
+            level
+        }
+        pub(super) fn park(&self, link: TcpLink, _: &Arc<Outbox>, _: u8) -> Parking<TcpLink> {
+            Parking::Refused(link)
+        }
+    }
+}
+
 /// What reaches the core task: the shared core's inputs, with each connection's outbox
 /// as its write side.
 type ToCore = Input<OutboxHandle>;
@@ -173,6 +213,16 @@ pub async fn start_with(
     let live = Arc::new(AtomicUsize::new(0));
     let mut local_addrs = vec![];
     let mut listeners = vec![];
+    let lot = match config.runtime.park_idle_ms {
+        0 => None,
+        ms => match Lot::start(Duration::from_millis(ms), &core_tx, shutdown_rx.clone()) {
+            Ok(lot) => Some(lot),
+            Err(e) => {
+                warn!("idle connections will not be parked: {e}");
+                None
+            }
+        },
+    };
     // A WebSocket message may hold a packet of the largest size and then some (packets
     // batched in one message), up to twice the maximum packet size.
     let ws_limit = (config.limits.max_packet_size as usize)
@@ -216,6 +266,7 @@ pub async fn start_with(
             live.clone(),
             config.limits.max_connections,
             Duration::from_secs(config.limits.connect_timeout_secs),
+            lot.clone(),
         )));
     }
     // Password checks run on blocking threads, as many at once as there are cores: each
@@ -289,6 +340,8 @@ async fn accept_loop(
     live: Arc<AtomicUsize>,
     max_connections: usize,
     handshake: Duration,
+    // Where idle TCP connections park (`None`: they do not).
+    lot: Option<Lot>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -319,7 +372,8 @@ async fn accept_loop(
         let core_tx = core_tx.clone();
         if let Transport::Tcp = transport {
             // The connection itself is the task: nothing else lives as long as it does.
-            tokio::spawn(connection(id, TcpLink(stream), info, core_tx, live));
+            let start = Start::open(id, info, live);
+            tokio::spawn(connection(start, TcpLink(stream), core_tx, lot.clone(), 0));
             continue;
         }
         let transport = transport.clone();
@@ -367,14 +421,18 @@ async fn serve(
     // transport needs, not as the largest (TLS and WebSocket state are kilobytes).
     match transport {
         // TCP connections are spawned without this wrapper (see `accept_loop`).
-        Transport::Tcp => Box::pin(connection(id, TcpLink(stream), info, core, live)).await,
+        Transport::Tcp => {
+            let start = Start::open(id, info, live);
+            Box::pin(connection(start, TcpLink(stream), core, None, 0)).await
+        }
         Transport::Tls(tls, use_identity) => {
             Box::pin(async move {
                 let s = tokio::time::timeout(handshake, tls.acceptor().accept(stream)).await??;
                 if use_identity {
                     info.tls_identity = Some(client_identity(s.get_ref().1)?.into());
                 }
-                connection(id, StreamLink::new(s), info, core, live).await;
+                let start = Start::open(id, info, live);
+                connection(start, StreamLink::new(s), core, None, 0).await;
                 anyhow::Ok(())
             })
             .await?
@@ -383,7 +441,8 @@ async fn serve(
             Box::pin(async move {
                 let ws = tokio::time::timeout(handshake, ws_accept(stream, &path, limit)).await??;
                 let who = format!("{} {}", info.listener, info.peer);
-                connection(id, WsLink(ws, who), info, core, live).await;
+                let start = Start::open(id, info, live);
+                connection(start, WsLink(ws, who), core, None, 0).await;
                 anyhow::Ok(())
             })
             .await?
@@ -399,7 +458,8 @@ async fn serve(
                 })
                 .await??;
                 let who = format!("{} {}", info.listener, info.peer);
-                connection(id, WsLink(ws, who), info, core, live).await;
+                let start = Start::open(id, info, live);
+                connection(start, WsLink(ws, who), core, None, 0).await;
                 anyhow::Ok(())
             })
             .await?
@@ -553,6 +613,12 @@ impl Outbox {
         self.waker.wake();
     }
 
+    /// Whether the core side called [`wake`](Self::wake) since the connection was last
+    /// ready (the flag stays set).
+    fn has_woken(&self) -> bool {
+        self.woken.load(Ordering::Acquire)
+    }
+
     /// Connection side: ready once the core side called [`wake`](Self::wake) since the
     /// last time it was ready. Holds no state of its own, unlike a `Notified` future.
     fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
@@ -646,6 +712,16 @@ trait Link: Send + 'static {
     ) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
     /// Ends the transport.
     fn shutdown(&mut self) -> impl std::future::Future<Output = ()> + Send;
+    /// Whether [`park`](Self::park) can take this transport.
+    const PARKS: bool = false;
+    /// Hands the connection, idle, to `lot` (see [`park`]); only plain TCP can be.
+    fn park(self, lot: &Lot, outbox: &Arc<Outbox>, level: u8) -> Parking<Self>
+    where
+        Self: Sized,
+    {
+        let _ = (lot, outbox, level);
+        Parking::Refused(self)
+    }
 }
 
 /// TCP: waits for readability with no buffer, then reads into a fresh one, so an idle
@@ -687,6 +763,12 @@ impl Link for TcpLink {
 
     async fn shutdown(&mut self) {
         let _ = self.0.shutdown().await;
+    }
+
+    const PARKS: bool = true;
+
+    fn park(self, lot: &Lot, outbox: &Arc<Outbox>, level: u8) -> Parking<Self> {
+        lot.park(self, outbox, level)
     }
 }
 
@@ -772,30 +854,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Link for WsLink<S> {
     }
 }
 
+/// How a connection's task starts.
+enum Start {
+    /// A new connection, registered with the core first.
+    Open(Box<Opening>),
+    /// A parked connection woken again (see [`park`]).
+    Resume(Arc<Outbox>),
+}
+
+impl Start {
+    /// A new connection.
+    fn open(id: ConnId, info: ConnInfo, live: Live) -> Self {
+        // Boxed: the future keeps what it captures for as long as it lives, and this is
+        // needed only until the connection is registered.
+        Self::Open(Box::new(Opening { id, info, live }))
+    }
+}
+
+/// What the wait of a connection's task ended with.
+enum Woke {
+    /// The core queued output (or a close).
+    Output,
+    /// Input, or the end of it.
+    Input(std::io::Result<Bytes>),
+    /// Its wait before parking passed.
+    Idle,
+}
+
 /// A connection: one task reads what arrives and sends it to the core, and writes what
-/// the core queued, one write per batch.
+/// the core queued, one write per batch. With a [`Lot`], a plain TCP connection idle for
+/// the lot's wait (doubled `level` times) parks there and its task ends; the lot starts a
+/// new one when it wakes.
 ///
 /// Its future is what an idle connection costs, so only the wait for input or output is
 /// kept inline; a write that has to wait for the peer, a send that has to wait for the
-/// core and the close are boxed when they happen.
+/// core, the wait before parking and the close are boxed when they happen.
 // Not an `async fn`: an `async fn` moves its arguments into locals and keeps both copies
 // in its future; the block below uses its captures in place.
 #[allow(clippy::manual_async_fn)]
 fn connection<L: Link>(
-    id: ConnId,
+    start: Start,
     mut link: L,
-    info: ConnInfo,
     core: mpsc::Sender<ToCore>,
-    // Held until the connection ends (by its outbox).
-    live: Live,
+    lot: Option<Lot>,
+    mut level: u8,
 ) -> impl std::future::Future<Output = ()> + Send {
-    // Boxed: the future keeps what it captures for as long as it lives, and this is
-    // needed only until the connection is registered.
-    let opening = Box::new(Opening { id, info, live });
     async move {
-        let Some(outbox) = Box::pin(register(opening, &core)).await else {
-            return;
+        let outbox = match start {
+            Start::Open(opening) => match Box::pin(register(opening, &core)).await {
+                Some(outbox) => outbox,
+                None => return,
+            },
+            Start::Resume(outbox) => outbox,
         };
+        let mut lot = lot.filter(|_| L::PARKS);
+        // The wait before parking, armed at the first wait; `busy`: input came or output
+        // left since it was armed.
+        let mut nap: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let mut busy = false;
         let mut closed_by_broker = false;
         loop {
             // What the core queued leaves before more is read. In a block of its own, so
@@ -829,25 +945,60 @@ fn connection<L: Link>(
                 break;
             }
             if wrote {
+                busy = true;
                 // More may have come while writing (its wake-up may have gone to the
                 // write).
                 continue;
             }
+            if let (Some(lot), None) = (&lot, &nap) {
+                nap = Some(Box::pin(tokio::time::sleep(lot.wait(level))));
+            }
             // Waits for output to write or input to read, with nothing held but the
             // borrows.
-            let b = match std::future::poll_fn(|cx| {
+            let woke = std::future::poll_fn(|cx| {
                 if outbox.poll_woken(cx).is_ready() {
-                    return Poll::Ready(None);
+                    return Poll::Ready(Woke::Output);
                 }
-                link.poll_read_chunk(cx).map(Some)
+                if let Poll::Ready(r) = link.poll_read_chunk(cx) {
+                    return Poll::Ready(Woke::Input(r));
+                }
+                match nap.as_mut().map(|n| std::future::Future::poll(n.as_mut(), cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(Woke::Idle),
+                    _ => Poll::Pending,
+                }
             })
-            .await
-            {
-                // Output to write (or a close).
-                None => continue,
-                Some(Ok(b)) if !b.is_empty() => b,
-                Some(_) => break,
+            .await;
+            let b = match woke {
+                Woke::Output => continue,
+                Woke::Input(Ok(b)) if !b.is_empty() => b,
+                Woke::Input(_) => break,
+                Woke::Idle => {
+                    let Some(l) = lot.as_ref() else { continue };
+                    if std::mem::take(&mut busy) {
+                        // Busy since the wait was armed: it waits longer next time.
+                        level = Lot::raise(level);
+                        if let Some(n) = nap.as_mut() {
+                            n.as_mut()
+                                .reset(tokio::time::Instant::now() + l.wait(level));
+                        }
+                        continue;
+                    }
+                    match link.park(l, &outbox, level) {
+                        Parking::Parked => return,
+                        Parking::Lost => {
+                            let _ = core.send(Input::Closed(outbox.id)).await;
+                            return;
+                        }
+                        Parking::Refused(back) => {
+                            link = back;
+                            lot = None;
+                            nap = None;
+                            continue;
+                        }
+                    }
+                }
             };
+            busy = true;
             if b[0] >> 4 == 3 {
                 // Input that starts with a PUBLISH waits one scheduling round. Of the
                 // tasks woken together, tokio runs the last woken first, which would let
@@ -869,6 +1020,7 @@ fn connection<L: Link>(
             };
             permit.send(Input::Data(outbox.id, b));
         }
+        drop(nap);
         Box::pin(close(outbox.id, link, core, closed_by_broker)).await;
     }
 }
@@ -1226,7 +1378,8 @@ mod tests {
             allow_anonymous: Some(true),
         };
         let live = Live(Arc::new(AtomicUsize::new(1)));
-        let future = connection(1, TcpLink(stream), info, core, live);
+        let lot = Lot::start(Duration::from_millis(25), &core, watch::channel(false).1).ok();
+        let future = connection(Start::open(1, info, live), TcpLink(stream), core, lot, 0);
         let size = std::mem::size_of_val(&future);
         println!("TCP connection future: {size} B");
         // 832 B in a debug build (608 B in release) before its waits became `poll`
