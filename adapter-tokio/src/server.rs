@@ -63,6 +63,9 @@ mod park {
         pub(super) fn park(&self, link: TcpLink, _: &Arc<Outbox>, _: u8) -> Parking<TcpLink> {
             Parking::Refused(link)
         }
+        pub(super) fn len(&self) -> usize {
+            0
+        }
     }
 }
 
@@ -102,6 +105,8 @@ pub struct Running {
     done: Option<oneshot::Receiver<()>>,
     /// The accept loops (and the metrics endpoint's): they hold the listening sockets.
     listeners: Vec<tokio::task::JoinHandle<()>>,
+    /// Where idle TCP connections park.
+    lot: Option<Lot>,
 }
 
 impl Running {
@@ -139,6 +144,12 @@ impl Running {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// How many connections are parked now: idle plain TCP connections whose task was
+    /// freed (`[runtime] park_idle_ms`, CONFIG.md "Runtime").
+    pub fn parked_connections(&self) -> usize {
+        self.lot.as_ref().map_or(0, Lot::len)
     }
 
     /// Disconnects a client (5.0: DISCONNECT with `reason`).
@@ -325,6 +336,7 @@ pub async fn start_with(
         shutdown: Some(shutdown_tx),
         done: Some(done_rx),
         listeners,
+        lot,
     })
 }
 
@@ -372,8 +384,13 @@ async fn accept_loop(
         let core_tx = core_tx.clone();
         if let Transport::Tcp = transport {
             // The connection itself is the task: nothing else lives as long as it does.
-            let start = Start::open(id, info, live);
-            tokio::spawn(connection(start, TcpLink(stream), core_tx, lot.clone(), 0));
+            // Registered here, so that the task starts with its outbox; waiting for room in
+            // the core's channel holds further accepts back.
+            let Some(outbox) = register(id, info, live, &core_tx).await else {
+                return;
+            };
+            let nap = lot.clone().map(|lot| Nap::new(lot, 0));
+            tokio::spawn(connection(outbox, TcpLink(stream), core_tx, nap));
             continue;
         }
         let transport = transport.clone();
@@ -422,8 +439,10 @@ async fn serve(
     match transport {
         // TCP connections are spawned without this wrapper (see `accept_loop`).
         Transport::Tcp => {
-            let start = Start::open(id, info, live);
-            Box::pin(connection(start, TcpLink(stream), core, None, 0)).await
+            let Some(outbox) = register(id, info, live, &core).await else {
+                return Ok(());
+            };
+            Box::pin(connection(outbox, TcpLink(stream), core, None)).await
         }
         Transport::Tls(tls, use_identity) => {
             Box::pin(async move {
@@ -431,8 +450,9 @@ async fn serve(
                 if use_identity {
                     info.tls_identity = Some(client_identity(s.get_ref().1)?.into());
                 }
-                let start = Start::open(id, info, live);
-                connection(start, StreamLink::new(s), core, None, 0).await;
+                if let Some(outbox) = register(id, info, live, &core).await {
+                    connection(outbox, StreamLink::new(s), core, None).await;
+                }
                 anyhow::Ok(())
             })
             .await?
@@ -441,8 +461,9 @@ async fn serve(
             Box::pin(async move {
                 let ws = tokio::time::timeout(handshake, ws_accept(stream, &path, limit)).await??;
                 let who = format!("{} {}", info.listener, info.peer);
-                let start = Start::open(id, info, live);
-                connection(start, WsLink(ws, who), core, None, 0).await;
+                if let Some(outbox) = register(id, info, live, &core).await {
+                    connection(outbox, WsLink(ws, who), core, None).await;
+                }
                 anyhow::Ok(())
             })
             .await?
@@ -458,8 +479,9 @@ async fn serve(
                 })
                 .await??;
                 let who = format!("{} {}", info.listener, info.peer);
-                let start = Start::open(id, info, live);
-                connection(start, WsLink(ws, who), core, None, 0).await;
+                if let Some(outbox) = register(id, info, live, &core).await {
+                    connection(outbox, WsLink(ws, who), core, None).await;
+                }
                 anyhow::Ok(())
             })
             .await?
@@ -671,15 +693,14 @@ impl Outbox {
     }
 }
 
-/// What a connection's task needs until it is registered with the core.
-struct Opening {
+/// Registers a new connection with the core: its outbox, which counts it as live from
+/// now on. `None`: the broker stopped.
+async fn register(
     id: ConnId,
     info: ConnInfo,
     live: Live,
-}
-
-async fn register(opening: Box<Opening>, core: &mpsc::Sender<ToCore>) -> Option<Arc<Outbox>> {
-    let Opening { id, info, live } = *opening;
+    core: &mpsc::Sender<ToCore>,
+) -> Option<Arc<Outbox>> {
     let outbox = Arc::new(Outbox::new(id, live));
     core.send(Input::Open {
         id,
@@ -854,20 +875,93 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Link for WsLink<S> {
     }
 }
 
-/// How a connection's task starts.
-enum Start {
-    /// A new connection, registered with the core first.
-    Open(Box<Opening>),
-    /// A parked connection woken again (see [`park`]).
-    Resume(Arc<Outbox>),
+/// A TCP connection's parking state (see [`park`]), boxed: one pointer in the
+/// connection's future.
+struct Nap {
+    lot: Lot,
+    /// The wait before parking, armed at the first wait for input.
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// How many times the wait has doubled.
+    level: u8,
+    /// Input came or output left since the wait was armed.
+    busy: bool,
+    /// Input the lot read when it woke the connection, handled before anything else is
+    /// read: a woken connection's input is not a reactor turn later than an awake one's.
+    input: Option<std::io::Result<Bytes>>,
+    /// The waker the wait is polled with.
+    wake: Arc<NapWake>,
 }
 
-impl Start {
-    /// A new connection.
-    fn open(id: ConnId, info: ConnInfo, live: Live) -> Self {
-        // Boxed: the future keeps what it captures for as long as it lives, and this is
-        // needed only until the connection is registered.
-        Self::Open(Box::new(Opening { id, info, live }))
+/// Wakes a connection's task when its wait before parking passes, but only while the
+/// task waits for input or output. Elsewhere, the task's own waker would make it run
+/// too early: in the yield that keeps a PUBLISH behind input that arrived with it on
+/// other connections (see [`connection`]). A wait that passed meanwhile is seen at the
+/// next wait.
+#[derive(Default)]
+struct NapWake {
+    task: AtomicWaker,
+    waiting: AtomicBool,
+}
+
+impl std::task::Wake for NapWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.waiting.load(Ordering::Acquire) {
+            self.task.wake();
+        }
+    }
+}
+
+impl Nap {
+    fn new(lot: Lot, level: u8) -> Box<Self> {
+        Box::new(Self {
+            lot,
+            sleep: None,
+            level,
+            busy: false,
+            input: None,
+            wake: Arc::default(),
+        })
+    }
+
+    /// Arms the wait if it is not.
+    fn arm(&mut self) {
+        if self.sleep.is_none() {
+            self.sleep = Some(Box::pin(tokio::time::sleep(self.lot.wait(self.level))));
+        }
+    }
+
+    /// Polls the wait: the task waits until [`woke`](Self::woke).
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(s) = self.sleep.as_mut() else {
+            return Poll::Pending;
+        };
+        self.wake.task.register(cx.waker());
+        self.wake.waiting.store(true, Ordering::Release);
+        let waker = std::task::Waker::from(self.wake.clone());
+        std::future::Future::poll(s.as_mut(), &mut Context::from_waker(&waker))
+    }
+
+    /// The task's wait ended.
+    fn woke(&self) {
+        self.wake.waiting.store(false, Ordering::Release);
+    }
+
+    /// The wait passed: whether the connection parks now (it was idle), or else waits
+    /// again, twice as long (it was busy).
+    fn idle(&mut self) -> bool {
+        if !std::mem::take(&mut self.busy) {
+            return true;
+        }
+        self.level = Lot::raise(self.level);
+        let wait = self.lot.wait(self.level);
+        if let Some(s) = self.sleep.as_mut() {
+            s.as_mut().reset(tokio::time::Instant::now() + wait);
+        }
+        false
     }
 }
 
@@ -893,25 +987,15 @@ enum Woke {
 // in its future; the block below uses its captures in place.
 #[allow(clippy::manual_async_fn)]
 fn connection<L: Link>(
-    start: Start,
+    outbox: Arc<Outbox>,
     mut link: L,
     core: mpsc::Sender<ToCore>,
-    lot: Option<Lot>,
-    mut level: u8,
+    mut nap: Option<Box<Nap>>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let outbox = match start {
-            Start::Open(opening) => match Box::pin(register(opening, &core)).await {
-                Some(outbox) => outbox,
-                None => return,
-            },
-            Start::Resume(outbox) => outbox,
-        };
-        let mut lot = lot.filter(|_| L::PARKS);
-        // The wait before parking, armed at the first wait; `busy`: input came or output
-        // left since it was armed.
-        let mut nap: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        let mut busy = false;
+        if !L::PARKS {
+            nap = None;
+        }
         let mut closed_by_broker = false;
         loop {
             // What the core queued leaves before more is read. In a block of its own, so
@@ -945,67 +1029,82 @@ fn connection<L: Link>(
                 break;
             }
             if wrote {
-                busy = true;
+                if let Some(n) = nap.as_mut() {
+                    n.busy = true;
+                }
                 // More may have come while writing (its wake-up may have gone to the
                 // write).
                 continue;
             }
-            if let (Some(lot), None) = (&lot, &nap) {
-                nap = Some(Box::pin(tokio::time::sleep(lot.wait(level))));
+            if let Some(n) = nap.as_mut() {
+                n.arm();
             }
             // Waits for output to write or input to read, with nothing held but the
             // borrows.
-            let woke = std::future::poll_fn(|cx| {
+            let b = match std::future::poll_fn(|cx| {
                 if outbox.poll_woken(cx).is_ready() {
                     return Poll::Ready(Woke::Output);
+                }
+                if let Some(r) = nap.as_mut().and_then(|n| n.input.take()) {
+                    return Poll::Ready(Woke::Input(r));
                 }
                 if let Poll::Ready(r) = link.poll_read_chunk(cx) {
                     return Poll::Ready(Woke::Input(r));
                 }
-                match nap.as_mut().map(|n| std::future::Future::poll(n.as_mut(), cx)) {
+                match nap.as_mut().map(|n| n.poll(cx)) {
                     Some(Poll::Ready(())) => Poll::Ready(Woke::Idle),
                     _ => Poll::Pending,
                 }
             })
-            .await;
-            let b = match woke {
-                Woke::Output => continue,
+            .await
+            {
+                Woke::Output => {
+                    if let Some(n) = nap.as_ref() {
+                        n.woke();
+                    }
+                    continue;
+                }
                 Woke::Input(Ok(b)) if !b.is_empty() => b,
                 Woke::Input(_) => break,
                 Woke::Idle => {
-                    let Some(l) = lot.as_ref() else { continue };
-                    if std::mem::take(&mut busy) {
-                        // Busy since the wait was armed: it waits longer next time.
-                        level = Lot::raise(level);
-                        if let Some(n) = nap.as_mut() {
-                            n.as_mut()
-                                .reset(tokio::time::Instant::now() + l.wait(level));
-                        }
+                    let Some(n) = nap.as_mut() else { continue };
+                    n.woke();
+                    if !n.idle() {
                         continue;
                     }
-                    match link.park(l, &outbox, level) {
+                    match link.park(&n.lot, &outbox, n.level) {
                         Parking::Parked => return,
                         Parking::Lost => {
-                            let _ = core.send(Input::Closed(outbox.id)).await;
+                            // Not awaited here: the match would keep `woke` in the
+                            // future.
+                            let id = outbox.id;
+                            tokio::spawn(async move {
+                                let _ = core.send(Input::Closed(id)).await;
+                            });
                             return;
                         }
                         Parking::Refused(back) => {
                             link = back;
-                            lot = None;
                             nap = None;
                             continue;
                         }
                     }
                 }
             };
-            busy = true;
+            if let Some(n) = nap.as_mut() {
+                n.busy = true;
+                n.woke();
+            }
             if b[0] >> 4 == 3 {
-                // Input that starts with a PUBLISH waits one scheduling round. Of the
+                // Input that starts with a PUBLISH waits two scheduling rounds. Of the
                 // tasks woken together, tokio runs the last woken first, which would let
                 // a PUBLISH overtake a SUBSCRIBE that reached another connection just
                 // before it; waiting restores the arrival order. MQTT orders nothing
                 // across connections, but a client that subscribes and then has another
-                // client publish expects the message.
+                // client publish expects the message. Twice: every 61 task polls, tokio's
+                // scheduler polls its reactor between two tasks, and a task whose one
+                // yield ends there runs next, before the tasks already queued.
+                tokio::task::yield_now().await;
                 tokio::task::yield_now().await;
             }
             // A slot first, then the input: a full channel is waited on without holding
@@ -1371,15 +1470,10 @@ mod tests {
             .await
             .unwrap();
         let (core, _rx) = mpsc::channel::<ToCore>(1);
-        let info = ConnInfo {
-            peer: "p".into(),
-            listener: "l".into(),
-            tls_identity: None,
-            allow_anonymous: Some(true),
-        };
         let live = Live(Arc::new(AtomicUsize::new(1)));
-        let lot = Lot::start(Duration::from_millis(25), &core, watch::channel(false).1).ok();
-        let future = connection(Start::open(1, info, live), TcpLink(stream), core, lot, 0);
+        let lot = Lot::start(Duration::from_millis(25), &core, watch::channel(false).1).unwrap();
+        let outbox = Arc::new(Outbox::new(1, live));
+        let future = connection(outbox, TcpLink(stream), core, Some(Nap::new(lot, 0)));
         let size = std::mem::size_of_val(&future);
         println!("TCP connection future: {size} B");
         // 832 B in a debug build (608 B in release) before its waits became `poll`

@@ -14,7 +14,7 @@
 //! already waits is reported at once, and the outbox is checked after the lot's waker is
 //! in place.
 
-use super::{connection, Outbox, Start, TcpLink, ToCore};
+use super::{connection, Nap, Outbox, TcpLink, ToCore};
 use mqtt_broker::ConnId;
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -139,13 +139,12 @@ impl Lot {
             id,
         })));
         if outbox.has_woken() {
-            self.0.unpark(id);
+            self.0.unpark(id, false);
         }
         Parking::Parked
     }
 
     /// How many connections are parked.
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.0.parked.lock().expect("not poisoned").len()
     }
@@ -153,8 +152,11 @@ impl Lot {
 
 impl Shared {
     /// Gives a parked connection a task again (nothing when it is not parked: a second
-    /// wake-up for one it already woke).
-    fn unpark(self: &Arc<Self>, id: ConnId) {
+    /// wake-up for one it already woke). When its socket is `readable`, what it holds is
+    /// read here and handed to the task: a socket newly registered with tokio is reported
+    /// ready only at the reactor's next turn, and input that reached an awake connection
+    /// after this one's would be handled first.
+    fn unpark(self: &Arc<Self>, id: ConnId, readable: bool) {
         let Some(p) = self.parked.lock().expect("not poisoned").remove(&id) else {
             return;
         };
@@ -168,16 +170,19 @@ impl Shared {
         let _runtime = self.runtime.enter();
         match TcpStream::from_std(p.stream) {
             Ok(stream) => {
-                let level = Lot::raise(p.level);
-                let lot = Some(Lot(self.clone()));
-                let start = Start::Resume(p.outbox);
+                let mut nap = Nap::new(Lot(self.clone()), Lot::raise(p.level));
+                if readable {
+                    nap.input = read(&stream);
+                }
                 self.runtime
-                    .spawn(connection(start, TcpLink(stream), core, lot, level));
+                    .spawn(connection(p.outbox, TcpLink(stream), core, Some(nap)));
             }
             Err(e) => {
                 warn!(conn = id, "waking a parked connection: {e}; closing it");
                 self.runtime.spawn(async move {
-                    let _ = core.send(mqtt_adapter_common::core::Input::Closed(id)).await;
+                    let _ = core
+                        .send(mqtt_adapter_common::core::Input::Closed(id))
+                        .await;
                 });
             }
         }
@@ -197,17 +202,13 @@ impl Wake for Unpark {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if let Some(lot) = self.lot.upgrade() {
-            lot.unpark(self.id);
+            lot.unpark(self.id, false);
         }
     }
 }
 
 /// The lot's task: waits until the poller has events, and wakes their connections.
-async fn watch(
-    mut fd: AsyncFd<mio::Poll>,
-    lot: Weak<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn watch(mut fd: AsyncFd<mio::Poll>, lot: Weak<Shared>, mut shutdown: watch::Receiver<bool>) {
     const CAPACITY: usize = 256;
     let mut events = mio::Events::with_capacity(CAPACITY);
     loop {
@@ -221,7 +222,10 @@ async fn watch(
             },
             _ = shutdown.changed() => return,
         };
-        match guard.get_inner_mut().poll(&mut events, Some(Duration::ZERO)) {
+        match guard
+            .get_inner_mut()
+            .poll(&mut events, Some(Duration::ZERO))
+        {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -236,7 +240,21 @@ async fn watch(
         drop(guard);
         let Some(lot) = lot.upgrade() else { return };
         for e in events.iter() {
-            lot.unpark(e.token().0 as ConnId);
+            lot.unpark(e.token().0 as ConnId, e.is_readable() || e.is_read_closed());
         }
+    }
+}
+
+/// What a woken socket holds, read at once (as [`TcpLink`] would): `None` when nothing
+/// is there yet.
+fn read(stream: &TcpStream) -> Option<std::io::Result<bytes::Bytes>> {
+    let mut buf = vec![0u8; super::KEPT_CAPACITY];
+    match stream.try_read(&mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Some(Ok(buf.into()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(e) => Some(Err(e)),
     }
 }

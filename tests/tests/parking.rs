@@ -1,0 +1,189 @@
+//! Idle plain TCP connections of the tokio broker park (`[runtime] park_idle_ms`): their
+//! task ends and one shared poller watches their sockets. A parked connection must behave
+//! as any other: output the broker queues for it, input it sends, its peer closing it, a
+//! shutdown and the keep-alive all wake it, and nothing is lost on the way.
+
+use adapter_tokio::config::Config;
+use adapter_tokio::server::{start, Running};
+use mqtt_proto::{Packet, ProtocolVersion, QoS, ReasonCode};
+use mqtt_tests::raw::{frame, publish_qos1_packet, subscribe_packet, Raw};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
+
+async fn broker(park_idle_ms: u64) -> (Running, SocketAddr) {
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n\
+         [persistence]\nenabled = false\n[runtime]\npark_idle_ms = {park_idle_ms}\n"
+    );
+    let running = start(Config::parse(&text).unwrap(), None).await.unwrap();
+    let addr = running.local_addrs[0];
+    (running, addr)
+}
+
+/// Waits (up to 10 s) until `n` connections are parked.
+async fn parked(running: &Running, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while running.parked_connections() != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} connections parked, not {n}",
+            running.parked_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits (up to 10 s) until the broker counts `n` connections.
+async fn connections(running: &Running, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while running.gauges().await.unwrap().connections != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not {n} connections"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn subscribed(addr: SocketAddr, v: ProtocolVersion, id: &str, filter: &str) -> Raw {
+    let mut c = Raw::connected_with_keep_alive(addr, v, id, 0).await;
+    // The filter's options byte (QoS 0) raised to QoS 1.
+    let mut subscribe = subscribe_packet(v, 1, &[filter.as_bytes()]);
+    *subscribe.last_mut().unwrap() = 1;
+    c.send(&subscribe).await;
+    match c.next().await {
+        Some(Packet::SubAck(s)) => assert_eq!(s.reason_codes, [ReasonCode::GrantedQoS1]),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    c
+}
+
+fn puback(id: u16) -> Vec<u8> {
+    frame(0x40, &id.to_be_bytes())
+}
+
+/// A parked subscriber is woken by the message the broker queues for it, a parked
+/// publisher by its own PUBLISH; both park again afterwards and answer a PINGREQ.
+#[tokio::test]
+async fn parked_connections_wake_for_output_and_input() {
+    let (running, addr) = broker(5).await;
+    let mut sub = subscribed(addr, V5, "sub", "t/#").await;
+    let mut publisher = Raw::connected_with_keep_alive(addr, V311, "pub", 0).await;
+    parked(&running, 2).await;
+
+    for i in 1..=3u16 {
+        let payload = format!("message {i}");
+        publisher
+            .send(&publish_qos1_packet(V311, b"t/1", i, payload.as_bytes()))
+            .await;
+        match publisher.next().await {
+            Some(Packet::PubAck(a)) => assert_eq!(a.packet_id.get(), i),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+        let id = match sub.next().await {
+            Some(Packet::Publish(p)) => {
+                assert_eq!(&p.payload[..], payload.as_bytes());
+                assert_eq!(p.qos, QoS::AtLeastOnce);
+                assert!(!p.dup, "a first delivery has DUP 0 [MQTT-3.3.1-1]");
+                p.packet_id.expect("QoS 1").get()
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        };
+        sub.send(&puback(id)).await;
+        // Both park again before the next round.
+        parked(&running, 2).await;
+    }
+
+    for c in [&mut sub, &mut publisher] {
+        c.send(&frame(0xC0, &[])).await;
+        assert_eq!(c.next().await, Some(Packet::PingResp));
+    }
+    parked(&running, 2).await;
+    running.shutdown().await;
+}
+
+/// A peer that closes a parked connection ends it (the broker counts it gone and
+/// publishes its will); a parked 5.0 client gets its DISCONNECT 0x8B at shutdown.
+#[tokio::test]
+async fn parked_connections_end_when_their_peer_or_the_broker_closes() {
+    let (running, addr) = broker(5).await;
+    let mut watcher = subscribed(addr, V5, "watcher", "will").await;
+    // A 3.1.1 CONNECT with a will on `will`, keep-alive 0.
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02 | 0x04, 0, 0];
+    for s in [&b"leaver"[..], b"will", b"gone"] {
+        body.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        body.extend_from_slice(s);
+    }
+    let mut leaver = Raw::open(addr).await;
+    leaver.send(&frame(0x10, &body)).await;
+    assert!(matches!(leaver.next().await, Some(Packet::ConnAck(_))));
+    parked(&running, 2).await;
+
+    drop(leaver);
+    match watcher.next().await {
+        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"gone"),
+        other => panic!("expected the will, got {other:?}"),
+    }
+    connections(&running, 1).await;
+    parked(&running, 1).await;
+
+    let shutdown = tokio::spawn(async move { running.shutdown().await });
+    match watcher.next().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::ServerShuttingDown),
+        other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
+    }
+    assert_eq!(watcher.next().await, None);
+    shutdown.await.unwrap();
+}
+
+/// Many parked subscribers woken together by one message all get it.
+#[tokio::test]
+async fn many_parked_subscribers_all_get_a_message() {
+    let (running, addr) = broker(5).await;
+    let mut subs = vec![];
+    for i in 0..100 {
+        subs.push(subscribed(addr, V311, &format!("s{i}"), "fan/out").await);
+    }
+    let mut publisher = Raw::connected_with_keep_alive(addr, V5, "pub", 0).await;
+    parked(&running, 101).await;
+    publisher
+        .send(&publish_qos1_packet(V5, b"fan/out", 7, b"to all"))
+        .await;
+    assert!(matches!(publisher.next().await, Some(Packet::PubAck(_))));
+    for s in &mut subs {
+        match s.next().await {
+            Some(Packet::Publish(p)) => {
+                assert_eq!(&p.payload[..], b"to all");
+                let id = p.packet_id.expect("QoS 1").get();
+                s.send(&puback(id)).await;
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+    parked(&running, 101).await;
+
+    // A PINGREQ every 2 ms for about 200 ms, every one answered, then it parks too.
+    let mut pinger = Raw::connected_with_keep_alive(addr, V311, "pinger", 0).await;
+    for _ in 0..100 {
+        pinger.send(&frame(0xC0, &[])).await;
+        assert_eq!(pinger.next().await, Some(Packet::PingResp));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    parked(&running, 102).await;
+    running.shutdown().await;
+}
+
+/// With `park_idle_ms = 0`, no connection parks.
+#[tokio::test]
+async fn parking_can_be_turned_off() {
+    let (running, addr) = broker(0).await;
+    let mut c = subscribed(addr, V311, "c", "t").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(running.parked_connections(), 0);
+    c.send(&frame(0xC0, &[])).await;
+    assert_eq!(c.next().await, Some(Packet::PingResp));
+    running.shutdown().await;
+}
