@@ -187,3 +187,51 @@ async fn parking_can_be_turned_off() {
     assert_eq!(c.next().await, Some(Packet::PingResp));
     running.shutdown().await;
 }
+
+/// A parked client that stops sending is closed when its keep-alive runs out (one and a
+/// half times it, [MQTT-3.1.2-24]): the broker's timer wakes the parked connection.
+#[tokio::test]
+async fn a_parked_client_silent_past_its_keep_alive_is_closed() {
+    let (running, addr) = broker(5).await;
+    let c = Raw::connected_with_keep_alive(addr, V311, "quiet", 1).await;
+    parked(&running, 1).await;
+    let started = std::time::Instant::now();
+    let closed = c.closed().await;
+    assert!(closed.packets.is_empty(), "{:?}", closed.packets);
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(900) && after <= Duration::from_secs(5),
+        "closed after {after:?}"
+    );
+    connections(&running, 0).await;
+    assert_eq!(running.parked_connections(), 0);
+    running.shutdown().await;
+}
+
+/// A client that connects with the client id of a parked one takes its session over:
+/// the parked connection is closed (5.0: DISCONNECT 0x8E, [MQTT-3.1.4-3]) and the new one
+/// gets what is published next.
+#[tokio::test]
+async fn a_parked_client_is_taken_over() {
+    let (running, addr) = broker(5).await;
+    let old = subscribed(addr, V5, "same", "over/#").await;
+    parked(&running, 1).await;
+    let mut new = Raw::connected_with_keep_alive(addr, V5, "same", 0).await;
+    let closed = old.closed().await;
+    assert_eq!(closed.reason(), Some(ReasonCode::SessionTakenOver));
+    new.send(&subscribe_packet(V5, 2, &[b"over/#"])).await;
+    assert!(matches!(new.next().await, Some(Packet::SubAck(_))));
+    parked(&running, 1).await;
+    running
+        .publish(mqtt_proto::Publish::new(
+            mqtt_proto::TopicName::new("over/there").unwrap(),
+            "after",
+        ))
+        .await
+        .unwrap();
+    match new.next().await {
+        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"after"),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    running.shutdown().await;
+}
