@@ -83,6 +83,9 @@ pub enum Input<C> {
     Data(ConnId, Bytes),
     /// The connection ended (read side closed or failed).
     Closed(ConnId),
+    /// The connection went idle: the broker lets go of its empty buffers
+    /// ([`Broker::handle_idle`](mqtt_broker::Broker::handle_idle)).
+    Idle(ConnId),
     /// A password check finished.
     Auth(ConnId, AuthResult),
     /// The committer thread's report.
@@ -237,6 +240,7 @@ impl<C: Conn> Core<C> {
                 }
                 b.handle_closed(now, id);
             }
+            Input::Idle(id) => b.handle_idle(id),
             Input::Auth(id, r) => b.handle_auth(now, id, r),
             Input::Publish(p) => {
                 b.publish(now, p);

@@ -888,31 +888,6 @@ struct Nap {
     /// Input the lot read when it woke the connection, handled before anything else is
     /// read: a woken connection's input is not a reactor turn later than an awake one's.
     input: Option<std::io::Result<Bytes>>,
-    /// The waker the wait is polled with.
-    wake: Arc<NapWake>,
-}
-
-/// Wakes a connection's task when its wait before parking passes, but only while the
-/// task waits for input or output. Elsewhere, the task's own waker would make it run
-/// too early: in the yield that keeps a PUBLISH behind input that arrived with it on
-/// other connections (see [`connection`]). A wait that passed meanwhile is seen at the
-/// next wait.
-#[derive(Default)]
-struct NapWake {
-    task: AtomicWaker,
-    waiting: AtomicBool,
-}
-
-impl std::task::Wake for NapWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.waiting.load(Ordering::Acquire) {
-            self.task.wake();
-        }
-    }
 }
 
 impl Nap {
@@ -923,7 +898,6 @@ impl Nap {
             level,
             busy: false,
             input: None,
-            wake: Arc::default(),
         })
     }
 
@@ -934,20 +908,11 @@ impl Nap {
         }
     }
 
-    /// Polls the wait: the task waits until [`woke`](Self::woke).
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(s) = self.sleep.as_mut() else {
-            return Poll::Pending;
-        };
-        self.wake.task.register(cx.waker());
-        self.wake.waiting.store(true, Ordering::Release);
-        let waker = std::task::Waker::from(self.wake.clone());
-        std::future::Future::poll(s.as_mut(), &mut Context::from_waker(&waker))
-    }
-
-    /// The task's wait ended.
-    fn woke(&self) {
-        self.wake.waiting.store(false, Ordering::Release);
+        match self.sleep.as_mut() {
+            Some(s) => std::future::Future::poll(s.as_mut(), cx),
+            None => Poll::Pending,
+        }
     }
 
     /// The wait passed: whether the connection parks now (it was idle), or else waits
@@ -1058,22 +1023,21 @@ fn connection<L: Link>(
             })
             .await
             {
-                Woke::Output => {
-                    if let Some(n) = nap.as_ref() {
-                        n.woke();
-                    }
-                    continue;
-                }
+                Woke::Output => continue,
                 Woke::Input(Ok(b)) if !b.is_empty() => b,
                 Woke::Input(_) => break,
                 Woke::Idle => {
                     let Some(n) = nap.as_mut() else { continue };
-                    n.woke();
                     if !n.idle() {
                         continue;
                     }
                     match link.park(&n.lot, &outbox, n.level) {
-                        Parking::Parked => return,
+                        Parking::Parked => {
+                            // The core lets go of the connection's empty buffers; skipped
+                            // when the core is busy, as nothing depends on it.
+                            let _ = core.try_send(Input::Idle(outbox.id));
+                            return;
+                        }
                         Parking::Lost => {
                             // Not awaited here: the match would keep `woke` in the
                             // future.
@@ -1093,7 +1057,6 @@ fn connection<L: Link>(
             };
             if let Some(n) = nap.as_mut() {
                 n.busy = true;
-                n.woke();
             }
             if b[0] >> 4 == 3 {
                 // Input that starts with a PUBLISH waits two scheduling rounds. Of the

@@ -198,6 +198,8 @@ pub enum BrokerOp {
     DisconnectClient(u8, u8),
     /// `shutdown`.
     Shutdown,
+    /// `handle_idle` for the slot's connection (the adapter parked it).
+    Idle(u8),
 }
 
 /// An answer to an authentication request.
@@ -1421,6 +1423,10 @@ impl World {
                     self.broker.publish(now, p);
                     self.after_call();
                 }
+            }
+            BrokerOp::Idle(n) => {
+                self.broker.handle_idle(self.slot_id(n));
+                self.after_call();
             }
             BrokerOp::DisconnectClient(c, raw) => {
                 let reason = code(
@@ -2681,7 +2687,7 @@ impl Put for ClientOp {
 
 impl Put for BrokerOp {
     fn put(&self, out: &mut Vec<u8>) {
-        const N: u32 = 5;
+        const N: u32 = 6;
         match self {
             BrokerOp::Auth(n, a) => {
                 tag(out, 0, N);
@@ -2700,6 +2706,10 @@ impl Put for BrokerOp {
                 put_all!(out; c, r);
             }
             BrokerOp::Shutdown => tag(out, 4, N),
+            BrokerOp::Idle(n) => {
+                tag(out, 5, N);
+                n.put(out);
+            }
         }
     }
 }

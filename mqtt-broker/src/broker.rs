@@ -440,6 +440,15 @@ impl Broker {
         self.drain(now);
     }
 
+    /// A connection went idle (the adapter decides when: `adapter-tokio` when it parks
+    /// the connection): its protocol state lets go of its empty buffers, which it keeps
+    /// between packets otherwise ([`Connection::release_buffers`]). Nothing else changes.
+    pub fn handle_idle(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.conn.release_buffers();
+        }
+    }
+
     /// A connection's transport closed.
     pub fn handle_closed(&mut self, now: Instant, id: ConnId) {
         if let Some(c) = self.conns.get_mut(&id) {

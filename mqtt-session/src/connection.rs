@@ -495,9 +495,23 @@ impl Connection {
     }
 
     /// Bytes of buffer capacity the connection holds for input and output (not counting
-    /// what it handed out): at most a few KiB once it is idle.
+    /// what it handed out): at most a few KiB once it is idle, none after
+    /// [`release_buffers`](Self::release_buffers).
     pub fn buffer_capacity(&self) -> usize {
         self.read_buf.capacity() + self.out.capacity()
+    }
+
+    /// Lets go of the output buffer's allocation if nothing waits in it (the input buffer
+    /// goes whenever it is empty). The output buffer is otherwise kept between transmits,
+    /// up to 4 KiB, so that the next packets need no allocation; an application calls
+    /// this when the connection goes idle, so that an idle connection holds no buffer.
+    pub fn release_buffers(&mut self) {
+        if self.out.is_empty() {
+            self.out = BytesMut::new();
+        }
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
     }
 
     /// Whether completing an outgoing QoS 1/2 message (PUBACK, or PUBCOMP) reports

@@ -1915,6 +1915,11 @@ fn buffers_shrink_back_after_a_burst() {
             "{v}: {}",
             p.client.buffer_capacity()
         );
+        // What an application does for a connection gone idle: nothing is kept.
+        p.server.release_buffers();
+        p.client.release_buffers();
+        assert_eq!(p.server.buffer_capacity(), 0, "{v}");
+        assert_eq!(p.client.buffer_capacity(), 0, "{v}");
     }
 }
 
