@@ -28,23 +28,29 @@ use tracing::{info, warn};
 
 #[cfg(unix)]
 mod park;
-use park::{Lot, Parking};
+use park::Lot;
+
+/// How handing a connection to the [`Lot`] went.
+enum Parking<L> {
+    /// The connection is in the lot; its task ends.
+    Parked,
+    /// The lot could not take it: it goes on with its task, unparked.
+    Refused(L),
+    /// The socket was lost on the way (tokio could not let go of it): the connection
+    /// ended.
+    Lost,
+}
 
 /// Parking needs an epoll instance: elsewhere, connections keep their tasks.
 #[cfg(not(unix))]
 mod park {
-    use super::{Outbox, TcpLink, ToCore};
+    use super::{Outbox, Parking, TcpLink, ToCore};
     use std::sync::Arc;
     use std::time::Duration;
 
+    /// Never started ([`Lot::start`] fails), so no connection parks.
     #[derive(Clone)]
     pub(super) struct Lot;
-
-    pub(super) enum Parking<L> {
-        Parked,
-        Refused(L),
-        Lost,
-    }
 
     impl Lot {
         pub(super) fn start(
@@ -733,8 +739,6 @@ trait Link: Send + 'static {
     ) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
     /// Ends the transport.
     fn shutdown(&mut self) -> impl std::future::Future<Output = ()> + Send;
-    /// Whether [`park`](Self::park) can take this transport.
-    const PARKS: bool = false;
     /// Hands the connection, idle, to `lot` (see [`park`]); only plain TCP can be.
     fn park(self, lot: &Lot, outbox: &Arc<Outbox>, level: u8) -> Parking<Self>
     where
@@ -785,8 +789,6 @@ impl Link for TcpLink {
     async fn shutdown(&mut self) {
         let _ = self.0.shutdown().await;
     }
-
-    const PARKS: bool = true;
 
     fn park(self, lot: &Lot, outbox: &Arc<Outbox>, level: u8) -> Parking<Self> {
         lot.park(self, outbox, level)
@@ -958,9 +960,6 @@ fn connection<L: Link>(
     mut nap: Option<Box<Nap>>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        if !L::PARKS {
-            nap = None;
-        }
         let mut closed_by_broker = false;
         loop {
             // What the core queued leaves before more is read. In a block of its own, so

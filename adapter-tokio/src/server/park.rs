@@ -14,7 +14,7 @@
 //! already waits is reported at once, and the outbox is checked after the lot's waker is
 //! in place.
 
-use super::{connection, Nap, Outbox, TcpLink, ToCore};
+use super::{connection, Nap, Outbox, Parking, TcpLink, ToCore};
 use mqtt_broker::ConnId;
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -52,17 +52,6 @@ struct Parked {
     outbox: Arc<Outbox>,
     /// How many times its wait before parking has doubled.
     level: u8,
-}
-
-/// How a parking went.
-pub(super) enum Parking<L> {
-    /// The connection is in the lot; its task ends.
-    Parked,
-    /// The lot could not take it: it goes on with its task, unparked.
-    Refused(L),
-    /// The socket was lost on the way (tokio could not let go of it): the connection
-    /// ended.
-    Lost,
 }
 
 impl Lot {
