@@ -1024,6 +1024,9 @@ impl Broker {
     // ----- Connect ----------------------------------------------------------------------
 
     fn on_connect(&mut self, now: Instant, id: ConnId, mut connect: Box<Connect>) {
+        // Kept for the connection and its session: a copy, not a view that would keep the
+        // whole CONNECT (its password, its properties) alive as long.
+        connect.client_id = connect.client_id.compact();
         let assigned = connect.client_id.is_empty();
         if assigned {
             // 3.1.1 with Clean Session 1 or 5.0: the server assigns one
@@ -2082,9 +2085,11 @@ impl Broker {
                         options: s.options,
                         id: sub_id,
                     };
+                    // The session keeps a copy of the filter, not a view that would keep
+                    // the whole SUBSCRIBE alive.
                     session
                         .subscriptions
-                        .insert(s.filter.clone(), entry.clone());
+                        .insert(s.filter.compact(), entry.clone());
                     self.tree.insert(&s.filter, key, entry.clone());
                     // Retained messages on subscribe, by Retain Handling; never for a
                     // shared subscription.

@@ -81,6 +81,13 @@ impl MqttString {
         ByteString::try_from(b).ok().map(Self)
     }
 
+    /// A copy in a buffer of its own. A decoded string is a view of its packet's buffer
+    /// and keeps all of it alive: a client identifier kept for a session would keep the
+    /// CONNECT's password and properties with it. Values kept long are better copied.
+    pub fn compact(&self) -> Self {
+        Self(ByteString::from(self.as_str()))
+    }
+
     /// The string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -226,5 +233,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A compacted string holds its own buffer: the packet's buffer it was a view of is
+    /// not kept alive by it.
+    #[test]
+    fn compact_copies_out_of_the_packet() {
+        let packet = Bytes::from(b"\x00\x05hello and the rest of a packet".to_vec());
+        let view = MqttString::from_bytes(packet.slice(2..7)).unwrap();
+        let kept = view.compact();
+        assert_eq!(kept, view);
+        assert_eq!(kept.as_str(), "hello");
+        let range = packet.as_ptr_range();
+        assert!(range.contains(&view.as_bytes().as_ptr()));
+        assert!(!range.contains(&kept.as_bytes().as_ptr()));
+        // The packet's buffer is shared by the view only, not by the copy: once both
+        // the view and `packet` are gone, it is freed (`Bytes::is_unique` on the
+        // packet tells whom it is shared with).
+        drop(view);
+        assert!(packet.is_unique());
+        let filter = crate::TopicFilter::from_bytes(packet.slice(2..7)).unwrap();
+        let kept_filter = filter.compact();
+        drop(filter);
+        assert!(packet.is_unique());
+        assert_eq!(kept_filter.as_str(), "hello");
     }
 }

@@ -133,6 +133,12 @@ impl TopicFilter {
         Self::from_string(MqttString::from_bytes(b)?)
     }
 
+    /// A copy in a buffer of its own, rather than a view of the packet it was decoded
+    /// from (see [`MqttString::compact`]).
+    pub fn compact(&self) -> Self {
+        Self(self.0.compact())
+    }
+
     /// Validates a topic filter.
     pub fn from_string(s: MqttString) -> Result<Self, TopicError> {
         if plain_filter_bytes(s.as_bytes()) {
