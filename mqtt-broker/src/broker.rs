@@ -1279,7 +1279,8 @@ impl Broker {
             .is_some_and(|s| s.stored || !s.shared_inflight.is_empty());
         let c = self.conns.get_mut(&id).expect("connection exists");
         c.session = NonZeroU64::new(key);
-        c.will = connect.will.take();
+        // A copy, kept until it is published or dropped: not a view of the CONNECT.
+        c.will = connect.will.take().map(|w| Box::new(w.compact()));
         c.client_id = Some(client_id.clone());
         c.conn.set_delivery_events(delivery_events);
         let _ = c.conn.accept(now, connack, Some(state));

@@ -131,6 +131,26 @@ pub struct Will {
     pub properties: Properties<WillProperties>,
 }
 
+impl Will {
+    /// A copy whose strings and bytes are buffers of their own, not views of the CONNECT
+    /// it was decoded from: a will kept until it is published would otherwise keep the
+    /// whole CONNECT, its password included (see [`MqttString::compact`]).
+    pub fn compact(&self) -> Self {
+        let mut w = self.clone();
+        w.topic = self.topic.compact();
+        w.payload = Bytes::copy_from_slice(&self.payload);
+        if let Some(p) = w.properties.get_mut() {
+            p.content_type = p.content_type.as_ref().map(MqttString::compact);
+            p.response_topic = p.response_topic.as_ref().map(TopicName::compact);
+            p.correlation_data = p.correlation_data.as_deref().map(Bytes::copy_from_slice);
+            for (k, v) in &mut p.user_properties {
+                (*k, *v) = (k.compact(), v.compact());
+            }
+        }
+        w
+    }
+}
+
 /// CONNACK: the server's answer to CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConnAck {

@@ -258,4 +258,30 @@ mod tests {
         assert!(packet.is_unique());
         assert_eq!(kept_filter.as_str(), "hello");
     }
+
+    /// A compacted will shares nothing with the CONNECT it came in.
+    #[test]
+    fn a_compacted_will_keeps_nothing_of_its_packet() {
+        let packet = Bytes::from(b"will/topicpayloadtypecorrkeyvalue".to_vec());
+        let s = |r: std::ops::Range<usize>| MqttString::from_bytes(packet.slice(r)).unwrap();
+        let mut will = crate::Will {
+            topic: crate::TopicName::from_string(s(0..10)).unwrap(),
+            payload: packet.slice(10..17),
+            qos: crate::QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+        };
+        let p = will.properties.make_mut();
+        p.content_type = Some(s(17..21));
+        p.response_topic = Some(crate::TopicName::from_string(s(0..4)).unwrap());
+        p.correlation_data = Some(packet.slice(21..25));
+        p.user_properties.push((s(25..28), s(28..33)));
+        let kept = will.compact();
+        assert_eq!(kept, will);
+        drop(will);
+        assert!(
+            packet.is_unique(),
+            "the compacted will still shares the packet"
+        );
+    }
 }

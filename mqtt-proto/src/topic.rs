@@ -39,6 +39,12 @@ pub enum TopicError {
 pub struct TopicName(MqttString);
 
 impl TopicName {
+    /// A copy in a buffer of its own, rather than a view of the packet it was decoded
+    /// from (see [`MqttString::compact`]).
+    pub fn compact(&self) -> Self {
+        Self(self.0.compact())
+    }
+
     /// Validates a topic name.
     pub fn new(s: &str) -> Result<Self, TopicError> {
         Self::from_string(MqttString::new(s)?)
