@@ -61,6 +61,12 @@ async fn subscribed(addr: SocketAddr, v: ProtocolVersion, id: &str, filter: &str
     c
 }
 
+/// A PINGREQ, answered by a PINGRESP.
+async fn pinged(c: &mut Raw) {
+    c.send(&frame(0xC0, &[])).await;
+    assert_eq!(c.next().await, Some(Packet::PingResp));
+}
+
 fn puback(id: u16) -> Vec<u8> {
     frame(0x40, &id.to_be_bytes())
 }
@@ -98,8 +104,7 @@ async fn parked_connections_wake_for_output_and_input() {
     }
 
     for c in [&mut sub, &mut publisher] {
-        c.send(&frame(0xC0, &[])).await;
-        assert_eq!(c.next().await, Some(Packet::PingResp));
+        pinged(c).await;
     }
     parked(&running, 2).await;
     running.shutdown().await;
@@ -168,8 +173,7 @@ async fn many_parked_subscribers_all_get_a_message() {
     // A PINGREQ every 2 ms for about 200 ms, every one answered, then it parks too.
     let mut pinger = Raw::connected_with_keep_alive(addr, V311, "pinger", 0).await;
     for _ in 0..100 {
-        pinger.send(&frame(0xC0, &[])).await;
-        assert_eq!(pinger.next().await, Some(Packet::PingResp));
+        pinged(&mut pinger).await;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     parked(&running, 102).await;
@@ -183,8 +187,7 @@ async fn parking_can_be_turned_off() {
     let mut c = subscribed(addr, V311, "c", "t").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(running.parked_connections(), 0);
-    c.send(&frame(0xC0, &[])).await;
-    assert_eq!(c.next().await, Some(Packet::PingResp));
+    pinged(&mut c).await;
     running.shutdown().await;
 }
 
