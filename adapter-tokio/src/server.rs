@@ -52,6 +52,9 @@ mod park {
     #[derive(Clone)]
     pub(super) struct Lot;
 
+    /// Never made.
+    pub(super) struct Notify;
+
     impl Lot {
         pub(super) fn start(
             _: Duration,
@@ -59,6 +62,9 @@ mod park {
             _: tokio::sync::watch::Receiver<bool>,
         ) -> std::io::Result<Self> {
             Err(std::io::ErrorKind::Unsupported.into())
+        }
+        pub(super) fn notify(&self) -> Notify {
+            Notify
         }
         pub(super) fn wait(&self, _: u8) -> Duration {
             Duration::MAX
@@ -72,6 +78,10 @@ mod park {
         pub(super) fn len(&self) -> usize {
             0
         }
+    }
+
+    impl Notify {
+        pub(super) fn output(&self, _: &Outbox, _: bool) {}
     }
 }
 
@@ -389,14 +399,26 @@ async fn accept_loop(
         let live = Live(live.clone());
         let core_tx = core_tx.clone();
         if let Transport::Tcp = transport {
-            // The connection itself is the task: nothing else lives as long as it does.
-            // Registered here, so that the task starts with its outbox; waiting for room in
-            // the core's channel holds further accepts back.
-            let Some(outbox) = register(id, info, live, &core_tx).await else {
+            // Registered here, so that the connection starts with its outbox; waiting for
+            // room in the core's channel holds further accepts back.
+            let Some(outbox) = register(id, info, live, &core_tx, lot.as_ref()).await else {
                 return;
             };
+            // A new connection starts in the lot (see `park`), or else with its own task:
+            // the connection itself is the task, nothing else lives as long as it does.
+            let link = match &lot {
+                Some(lot) => match lot.park(TcpLink(stream), &outbox, 0) {
+                    Parking::Parked => continue,
+                    Parking::Refused(link) => link,
+                    Parking::Lost => {
+                        let _ = core_tx.send(Input::Closed(id)).await;
+                        continue;
+                    }
+                },
+                None => TcpLink(stream),
+            };
             let nap = lot.clone().map(|lot| Nap::new(lot, 0));
-            tokio::spawn(connection(outbox, TcpLink(stream), core_tx, nap));
+            tokio::spawn(connection(outbox, link, core_tx, nap));
             continue;
         }
         let transport = transport.clone();
@@ -445,7 +467,7 @@ async fn serve(
     match transport {
         // TCP connections are spawned without this wrapper (see `accept_loop`).
         Transport::Tcp => {
-            let Some(outbox) = register(id, info, live, &core).await else {
+            let Some(outbox) = register(id, info, live, &core, None).await else {
                 return Ok(());
             };
             Box::pin(connection(outbox, TcpLink(stream), core, None)).await
@@ -456,7 +478,7 @@ async fn serve(
                 if use_identity {
                     info.tls_identity = Some(client_identity(s.get_ref().1)?.into());
                 }
-                if let Some(outbox) = register(id, info, live, &core).await {
+                if let Some(outbox) = register(id, info, live, &core, None).await {
                     connection(outbox, StreamLink::new(s), core, None).await;
                 }
                 anyhow::Ok(())
@@ -467,7 +489,7 @@ async fn serve(
             Box::pin(async move {
                 let ws = tokio::time::timeout(handshake, ws_accept(stream, &path, limit)).await??;
                 let who = format!("{} {}", info.listener, info.peer);
-                if let Some(outbox) = register(id, info, live, &core).await {
+                if let Some(outbox) = register(id, info, live, &core, None).await {
                     connection(outbox, WsLink(ws, who), core, None).await;
                 }
                 anyhow::Ok(())
@@ -485,7 +507,7 @@ async fn serve(
                 })
                 .await??;
                 let who = format!("{} {}", info.listener, info.peer);
-                if let Some(outbox) = register(id, info, live, &core).await {
+                if let Some(outbox) = register(id, info, live, &core, None).await {
                     connection(outbox, WsLink(ws, who), core, None).await;
                 }
                 anyhow::Ok(())
@@ -526,6 +548,11 @@ struct Outbox {
     waker: AtomicWaker,
     /// Set by the core side on every push, close and abort; taken by the connection.
     woken: AtomicBool,
+    /// The connection is in its lot (see [`park`]), which is told of output instead of
+    /// `waker`.
+    parked: AtomicBool,
+    /// The lot of a plain TCP connection.
+    lot: Option<park::Notify>,
     /// Bytes handed over and not yet written: queued, and taken by the connection but
     /// not yet accepted by the socket.
     pending: AtomicUsize,
@@ -538,7 +565,6 @@ struct OutQueue {
     /// In order; taken from the front. A `Vec` rather than a `VecDeque` (8 bytes less
     /// in every outbox): a take copies what it takes into one buffer anyway.
     data: Vec<Bytes>,
-    close: bool,
     /// When a write in progress is given up after a close ([`CLOSE_LINGER`] after the
     /// close was first seen). Kept here rather than in the connection's future, which
     /// every idle connection holds, and boxed: only a closing connection has one.
@@ -546,26 +572,28 @@ struct OutQueue {
 }
 
 impl OutQueue {
-    /// Whether the connection closes after what was just taken: a close is queued and
-    /// nothing else is. An emptied queue lets its allocation go, as an idle connection
-    /// holds no queue.
-    fn drained(&mut self) -> bool {
+    /// Whether the connection closes after what was just taken: it is `closing` and
+    /// nothing else is queued. An emptied queue lets its allocation go, as an idle
+    /// connection holds no queue.
+    fn drained(&mut self, closing: bool) -> bool {
         if self.data.is_empty() {
             self.data = Vec::new();
-            return self.close;
+            return closing;
         }
         false
     }
 }
 
 impl Outbox {
-    fn new(id: ConnId, live: Live) -> Self {
+    fn new(id: ConnId, live: Live, lot: Option<park::Notify>) -> Self {
         Self {
             id,
             _live: live,
             queue: std::sync::Mutex::new(OutQueue::default()),
             waker: AtomicWaker::new(),
             woken: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            lot,
             pending: AtomicUsize::new(0),
             state: AtomicU8::new(OPEN),
         }
@@ -584,8 +612,11 @@ impl Outbox {
     /// Core side: the connection closes after writing what is queued (within
     /// [`CLOSE_LINGER`]).
     fn close(&self) {
-        self.queue.lock().expect("not poisoned").close = true;
-        self.state.fetch_max(CLOSING, Ordering::AcqRel);
+        {
+            // Under the queue's lock: a take sees the close with the queue it follows.
+            let _queue = self.queue.lock().expect("not poisoned");
+            self.state.fetch_max(CLOSING, Ordering::AcqRel);
+        }
         self.wake();
     }
 
@@ -635,16 +666,19 @@ impl Outbox {
         }
     }
 
-    /// Core side: wakes the connection's task.
+    /// Core side: wakes the connection's task, or tells its lot.
     fn wake(&self) {
-        self.woken.store(true, Ordering::Release);
+        // Sequentially consistent, with `parked` below and in `Lot::park`: one of the
+        // two sees the other's store, so output that comes as a connection parks is
+        // not left unseen.
+        let was = self.woken.swap(true, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
+            if let Some(lot) = &self.lot {
+                lot.output(self, !was);
+                return;
+            }
+        }
         self.waker.wake();
-    }
-
-    /// Whether the core side called [`wake`](Self::wake) since the connection was last
-    /// ready (the flag stays set).
-    fn has_woken(&self) -> bool {
-        self.woken.load(Ordering::Acquire)
     }
 
     /// Connection side: ready once the core side called [`wake`](Self::wake) since the
@@ -667,8 +701,9 @@ impl Outbox {
     /// a write blocked on a peer that does not read holds them.
     fn take(&self) -> (Bytes, bool) {
         let mut q = self.queue.lock().expect("not poisoned");
+        let closing = self.state.load(Ordering::Acquire) != OPEN;
         let Some(first) = q.data.first() else {
-            return (Bytes::new(), q.close);
+            return (Bytes::new(), closing);
         };
         let more = q
             .data
@@ -676,7 +711,7 @@ impl Outbox {
             .is_some_and(|b| first.len() + b.len() <= MAX_BATCH);
         if !more {
             let first = q.data.remove(0);
-            return (first, q.drained());
+            return (first, q.drained(closing));
         }
         // Copied together: one write for many small transmits. The copy and the pieces
         // exist together for a moment, so the batch is bounded.
@@ -690,7 +725,7 @@ impl Outbox {
             taken += 1;
         }
         q.data.drain(..taken);
-        (buf.freeze(), q.drained())
+        (buf.freeze(), q.drained(closing))
     }
 
     /// Connection side: `n` bytes were written (the socket took them).
@@ -706,8 +741,9 @@ async fn register(
     info: ConnInfo,
     live: Live,
     core: &mpsc::Sender<ToCore>,
+    lot: Option<&Lot>,
 ) -> Option<Arc<Outbox>> {
-    let outbox = Arc::new(Outbox::new(id, live));
+    let outbox = Arc::new(Outbox::new(id, live, lot.map(Lot::notify)));
     core.send(Input::Open {
         id,
         info,
@@ -890,6 +926,9 @@ struct Nap {
     /// Input the lot read when it woke the connection, handled before anything else is
     /// read: a woken connection's input is not a reactor turn later than an awake one's.
     input: Option<std::io::Result<Bytes>>,
+    /// Output the lot took from the outbox and the socket did not take, written before
+    /// anything else.
+    output: Option<Bytes>,
 }
 
 impl Nap {
@@ -900,6 +939,7 @@ impl Nap {
             level,
             busy: false,
             input: None,
+            output: None,
         })
     }
 
@@ -965,7 +1005,10 @@ fn connection<L: Link>(
             // What the core queued leaves before more is read. In a block of its own, so
             // that the batch takes no room in this future while it waits below.
             let (wrote, close) = {
-                let (mut data, close) = outbox.take();
+                let (mut data, close) = match nap.as_mut().and_then(|n| n.output.take()) {
+                    Some(data) => (data, false),
+                    None => outbox.take(),
+                };
                 if outbox.aborted() {
                     break;
                 }
@@ -1350,7 +1393,7 @@ mod tests {
     use super::*;
 
     fn outbox() -> Outbox {
-        Outbox::new(1, Live(Arc::new(AtomicUsize::new(1))))
+        Outbox::new(1, Live(Arc::new(AtomicUsize::new(1))), None)
     }
 
     /// A batch taken for writing stays counted until the socket took it: a write blocked
@@ -1434,7 +1477,7 @@ mod tests {
         let (core, _rx) = mpsc::channel::<ToCore>(1);
         let live = Live(Arc::new(AtomicUsize::new(1)));
         let lot = Lot::start(Duration::from_millis(25), &core, watch::channel(false).1).unwrap();
-        let outbox = Arc::new(Outbox::new(1, live));
+        let outbox = Arc::new(Outbox::new(1, live, None));
         let future = connection(outbox, TcpLink(stream), core, Some(Nap::new(lot, 0)));
         let size = std::mem::size_of_val(&future);
         println!("TCP connection future: {size} B");

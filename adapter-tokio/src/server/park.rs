@@ -1,49 +1,76 @@
-//! Parking idle TCP connections.
+//! Parking quiet TCP connections.
 //!
 //! A connection's task and its socket's registration with tokio's reactor cost 512 bytes
 //! (two 256-byte blocks, each aligned to 128 bytes), more than the broker core's whole
-//! record of an idle client. A plain TCP connection with nothing to do for a while
-//! ([`Runtime::park_idle_ms`](mqtt_adapter_common::config::Runtime::park_idle_ms)) hands
-//! its socket and its outbox to the [`Lot`] and ends its task. The lot is one epoll
-//! instance (mio's [`Poll`](mio::Poll)), itself watched by one task: when a parked socket
-//! has input (or is closed by the peer), or the core queues output for it, the connection
-//! gets a new task and carries on where it stopped. A parked connection costs its entry
-//! in the lot's table and a small waker: about 90 bytes instead of 512.
+//! record of an idle client; and glibc's allocator does not reuse such aligned blocks once
+//! they are freed, so a connection that had a task and lost it leaves holes behind. A
+//! plain TCP connection therefore starts in the [`Lot`], without a task: one epoll
+//! instance (mio's [`Poll`](mio::Poll)), itself watched by one task, that reads and writes
+//! the short exchanges of quiet connections itself (a CONNECT and its CONNACK, a
+//! SUBSCRIBE, a ping, the odd message). A connection gets a task of its own when it gets
+//! busy: more than [`MAX_HANDLED`] exchanges in [`WINDOW_MS`], input that starts with a
+//! PUBLISH (see `connection` on why a PUBLISH waits), a write the socket does not take
+//! at once, a core too busy to take its input, a close, or the peer closing. A task that
+//! stays idle for [`Runtime::park_idle_ms`](mqtt_adapter_common::config::Runtime::park_idle_ms)
+//! (doubled each time it wakes, up to 128 times) hands the connection back and ends.
 //!
-//! Nothing is lost across a park: a socket registered with an epoll instance while input
-//! already waits is reported at once, and the outbox is checked after the lot's waker is
-//! in place.
+//! Nothing is lost or reordered across these moves: only one of the lot and the task
+//! has the socket at a time; a socket registered with an epoll instance while input
+//! already waits is reported at once; what the lot read when it hands a connection over
+//! goes to the task first; and output is looked at after the outbox is marked parked.
 
-use super::{connection, Nap, Outbox, Parking, TcpLink, ToCore};
+use super::{connection, Nap, Outbox, Parking, TcpLink, ToCore, KEPT_CAPACITY, OPEN};
+use mqtt_adapter_common::core::Input;
 use mqtt_broker::ConnId;
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 /// The most a connection's wait before parking doubles: 128 times the configured wait.
 const MAX_LEVEL: u8 = 7;
 
-/// Where idle TCP connections of one broker wait; cloned into every TCP connection.
+/// The most reads and writes the lot does for one connection within [`WINDOW_MS`]; a
+/// busier connection gets a task.
+const MAX_HANDLED: u8 = 8;
+
+/// See [`MAX_HANDLED`].
+const WINDOW_MS: u32 = 1000;
+
+/// The poller's token for [`Shared::waker`] (connections' tokens are their ids).
+const WAKER: mio::Token = mio::Token(usize::MAX);
+
+/// Where quiet TCP connections of one broker wait; cloned into every TCP connection.
 #[derive(Clone)]
 pub(super) struct Lot(Arc<Shared>);
 
+/// How an outbox reaches its lot: output queued for a parked connection is written by
+/// the lot. Weak, as the lot holds the outboxes.
+pub(super) struct Notify(Weak<Shared>);
+
 struct Shared {
     registry: mio::Registry,
+    /// Wakes the poller when outboxes of parked connections have output.
+    waker: mio::Waker,
+    /// Parked connections whose outbox has output, for the poller's task.
+    notified: Mutex<Vec<ConnId>>,
     /// The parked connections, by id (also their token in the poller).
     parked: Mutex<HashMap<ConnId, Parked>>,
     /// Where woken connections get their new task.
     runtime: tokio::runtime::Handle,
-    /// The core, for the woken connections' tasks; weak so that the lot does not keep
-    /// the core's channel open.
+    /// The core; weak so that the lot does not keep the core's channel open.
     core: mpsc::WeakSender<ToCore>,
     /// `park_idle_ms`.
     after: Duration,
+    /// Zero of [`Parked::since`].
+    epoch: Instant,
 }
 
 /// A connection without a task.
@@ -52,6 +79,35 @@ struct Parked {
     outbox: Arc<Outbox>,
     /// How many times its wait before parking has doubled.
     level: u8,
+    /// Reads and writes done by the lot since `since`.
+    handled: u8,
+    /// Start of the current [`WINDOW_MS`], in milliseconds since [`Shared::epoch`].
+    since: u32,
+}
+
+impl Parked {
+    /// Counts one more read or write by the lot: false when the connection is too busy
+    /// for that and gets a task.
+    fn handle(&mut self, now: u32) -> bool {
+        if now.wrapping_sub(self.since) >= WINDOW_MS {
+            self.since = now;
+            self.handled = 0;
+        }
+        if self.handled >= MAX_HANDLED {
+            return false;
+        }
+        self.handled += 1;
+        true
+    }
+}
+
+/// What a connection taken out of the lot starts its task with.
+#[derive(Default)]
+struct Handover {
+    /// What the lot read from the socket.
+    input: Option<std::io::Result<bytes::Bytes>>,
+    /// What the lot took from the outbox and could not write.
+    output: Option<bytes::Bytes>,
 }
 
 impl Lot {
@@ -65,10 +121,13 @@ impl Lot {
         let poll = mio::Poll::new()?;
         let shared = Arc::new(Shared {
             registry: poll.registry().try_clone()?,
+            waker: mio::Waker::new(poll.registry(), WAKER)?,
+            notified: Mutex::new(Vec::new()),
             parked: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
             core: core.downgrade(),
             after,
+            epoch: Instant::now(),
         });
         // SAFETY: `AsyncFd` needs the descriptor to stay open and the same while it owns
         // `poll`: a `Poll` owns its epoll descriptor until it is dropped, and always
@@ -78,6 +137,11 @@ impl Lot {
             .map_err(std::io::Error::from)?;
         tokio::spawn(watch(fd, Arc::downgrade(&shared), shutdown));
         Ok(Self(shared))
+    }
+
+    /// What an outbox of this lot's connections holds.
+    pub(super) fn notify(&self) -> Notify {
+        Notify(Arc::downgrade(&self.0))
     }
 
     /// How long a connection at `level` waits idle before it parks.
@@ -90,7 +154,8 @@ impl Lot {
         (level + 1).min(MAX_LEVEL)
     }
 
-    /// Parks a connection whose outbox is empty and whose socket had nothing to read.
+    /// Parks a connection whose outbox is empty and whose socket had nothing to read (a
+    /// new connection, or an idle one).
     pub(super) fn park(&self, link: TcpLink, outbox: &Arc<Outbox>, level: u8) -> Parking<TcpLink> {
         let id = outbox.id;
         let fd = link.0.as_raw_fd();
@@ -119,16 +184,15 @@ impl Lot {
                     stream,
                     outbox: outbox.clone(),
                     level,
+                    handled: 0,
+                    since: self.0.now(),
                 },
             );
         }
-        // Output queued from now on wakes it; output queued before is seen below.
-        outbox.waker.register(&Waker::from(Arc::new(Unpark {
-            lot: Arc::downgrade(&self.0),
-            id,
-        })));
-        if outbox.has_woken() {
-            self.0.unpark(id, false);
+        // Output queued from now on goes to the lot; output queued before is seen below.
+        outbox.parked.store(true, Ordering::SeqCst);
+        if outbox.woken.load(Ordering::SeqCst) {
+            Notify(Arc::downgrade(&self.0)).output(outbox, true);
         }
         Parking::Parked
     }
@@ -139,16 +203,126 @@ impl Lot {
     }
 }
 
+impl Notify {
+    /// `outbox`, of a parked connection, has output (`first`: since the lot last took
+    /// its output). A close or an abort gives the connection its task at once (the
+    /// lot's task may be gone: the broker is shutting down); anything else is written
+    /// by the lot's task.
+    pub(super) fn output(&self, outbox: &Outbox, first: bool) {
+        let Some(lot) = self.0.upgrade() else { return };
+        if outbox.state.load(Ordering::Acquire) != OPEN {
+            lot.unpark(outbox.id, Handover::default());
+            return;
+        }
+        if !first {
+            return;
+        }
+        let mut notified = lot.notified.lock().expect("not poisoned");
+        notified.push(outbox.id);
+        if notified.len() == 1 {
+            drop(notified);
+            if let Err(e) = lot.waker.wake() {
+                warn!("parked connections' poller: {e}");
+            }
+        }
+    }
+}
+
 impl Shared {
+    /// Milliseconds since [`epoch`](Self::epoch), wrapping.
+    fn now(&self) -> u32 {
+        self.epoch.elapsed().as_millis() as u32
+    }
+
+    /// A parked socket has input, or was closed by the peer: the lot reads it and hands
+    /// it to the core, or gives the connection its task with what it read.
+    fn input(self: &Arc<Self>, id: ConnId) {
+        let mut parked = self.parked.lock().expect("not poisoned");
+        let Some(p) = parked.get_mut(&id) else { return };
+        let mut buf = vec![0u8; KEPT_CAPACITY];
+        let read = match (&p.stream).read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(bytes::Bytes::from(buf))
+            }
+            Err(e) => Err(e),
+        };
+        let input = match read {
+            // Not the end of the input, no more than a read's buffer (there may be more
+            // to read), no PUBLISH (it waits, in a task), and the lot may: to the core.
+            Ok(b) if !b.is_empty() && b.len() < KEPT_CAPACITY && b[0] >> 4 != 3 => {
+                if !p.handle(self.now()) {
+                    Ok(b)
+                } else {
+                    let Some(core) = self.core.upgrade() else {
+                        return;
+                    };
+                    match core.try_send(Input::Data(id, b)) {
+                        Ok(()) => return,
+                        Err(TrySendError::Full(Input::Data(_, b))) => Ok(b),
+                        Err(_) => return,
+                    }
+                }
+            }
+            other => other,
+        };
+        drop(parked);
+        self.unpark(
+            id,
+            Handover {
+                input: Some(input),
+                output: None,
+            },
+        );
+    }
+
+    /// A parked connection's outbox has output: the lot writes it, or gives the
+    /// connection its task with what the socket did not take.
+    fn output(self: &Arc<Self>, id: ConnId) {
+        let mut parked = self.parked.lock().expect("not poisoned");
+        let Some(p) = parked.get_mut(&id) else { return };
+        let handover = 'write: {
+            if p.outbox.state.load(Ordering::Acquire) != OPEN || !p.handle(self.now()) {
+                break 'write Handover::default();
+            }
+            p.outbox.woken.store(false, Ordering::SeqCst);
+            let (mut data, close) = p.outbox.take();
+            while !data.is_empty() {
+                match (&p.stream).write(&data) {
+                    Ok(n) if n > 0 => {
+                        bytes::Buf::advance(&mut data, n);
+                        p.outbox.written(n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // Full, or failed (the task's write fails again and ends it).
+                    _ => break,
+                }
+            }
+            if data.is_empty() && !close {
+                // The core lets go of the connection's emptied buffers, as for a
+                // connection that parks; skipped when the core is busy.
+                if let Some(core) = self.core.upgrade() {
+                    let _ = core.try_send(Input::Idle(id));
+                }
+                return;
+            }
+            Handover {
+                input: None,
+                output: Some(data).filter(|d| !d.is_empty()),
+            }
+        };
+        drop(parked);
+        self.unpark(id, handover);
+    }
+
     /// Gives a parked connection a task again (nothing when it is not parked: a second
-    /// wake-up for one it already woke). When its socket is `readable`, what it holds is
-    /// read here and handed to the task: a socket newly registered with tokio is reported
-    /// ready only at the reactor's next turn, and input that reached an awake connection
-    /// after this one's would be handled first.
-    fn unpark(self: &Arc<Self>, id: ConnId, readable: bool) {
+    /// wake-up for one it already woke).
+    fn unpark(self: &Arc<Self>, id: ConnId, handover: Handover) {
         let Some(p) = self.parked.lock().expect("not poisoned").remove(&id) else {
             return;
         };
+        p.outbox.parked.store(false, Ordering::SeqCst);
         let _ = self
             .registry
             .deregister(&mut mio::unix::SourceFd(&p.stream.as_raw_fd()));
@@ -160,46 +334,26 @@ impl Shared {
         match TcpStream::from_std(p.stream) {
             Ok(stream) => {
                 let mut nap = Nap::new(Lot(self.clone()), Lot::raise(p.level));
-                if readable {
-                    nap.input = read(&stream);
-                }
+                nap.input = handover.input;
+                nap.output = handover.output;
                 self.runtime
                     .spawn(connection(p.outbox, TcpLink(stream), core, Some(nap)));
             }
             Err(e) => {
                 warn!(conn = id, "waking a parked connection: {e}; closing it");
                 self.runtime.spawn(async move {
-                    let _ = core
-                        .send(mqtt_adapter_common::core::Input::Closed(id))
-                        .await;
+                    let _ = core.send(Input::Closed(id)).await;
                 });
             }
         }
     }
 }
 
-/// A parked connection's waker, in its outbox: output for it wakes it.
-struct Unpark {
-    lot: Weak<Shared>,
-    id: ConnId,
-}
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if let Some(lot) = self.lot.upgrade() {
-            lot.unpark(self.id, false);
-        }
-    }
-}
-
-/// The lot's task: waits until the poller has events, and wakes their connections.
+/// The lot's task: waits until the poller has events, and handles them.
 async fn watch(mut fd: AsyncFd<mio::Poll>, lot: Weak<Shared>, mut shutdown: watch::Receiver<bool>) {
     const CAPACITY: usize = 256;
     let mut events = mio::Events::with_capacity(CAPACITY);
+    let mut notified = Vec::new();
     loop {
         let mut guard = tokio::select! {
             g = fd.readable_mut() => match g {
@@ -229,21 +383,18 @@ async fn watch(mut fd: AsyncFd<mio::Poll>, lot: Weak<Shared>, mut shutdown: watc
         drop(guard);
         let Some(lot) = lot.upgrade() else { return };
         for e in events.iter() {
-            lot.unpark(e.token().0 as ConnId, e.is_readable() || e.is_read_closed());
+            if e.token() != WAKER {
+                lot.input(e.token().0 as ConnId);
+            }
         }
-    }
-}
-
-/// What a woken socket holds, read at once (as [`TcpLink`] would): `None` when nothing
-/// is there yet.
-fn read(stream: &TcpStream) -> Option<std::io::Result<bytes::Bytes>> {
-    let mut buf = vec![0u8; super::KEPT_CAPACITY];
-    match stream.try_read(&mut buf) {
-        Ok(n) => {
-            buf.truncate(n);
-            Some(Ok(buf.into()))
+        std::mem::swap(
+            &mut notified,
+            &mut *lot.notified.lock().expect("not poisoned"),
+        );
+        for id in notified.drain(..) {
+            lot.output(id);
         }
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
-        Err(e) => Some(Err(e)),
+        // Each connection's turn is short, but there may be thousands.
+        tokio::task::yield_now().await;
     }
 }
