@@ -1,5 +1,6 @@
-//! Idle plain TCP connections of the tokio broker park (`[runtime] park_idle_ms`): their
-//! task ends and one shared poller watches their sockets. A parked connection must behave
+//! Plain TCP connections of the tokio broker start parked, and idle ones park again
+//! (`[runtime] park_idle_ms`): one shared poller watches their sockets and serves their
+//! short exchanges, and a connection has a task only while it is busy. A parked connection must behave
 //! as any other: output the broker queues for it, input it sends, its peer closing it, a
 //! shutdown and the keep-alive all wake it, and nothing is lost on the way.
 
@@ -236,5 +237,55 @@ async fn a_parked_client_is_taken_over() {
         Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"after"),
         other => panic!("expected PUBLISH, got {other:?}"),
     }
+    running.shutdown().await;
+}
+
+/// A new connection starts parked, and the lot answers its short exchanges itself
+/// (CONNECT, SUBSCRIBE, a message to it and its PUBACK, a ping: 8 reads and writes): it
+/// stays parked throughout. Input
+/// that starts with a PUBLISH, and a connection busier than the lot serves (more than 8
+/// reads and writes a second), get the connection a task. With the longest wait before
+/// parking, nothing parks again during the test.
+#[tokio::test]
+async fn quiet_connections_are_served_parked_and_busy_ones_get_a_task() {
+    let (running, addr) = broker(60_000).await;
+    let mut sub = subscribed(addr, V311, "sub", "t").await;
+    assert_eq!(
+        running.parked_connections(),
+        1,
+        "a new connection is parked"
+    );
+    let mut publisher = Raw::connected_with_keep_alive(addr, V311, "pub", 0).await;
+    parked(&running, 2).await;
+
+    // A PUBLISH: the publisher gets a task; the message reaches the parked subscriber,
+    // which the lot writes to, and its PUBACK is read by the lot.
+    publisher
+        .send(&publish_qos1_packet(V311, b"t", 1, b"m"))
+        .await;
+    match publisher.next().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.packet_id.get(), 1),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    match sub.next().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(&p.payload[..], b"m");
+            sub.send(&puback(p.packet_id.unwrap().get())).await;
+        }
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    pinged(&mut sub).await;
+    assert_eq!(
+        running.parked_connections(),
+        1,
+        "the subscriber stays parked"
+    );
+
+    // Pings, one after the other: past 8 reads and writes in a second, a task.
+    for _ in 0..20 {
+        pinged(&mut sub).await;
+    }
+    parked(&running, 0).await;
+    pinged(&mut sub).await;
     running.shutdown().await;
 }

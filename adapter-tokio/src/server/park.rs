@@ -42,7 +42,7 @@ const MAX_LEVEL: u8 = 7;
 const MAX_HANDLED: u8 = 8;
 
 /// See [`MAX_HANDLED`].
-const WINDOW_MS: u32 = 1000;
+const WINDOW_MS: u128 = 1000;
 
 /// The poller's token for [`Shared::waker`] (connections' tokens are their ids).
 const WAKER: mio::Token = mio::Token(usize::MAX);
@@ -69,28 +69,29 @@ struct Shared {
     core: mpsc::WeakSender<ToCore>,
     /// `park_idle_ms`.
     after: Duration,
-    /// Zero of [`Parked::since`].
+    /// Where [`Parked::window`] counts from.
     epoch: Instant,
 }
 
-/// A connection without a task.
+/// A connection without a task: 16 bytes, as every idle connection has one.
 struct Parked {
     stream: std::net::TcpStream,
     outbox: Arc<Outbox>,
     /// How many times its wait before parking has doubled.
     level: u8,
-    /// Reads and writes done by the lot since `since`.
+    /// Reads and writes done by the lot in `window`.
     handled: u8,
-    /// Start of the current [`WINDOW_MS`], in milliseconds since [`Shared::epoch`].
-    since: u32,
+    /// The [`WINDOW_MS`] they were done in, counted from [`Shared::epoch`] (wrapping:
+    /// a connection seen again exactly 256 windows later starts with the old count).
+    window: u8,
 }
 
 impl Parked {
-    /// Counts one more read or write by the lot: false when the connection is too busy
-    /// for that and gets a task.
-    fn handle(&mut self, now: u32) -> bool {
-        if now.wrapping_sub(self.since) >= WINDOW_MS {
-            self.since = now;
+    /// Counts one more read or write by the lot in window `now`: false when the
+    /// connection is too busy for that and gets a task.
+    fn handle(&mut self, now: u8) -> bool {
+        if now != self.window {
+            self.window = now;
             self.handled = 0;
         }
         if self.handled >= MAX_HANDLED {
@@ -185,7 +186,7 @@ impl Lot {
                     outbox: outbox.clone(),
                     level,
                     handled: 0,
-                    since: self.0.now(),
+                    window: self.0.window(),
                 },
             );
         }
@@ -229,9 +230,9 @@ impl Notify {
 }
 
 impl Shared {
-    /// Milliseconds since [`epoch`](Self::epoch), wrapping.
-    fn now(&self) -> u32 {
-        self.epoch.elapsed().as_millis() as u32
+    /// The current [`WINDOW_MS`], counted from [`epoch`](Self::epoch), wrapping.
+    fn window(&self) -> u8 {
+        (self.epoch.elapsed().as_millis() / WINDOW_MS) as u8
     }
 
     /// A parked socket has input, or was closed by the peer: the lot reads it and hands
@@ -252,7 +253,7 @@ impl Shared {
             // Not the end of the input, no more than a read's buffer (there may be more
             // to read), no PUBLISH (it waits, in a task), and the lot may: to the core.
             Ok(b) if !b.is_empty() && b.len() < KEPT_CAPACITY && b[0] >> 4 != 3 => {
-                if !p.handle(self.now()) {
+                if !p.handle(self.window()) {
                     Ok(b)
                 } else {
                     let Some(core) = self.core.upgrade() else {
@@ -283,7 +284,7 @@ impl Shared {
         let mut parked = self.parked.lock().expect("not poisoned");
         let Some(p) = parked.get_mut(&id) else { return };
         let handover = 'write: {
-            if p.outbox.state.load(Ordering::Acquire) != OPEN || !p.handle(self.now()) {
+            if p.outbox.state.load(Ordering::Acquire) != OPEN || !p.handle(self.window()) {
                 break 'write Handover::default();
             }
             p.outbox.woken.store(false, Ordering::SeqCst);
@@ -396,5 +397,16 @@ async fn watch(mut fd: AsyncFd<mio::Poll>, lot: Weak<Shared>, mut shutdown: watc
         }
         // Each connection's turn is short, but there may be thousands.
         tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every idle connection has one: the lot's table holds 24 bytes per connection
+    /// with its key (64-bit targets).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn parked_is_small() {
+        assert_eq!(std::mem::size_of::<super::Parked>(), 16);
     }
 }
