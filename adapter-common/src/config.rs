@@ -53,13 +53,14 @@ pub struct Runtime {
     /// scheduler. `mqtt-broker-std` (a thread per connection) and `mqtt-broker-async-std`
     /// (async-std's own pool) ignore it.
     pub worker_threads: usize,
-    /// `mqtt-broker` (tokio) on Unix: a plain TCP connection with nothing to read or
-    /// write for this many milliseconds is parked: its task and its socket's registration
-    /// with the runtime are freed, and one shared poller watches the socket until input
-    /// arrives or the broker has something to send. Each time a connection wakes, or is
+    /// `mqtt-broker` (tokio) on Unix: plain TCP connections start parked (one shared
+    /// poller watches their sockets and serves their short exchanges; a connection gets a
+    /// task of its own when it gets busy), and a connection with a task that has nothing
+    /// to read or write for this many milliseconds parks again: its task and its socket's
+    /// registration with the runtime are freed. Each time a connection gets a task, or is
     /// found busy, the wait before its next parking doubles, up to 128 times this, so a
-    /// client that sends every few seconds stays awake. 0 turns parking off. Default 25;
-    /// at most 60000.
+    /// client that sends every few seconds keeps its task. 0 turns parking off. Default
+    /// 25; at most 60000.
     pub park_idle_ms: u64,
 }
 
