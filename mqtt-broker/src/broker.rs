@@ -148,12 +148,15 @@ struct Conn {
     /// Its session's key (keys start at 1): 8 bytes where an `Option<SessionKey>` takes
     /// 16, which keeps the record in a smaller allocation.
     session: Option<NonZeroU64>,
-    client_id: Option<MqttString>,
     /// Shared, not copied, by each message's ACL check.
     username: Option<std::sync::Arc<str>>,
     will: Option<Box<Will>>,
     /// CONNECT waiting for the authentication answer.
     pending: Option<Box<Connect>>,
+    /// The client id of a connection that has neither a session nor a CONNECT waiting
+    /// (refused, or its session ended), for its last event; boxed, as the others keep
+    /// theirs in the session.
+    lone_client_id: Option<Box<MqttString>>,
     /// The client sent an empty client id and got one assigned.
     assigned: bool,
     /// In `Broker::dirty`: to be processed and flushed.
@@ -170,6 +173,20 @@ struct Conn {
 impl Conn {
     fn session(&self) -> Option<SessionKey> {
         self.session.map(NonZeroU64::get)
+    }
+
+    /// Its client id, kept once: its session's, while it waits for the authentication
+    /// answer its CONNECT's, else [`lone_client_id`](Self::lone_client_id) (`None`
+    /// before CONNECT).
+    fn client_id<'a>(
+        &'a self,
+        sessions: &'a IdMap<SessionKey, Box<Session>>,
+    ) -> Option<&'a MqttString> {
+        match (self.session(), &self.pending) {
+            (Some(key), _) => sessions.get(&key).map(|s| &s.client_id),
+            (None, Some(p)) => Some(&p.client_id),
+            (None, None) => self.lone_client_id.as_deref(),
+        }
     }
 }
 
@@ -194,6 +211,9 @@ struct Parked {
     at: Instant,
     /// When the session expires, unless its client connects again (`None`: never).
     expires_at: Option<Instant>,
+    /// A will waiting for its delay (only an offline session has one: its client's
+    /// return cancels it).
+    will: Option<Box<(Will, Instant)>>,
 }
 
 impl Parked {
@@ -205,6 +225,7 @@ impl Parked {
             durable_acks: Vec::new(),
             at,
             expires_at: None,
+            will: None,
         })
     }
 }
@@ -218,8 +239,6 @@ struct Session {
     /// How long the session lives after its connection closes, in seconds (0: it ends
     /// then; an Expiry Interval is 32 bits in MQTT 5.0, and longer ones are capped).
     expiry_secs: u32,
-    /// A will waiting for its delay.
-    will: Option<Box<(Will, Instant)>>,
     /// QoS 1 messages sent to this session through a shared subscription and not yet
     /// acknowledged: if its connection ends they go to another member.
     shared_inflight: LazyIdMap<PacketId, TopicFilter>,
@@ -398,7 +417,8 @@ impl Broker {
             TimerKey::Will(k) => self
                 .sessions
                 .get(&k)
-                .is_some_and(|s| s.will.as_ref().is_some_and(|w| w.1 == at)),
+                .and_then(|s| s.parked.as_ref()?.will.as_ref())
+                .is_some_and(|w| w.1 == at),
             TimerKey::Sys => true,
         }
     }
@@ -414,10 +434,10 @@ impl Broker {
                 conn,
                 info,
                 session: None,
-                client_id: None,
                 username: None,
                 will: None,
                 pending: None,
+                lone_client_id: None,
                 assigned: false,
                 dirty: false,
                 backlogged: false,
@@ -478,7 +498,11 @@ impl Broker {
                 }
                 TimerKey::SessionExpiry(k) => self.end_session(now, k),
                 TimerKey::Will(k) => {
-                    if let Some(w) = self.sessions.get_mut(&k).and_then(|s| s.will.take()) {
+                    let will = self
+                        .sessions
+                        .get_mut(&k)
+                        .and_then(|s| s.parked.as_mut()?.will.take());
+                    if let Some(w) = will {
                         self.publish_will(now, w.0);
                     }
                 }
@@ -509,7 +533,8 @@ impl Broker {
                 }
             }
             AuthResult::Deny(code) => {
-                if c.pending.take().is_some() {
+                if let Some(p) = c.pending.take() {
+                    c.lone_client_id = Some(Box::new(p.client_id));
                     self.stats.auth_failures += 1;
                     let _ = c.conn.reject(now, code);
                 } else {
@@ -533,7 +558,8 @@ impl Broker {
                 if c.conn.auth(now, auth).is_err() {
                     // An exchange the client did not begin (its CONNECT named no method)
                     // or a reason code AUTH cannot carry here: refused.
-                    if c.pending.take().is_some() {
+                    if let Some(p) = c.pending.take() {
+                        c.lone_client_id = Some(Box::new(p.client_id));
                         self.stats.auth_failures += 1;
                         let _ = c.conn.reject(now, ReasonCode::BadAuthenticationMethod);
                     } else {
@@ -754,7 +780,7 @@ impl Broker {
             .filter_map(|(id, c)| {
                 Some(ClientInfo {
                     conn: *id,
-                    client_id: c.client_id.clone()?,
+                    client_id: c.client_id(&self.sessions)?.clone(),
                     username: c.username.as_deref().map(String::from),
                     peer: c.info.peer.clone(),
                     listener: c.info.listener.to_string(),
@@ -1009,7 +1035,11 @@ impl Broker {
                         Drop::QueueFull
                     }
                 };
-                if let Some(client_id) = self.conns.get(&id).and_then(|c| c.client_id.clone()) {
+                let client_id = self
+                    .conns
+                    .get(&id)
+                    .and_then(|c| c.client_id(&self.sessions).cloned());
+                if let Some(client_id) = client_id {
                     self.out
                         .push_back(Output::Event(BrokerEvent::MessageDropped {
                             client_id,
@@ -1069,10 +1099,10 @@ impl Broker {
             None
         };
         let c = self.conns.get_mut(&id).expect("connection exists");
-        c.client_id = Some(connect.client_id.clone());
         c.assigned = assigned;
         c.username = connect.username.as_ref().map(|u| u.as_str().into());
         if let Some(code) = refuse {
+            c.lone_client_id = Some(Box::new(connect.client_id.clone()));
             let _ = c.conn.reject(now, code);
             self.touch(id);
             return;
@@ -1098,7 +1128,7 @@ impl Broker {
         let Some(c) = self.conns.get(&id) else {
             return;
         };
-        let Some(client_id) = c.client_id.clone() else {
+        let Some(client_id) = c.client_id(&self.sessions).cloned() else {
             return;
         };
         let properties = a.properties.into_inner();
@@ -1175,8 +1205,6 @@ impl Broker {
         }
         session.stored = stored;
         session.set_expiry(expiry);
-        // A delayed will of an earlier connection is cancelled by the resume.
-        session.will = None;
         let parked = session.parked.take().unwrap_or_else(|| Parked::new(now));
         let Parked {
             mut state,
@@ -1185,6 +1213,8 @@ impl Broker {
             durable_acks,
             at: parked_at,
             expires_at: _,
+            // A delayed will of an earlier connection is cancelled by the resume.
+            will: _,
         } = *parked;
         // Messages that waited in the parked connection's queue: the time offline counts
         // against their expiry too ([MQTT-3.3.2-5]).
@@ -1281,7 +1311,6 @@ impl Broker {
         c.session = NonZeroU64::new(key);
         // A copy, kept until it is published or dropped: not a view of the CONNECT.
         c.will = connect.will.take().map(|w| Box::new(w.compact()));
-        c.client_id = Some(client_id.clone());
         c.conn.set_delivery_events(delivery_events);
         let _ = c.conn.accept(now, connack, Some(state));
         // Acknowledgements that became durable while the session was offline.
@@ -1320,7 +1349,6 @@ impl Broker {
                 parked: None,
                 subscriptions: SmallMap::default(),
                 expiry_secs: 0,
-                will: None,
                 shared_inflight: LazyIdMap::default(),
                 stored: false,
                 seqs: LazyIdMap::default(),
@@ -1354,11 +1382,11 @@ impl Broker {
         let Some(c) = self.conns.remove(&id) else {
             return;
         };
+        let client_id = c.client_id(&self.sessions).cloned();
         let Conn {
             mut conn,
             session: key,
             will,
-            client_id,
             info,
             ..
         } = *c;
@@ -1424,7 +1452,7 @@ impl Broker {
                 self.publish_will(now, *will);
             } else {
                 let at = now + delay;
-                s.will = Some(Box::new((*will, at)));
+                s.parked.get_or_insert_with(|| Parked::new(now)).will = Some(Box::new((*will, at)));
                 self.timers.push(Reverse((at, TimerKey::Will(key))));
             }
         }
@@ -1550,6 +1578,7 @@ impl Broker {
         if let Some(id) = s.conn {
             if let Some(c) = self.conns.get_mut(&id) {
                 c.session = None;
+                c.lone_client_id = Some(Box::new(s.client_id.clone()));
             }
         }
         self.by_client_id.remove(s.client_id.as_str(), key);
@@ -1564,7 +1593,7 @@ impl Broker {
         self.out.push_back(Output::Event(BrokerEvent::SessionEnded {
             client_id: s.client_id,
         }));
-        if let Some(w) = s.will {
+        if let Some(w) = s.parked.and_then(|p| p.will) {
             self.publish_will(now, w.0);
         }
     }
@@ -1602,7 +1631,7 @@ impl Broker {
         self.stats.messages_received += 1;
         let records_before = self.out.len();
         let c = &self.conns[&id];
-        let client_id = c.client_id.clone().unwrap_or_default();
+        let client_id = c.client_id(&self.sessions).cloned().unwrap_or_default();
         let user = c.username.clone();
         let packet_id = p.packet_id;
         let code = if !self.topic_ok(&p.topic) {
@@ -2059,7 +2088,7 @@ impl Broker {
         let Some(key) = c.session() else {
             return;
         };
-        let client_id = c.client_id.clone().unwrap_or_default();
+        let client_id = c.client_id(&self.sessions).cloned().unwrap_or_default();
         let user = c.username.clone();
         let v5 = c.conn.version().is_some_and(|v| v.is_v5());
         let sub_id = sub.properties.subscription_identifier;
@@ -2163,7 +2192,7 @@ impl Broker {
         let Some(key) = c.session() else {
             return;
         };
-        let client_id = c.client_id.clone().unwrap_or_default();
+        let client_id = c.client_id(&self.sessions).cloned().unwrap_or_default();
         let mut codes = Vec::with_capacity(u.filters.len());
         for f in u.filters {
             let session = self.sessions.get_mut(&key).expect("session exists");
@@ -2372,7 +2401,7 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn records_stay_small() {
         assert!(size_of::<Session>() <= 120, "{}", size_of::<Session>());
-        assert!(size_of::<Conn>() <= 408, "{}", size_of::<Conn>());
+        assert!(size_of::<Conn>() <= 384, "{}", size_of::<Conn>());
         assert!(
             size_of::<mqtt_session::Connection>() <= 232,
             "{}",

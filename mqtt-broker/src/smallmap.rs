@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 /// Up to this many entries the map is a sorted vector.
 const SMALL: usize = 32;
 
-/// A map in key order that starts as a sorted vector and becomes a B-tree past
-/// [`SMALL`] entries. Most of these maps hold one entry or a few (a session's own topic,
-/// a device's one subscriber): as a vector, one entry costs its size, where a B-tree's
-/// first node takes room for eleven (192 bytes for a session key and a subscription).
-/// Past [`SMALL`], inserting into a vector would move too much.
+/// A map in key order that holds one entry in place, more in a sorted vector, and becomes
+/// a B-tree past [`SMALL`] entries. Most of these maps hold one entry or a few (a
+/// session's own topic, a device's one subscriber): one entry costs no allocation, a few
+/// their size, where a B-tree's first node takes room for eleven (192 bytes for a session
+/// key and a subscription). Past [`SMALL`], inserting into a vector would move too much.
 #[derive(Debug)]
 pub(crate) enum SmallMap<K, V> {
+    One(K, V),
+    /// Empty, or two entries and more.
     Small(Vec<(K, V)>),
     Large(BTreeMap<K, V>),
 }
@@ -27,6 +29,7 @@ impl<K, V> Default for SmallMap<K, V> {
 impl<K: Ord, V> SmallMap<K, V> {
     pub(crate) fn len(&self) -> usize {
         match self {
+            SmallMap::One(..) => 1,
             SmallMap::Small(v) => v.len(),
             SmallMap::Large(m) => m.len(),
         }
@@ -41,6 +44,7 @@ impl<K: Ord, V> SmallMap<K, V> {
         K: Borrow<Q>,
     {
         match self {
+            SmallMap::One(k, _) => <K as Borrow<Q>>::borrow(k) == key,
             SmallMap::Small(v) => find(v, key).is_ok(),
             SmallMap::Large(m) => m.contains_key(key),
         }
@@ -49,12 +53,27 @@ impl<K: Ord, V> SmallMap<K, V> {
     /// Adds or replaces the entry of `key`; the value it replaced.
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self {
+            SmallMap::One(k, v) if *k == key => Some(std::mem::replace(v, value)),
+            SmallMap::One(..) => {
+                let SmallMap::One(k, v) = std::mem::take(self) else {
+                    unreachable!("matched above")
+                };
+                let mut entries = Vec::with_capacity(2);
+                if k < key {
+                    entries.extend([(k, v), (key, value)]);
+                } else {
+                    entries.extend([(key, value), (k, v)]);
+                }
+                *self = SmallMap::Small(entries);
+                None
+            }
+            SmallMap::Small(v) if v.is_empty() => {
+                *self = SmallMap::One(key, value);
+                None
+            }
             SmallMap::Small(v) => match find(v, &key) {
                 Ok(i) => Some(std::mem::replace(&mut v[i].1, value)),
                 Err(i) if v.len() < SMALL => {
-                    if v.capacity() == 0 {
-                        v.reserve_exact(1);
-                    }
                     v.insert(i, (key, value));
                     None
                 }
@@ -75,11 +94,21 @@ impl<K: Ord, V> SmallMap<K, V> {
         K: Borrow<Q>,
     {
         match self {
+            SmallMap::One(k, _) => {
+                if <K as Borrow<Q>>::borrow(k) != key {
+                    return None;
+                }
+                let SmallMap::One(_, value) = std::mem::take(self) else {
+                    unreachable!("matched above")
+                };
+                Some(value)
+            }
             SmallMap::Small(v) => {
                 let i = find(v, key).ok()?;
                 let (_, value) = v.remove(i);
-                if v.is_empty() {
-                    *v = Vec::new();
+                if v.len() == 1 {
+                    let (k, v) = v.pop().expect("one left");
+                    *self = SmallMap::One(k, v);
                 }
                 Some(value)
             }
@@ -89,13 +118,13 @@ impl<K: Ord, V> SmallMap<K, V> {
 
     /// Every entry, in key order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        let (small, large) = match self {
-            SmallMap::Small(v) => (Some(v.iter().map(|(k, v)| (k, v))), None),
-            SmallMap::Large(m) => (None, Some(m.iter())),
+        let (one, small, large) = match self {
+            SmallMap::One(k, v) => (Some((k, v)), None, None),
+            SmallMap::Small(v) => (None, Some(v.iter().map(|(k, v)| (k, v))), None),
+            SmallMap::Large(m) => (None, None, Some(m.iter())),
         };
-        small
-            .into_iter()
-            .flatten()
+        one.into_iter()
+            .chain(small.into_iter().flatten())
             .chain(large.into_iter().flatten())
     }
 }
@@ -139,16 +168,31 @@ mod tests {
         );
     }
 
+    /// One entry is held in place, two in a vector of two; back to one, in place again,
+    /// and an empty map holds nothing.
     #[test]
-    fn one_entry_holds_one_entry() {
+    fn one_entry_holds_no_allocation() {
         let mut m: SmallMap<u64, u32> = SmallMap::default();
         m.insert(7, 1);
+        assert!(matches!(m, SmallMap::One(7, 1)), "{m:?}");
+        assert_eq!(m.insert(7, 2), Some(1));
+        m.insert(3, 3);
         match &m {
-            SmallMap::Small(v) => assert_eq!(v.capacity(), 1),
-            SmallMap::Large(_) => panic!("one entry in a B-tree"),
+            SmallMap::Small(v) => {
+                assert_eq!(v.capacity(), 2);
+                assert_eq!(v[..], [(3, 3), (7, 2)]);
+            }
+            other => panic!("two entries: {other:?}"),
         }
-        assert_eq!(m.remove(&7), Some(1));
+        assert_eq!(m.remove(&3), Some(3));
+        assert!(matches!(m, SmallMap::One(7, 2)), "{m:?}");
+        assert_eq!(m.remove(&8), None);
+        assert_eq!(m.remove(&7), Some(2));
         assert_eq!(m.remove(&7), None);
         assert!(m.is_empty());
+        assert!(
+            matches!(&m, SmallMap::Small(v) if v.capacity() == 0),
+            "{m:?}"
+        );
     }
 }

@@ -821,6 +821,24 @@ fn authentication_requests() {
         );
     }
     assert_eq!(sim.broker.stats().auth_failures, 4);
+    // A refused client's disconnection still names it (the adapter's log line): one
+    // refused by the authenticator, one refused as anonymous, in each version.
+    let refused: Vec<Option<&str>> =
+        sim.outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Event(BrokerEvent::ClientDisconnected {
+                    client_id,
+                    reason:
+                        CloseReason::Local(
+                            ReasonCode::BadUserNameOrPassword | ReasonCode::NotAuthorized,
+                        ),
+                    ..
+                }) => Some(client_id.as_ref().map(|c| c.as_str())),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(refused, [Some("u"), Some("anon"), Some("u"), Some("anon")]);
 }
 
 #[test]
