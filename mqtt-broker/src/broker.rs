@@ -2401,9 +2401,9 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn records_stay_small() {
         assert!(size_of::<Session>() <= 120, "{}", size_of::<Session>());
-        assert!(size_of::<Conn>() <= 384, "{}", size_of::<Conn>());
+        assert!(size_of::<Conn>() <= 296, "{}", size_of::<Conn>());
         assert!(
-            size_of::<mqtt_session::Connection>() <= 232,
+            size_of::<mqtt_session::Connection>() <= 144,
             "{}",
             size_of::<mqtt_session::Connection>()
         );

@@ -118,6 +118,33 @@ fn dm(d: &mut Option<Box<Delivery>>) -> &mut Delivery {
     d.get_or_insert_with(Box::default)
 }
 
+/// A connection's buffers: input not yet decoded, output not yet handed out, events not
+/// yet taken. An idle connection has all three empty, and three empty containers are 96
+/// bytes: boxed, they cost an idle connection a pointer.
+#[derive(Debug, Default)]
+struct Io {
+    read_buf: BytesMut,
+    out: BytesMut,
+    events: VecDeque<Event>,
+}
+
+impl Io {
+    fn holds_nothing(&self) -> bool {
+        self.read_buf.capacity() == 0 && self.out.capacity() == 0 && self.events.capacity() == 0
+    }
+}
+
+/// The buffers to read: empty ones if there are none.
+fn io_ref(b: &Option<Box<Io>>) -> &Io {
+    static NONE: std::sync::LazyLock<Io> = std::sync::LazyLock::new(Io::default);
+    b.as_deref().unwrap_or(&NONE)
+}
+
+/// The buffers to change, allocated if there are none.
+fn io(b: &mut Option<Box<Io>>) -> &mut Io {
+    b.get_or_insert_with(Box::default)
+}
+
 /// The topic alias maps of one connection (5.0).
 #[derive(Debug, Default)]
 struct Aliases {
@@ -161,9 +188,9 @@ pub struct Connection {
     phase: Phase,
     version: Option<ProtocolVersion>,
     decoder: Decoder,
-    read_buf: BytesMut,
-    out: BytesMut,
-    events: VecDeque<Event>,
+    /// Allocated on first use, let go by [`release_buffers`](Self::release_buffers)
+    /// (see [`Io`]).
+    io: Option<Box<Io>>,
     timers: TimerTable,
     /// Allocated on first use (see [`Delivery`]).
     delivery: Option<Box<Delivery>>,
@@ -216,9 +243,7 @@ impl Connection {
             phase: Phase::Idle,
             version,
             decoder,
-            read_buf: BytesMut::new(),
-            out: BytesMut::new(),
-            events: VecDeque::new(),
+            io: None,
             timers: TimerTable::default(),
             delivery: None,
             last_transmit: 0,
@@ -271,7 +296,7 @@ impl Connection {
                 match ids.alloc() {
                     Some(id) => p.packet_id = Some(id),
                     None => {
-                        self.events.push_back(Event::Dropped {
+                        io(&mut self.io).events.push_back(Event::Dropped {
                             publish: Box::new(p),
                             reason: DropReason::NoPacketId,
                         });
@@ -470,24 +495,24 @@ impl Connection {
     /// (an adapter's writes waiting for a slow peer) bounds the memory too.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        if self.out.is_empty() {
+        if io_ref(&self.io).out.is_empty() {
             return None;
         }
-        let bytes = if self.out.capacity() > KEPT_OUTPUT_CAPACITY {
+        let bytes = if io_ref(&self.io).out.capacity() > KEPT_OUTPUT_CAPACITY {
             // After a burst, the large allocation leaves with the bytes handed out, cut
             // to their length: the buffer grows by doubling, and up to half of it would
             // otherwise be held, unused, for as long as the bytes wait to be written.
             // Shrinking gives the tail back in place (no copy with the system
             // allocator).
-            let mut v = Vec::from(std::mem::take(&mut self.out));
+            let mut v = Vec::from(std::mem::take(&mut io(&mut self.io).out));
             v.shrink_to_fit();
             Bytes::from(v)
         } else {
             // A copy of at most the kept capacity, which stays for the next packets. Handing
             // out a part of it instead would keep the whole allocation alive for as long
             // as any part waits, with the tail that was too short for the next packet.
-            let b = Bytes::copy_from_slice(&self.out);
-            self.out.clear();
+            let b = Bytes::copy_from_slice(&io_ref(&self.io).out);
+            io(&mut self.io).out.clear();
             b
         };
         self.last_transmit = bytes.len();
@@ -498,7 +523,7 @@ impl Connection {
     /// what it handed out): at most a few KiB once it is idle, none after
     /// [`release_buffers`](Self::release_buffers).
     pub fn buffer_capacity(&self) -> usize {
-        self.read_buf.capacity() + self.out.capacity()
+        io_ref(&self.io).read_buf.capacity() + io_ref(&self.io).out.capacity()
     }
 
     /// Lets go of the output buffer's allocation if nothing waits in it (the input buffer
@@ -506,11 +531,15 @@ impl Connection {
     /// up to 4 KiB, so that the next packets need no allocation; an application calls
     /// this when the connection goes idle, so that an idle connection holds no buffer.
     pub fn release_buffers(&mut self) {
-        if self.out.is_empty() {
-            self.out = BytesMut::new();
+        let Some(b) = self.io.as_mut() else { return };
+        if b.out.is_empty() {
+            b.out = BytesMut::new();
         }
-        if self.read_buf.is_empty() {
-            self.read_buf = BytesMut::new();
+        if b.read_buf.is_empty() {
+            b.read_buf = BytesMut::new();
+        }
+        if b.holds_nothing() {
+            self.io = None;
         }
     }
 
@@ -526,20 +555,22 @@ impl Connection {
     /// The next event.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        if self.events.is_empty() {
+        if io_ref(&self.io).events.is_empty() {
             self.flush_pingresp();
-            if self.events.capacity() > 0 && dr(&self.delivery).state.inflight.is_empty() {
+            if io_ref(&self.io).events.capacity() > 0
+                && dr(&self.delivery).state.inflight.is_empty()
+            {
                 // Events are large (a PUBLISH each): a connection with nothing in flight
                 // holds no queue. One with messages in flight keeps it for their
                 // acknowledgements.
-                self.events = VecDeque::new();
+                io(&mut self.io).events = VecDeque::new();
             }
             // `None` itself, not an empty `pop_front` moved whole: the caller reads
             // this 80-byte value with wide loads, which would wait for the one-byte store
             // of its tag (every connection's last poll is this one).
             return None;
         }
-        let e = self.events.pop_front();
+        let e = self.io.as_mut().and_then(|b| b.events.pop_front());
         if self.closing && matches!(e, Some(Event::Closed(_))) {
             // The close the peer's input asked for, now that the application has
             // answered what came before it.
@@ -570,7 +601,7 @@ impl Connection {
         // from it: a subscriber's input is mostly PUBACKs, and buffering them would
         // allocate a buffer and free it again for every read.
         let mut bytes = bytes;
-        if self.read_buf.is_empty() && self.phase == Phase::Open {
+        if io_ref(&self.io).read_buf.is_empty() && self.phase == Phase::Open {
             while let Some((packet, n)) = self.decoder.decode_borrowed(bytes) {
                 bytes = &bytes[n..];
                 if let Err(v) = self.handle_packet(now, packet) {
@@ -588,20 +619,25 @@ impl Connection {
         // filters, retained messages) are slices of this buffer, and taking the
         // transport's read chunk as it is instead would keep a whole chunk alive for each
         // (an idle subscribed connection grew from about 2.6 to 10.7 KB).
-        self.read_buf.extend_from_slice(bytes);
+        io(&mut self.io).read_buf.extend_from_slice(bytes);
         self.process_input(now);
         // Input held while a CONNECT waits for its answer is bounded: one packet's worth.
         if self.role == Role::Server
             && self.phase == Phase::Connecting
-            && self.read_buf.len() > self.config.max_packet_size as usize
+            && io_ref(&self.io).read_buf.len() > self.config.max_packet_size as usize
         {
-            self.violation(now, Violation::InputBeforeConnAck(self.read_buf.len()));
+            self.violation(
+                now,
+                Violation::InputBeforeConnAck(io_ref(&self.io).read_buf.len()),
+            );
         }
-        if self.read_buf.is_empty() {
+        if io_ref(&self.io).read_buf.is_empty() {
             // Decoded payloads are slices of this buffer: an empty one is let go, so an
             // idle connection holds no input buffer, and no burst's allocation stays
             // alive through it once its messages are gone.
-            self.read_buf = BytesMut::new();
+            if let Some(b) = self.io.as_mut() {
+                b.read_buf = BytesMut::new();
+            }
         }
     }
 
@@ -611,12 +647,12 @@ impl Connection {
             // packets (a client may send them before CONNACK), except AUTH and
             // DISCONNECT, which belong to the connect exchange.
             if self.role == Role::Server && self.phase == Phase::Connecting {
-                match self.read_buf.first().map(|b| b >> 4) {
+                match io_ref(&self.io).read_buf.first().map(|b| b >> 4) {
                     Some(14 | 15) => {}
                     _ => return,
                 }
             }
-            match self.decoder.decode(&mut self.read_buf) {
+            match self.decoder.decode(&mut io(&mut self.io).read_buf) {
                 Ok(Some(packet)) => {
                     if let Err(v) = self.handle_packet(now, packet) {
                         self.violation(now, v);
@@ -694,7 +730,7 @@ impl Connection {
         self.version = Some(v);
         self.decoder.set_version(v);
         self.keep_alive = keep_alive;
-        self.out.extend_from_slice(&buf);
+        io(&mut self.io).out.extend_from_slice(&buf);
         self.sent(now);
         self.phase = Phase::Connecting;
         self.set_timer_after(Timer::Connect, now, self.config.connect_timeout);
@@ -1112,13 +1148,13 @@ impl Connection {
                 properties: properties.into(),
             });
             let max = self.peer.max_packet_size;
-            if d.encode(&mut self.out, v, max).is_err() {
+            if d.encode(&mut io(&mut self.io).out, v, max).is_err() {
                 // Too large with its properties: send the bare reason.
                 let _ = Packet::Disconnect(Disconnect {
                     reason_code,
                     properties: Default::default(),
                 })
-                .encode(&mut self.out, v, max);
+                .encode(&mut io(&mut self.io).out, v, max);
             }
         }
         self.close(CloseReason::Local(reason_code));
@@ -1131,8 +1167,9 @@ impl Connection {
     /// as the last transmit took (up to [`KEPT_OUTPUT_CAPACITY`]), so that a burst of
     /// copies costs one allocation instead of a series of reallocations.
     fn reserve_out(&mut self, n: usize) {
-        if self.out.capacity() - self.out.len() < n {
-            self.out
+        if io_ref(&self.io).out.capacity() - io_ref(&self.io).out.len() < n {
+            io(&mut self.io)
+                .out
                 .reserve(n.max(self.last_transmit.min(KEPT_OUTPUT_CAPACITY)));
         }
     }
@@ -1144,7 +1181,7 @@ impl Connection {
     /// Encodes a packet into the output; records the send for keep-alive.
     fn try_send(&mut self, now: Instant, p: &Packet) -> Result<usize, EncodeError> {
         let (v, max) = (self.version_or_default(), self.peer.max_packet_size);
-        let n = p.encode(&mut self.out, v, max)?;
+        let n = p.encode(&mut io(&mut self.io).out, v, max)?;
         self.sent(now);
         Ok(n)
     }
@@ -1195,7 +1232,7 @@ impl Connection {
                 properties: Default::default(),
             });
             let (v, max) = (self.version_or_default(), self.peer.max_packet_size);
-            let _ = d.encode(&mut self.out, v, max);
+            let _ = d.encode(&mut io(&mut self.io).out, v, max);
         }
     }
 
@@ -1226,16 +1263,17 @@ impl Connection {
         let sent = match shared {
             Some(e) if e.fits(&publish, v, max) && !self.aliases_apply() => {
                 self.reserve_out(e.bytes.len());
-                let start = self.out.len();
-                self.out.extend_from_slice(&e.bytes);
+                let start = io_ref(&self.io).out.len();
+                io(&mut self.io).out.extend_from_slice(&e.bytes);
                 if let (Some(at), Some(id)) = (e.id_at, publish.packet_id) {
-                    self.out[start + at..start + at + 2].copy_from_slice(&id.get().to_be_bytes());
+                    io(&mut self.io).out[start + at..start + at + 2]
+                        .copy_from_slice(&id.get().to_be_bytes());
                 }
                 Ok(e.bytes.len())
             }
             _ if self.aliases_apply() => {
                 let (wire, new_alias) = self.with_alias(&publish);
-                let r = wire.encode(&mut self.out, v, max);
+                let r = wire.encode(&mut io(&mut self.io).out, v, max);
                 // The mapping exists only once the peer has seen it.
                 if let (Ok(_), Some(alias)) = (&r, new_alias) {
                     self.aliases
@@ -1245,7 +1283,7 @@ impl Connection {
                 }
                 r
             }
-            _ => publish.encode(&mut self.out, v, max),
+            _ => publish.encode(&mut io(&mut self.io).out, v, max),
         };
         match sent {
             Ok(_) => {
@@ -1265,7 +1303,7 @@ impl Connection {
         if let Some(id) = publish.packet_id {
             dm(&mut self.delivery).ids.free(id);
         }
-        self.events.push_back(Event::Dropped {
+        io(&mut self.io).events.push_back(Event::Dropped {
             publish: Box::new(publish),
             reason,
         });
@@ -1354,7 +1392,7 @@ impl Connection {
                         continue;
                     }
                     let (v, max) = (self.version_or_default(), self.peer.max_packet_size);
-                    match p.encode(&mut self.out, v, max) {
+                    match p.encode(&mut io(&mut self.io).out, v, max) {
                         Ok(_) => {
                             room -= 1;
                             self.sent(now);
@@ -1431,7 +1469,7 @@ impl Connection {
                     reason_code: code,
                     properties: Default::default(),
                 }));
-                let _ = c.encode(&mut self.out, v, MAX_PACKET_SIZE);
+                let _ = c.encode(&mut io(&mut self.io).out, v, MAX_PACKET_SIZE);
                 self.sent(now);
             } else if self.peek_connect_level() == Some(5)
                 && e.reason_code().is_valid_for(PacketType::ConnAck)
@@ -1446,7 +1484,11 @@ impl Connection {
                 }));
                 // The connection speaks 5.0 from here on, as its CONNACK does.
                 self.version = Some(ProtocolVersion::V5);
-                let _ = c.encode(&mut self.out, ProtocolVersion::V5, MAX_PACKET_SIZE);
+                let _ = c.encode(
+                    &mut io(&mut self.io).out,
+                    ProtocolVersion::V5,
+                    MAX_PACKET_SIZE,
+                );
                 self.sent(now);
             }
             self.close(CloseReason::Violation(Violation::Decode(e)));
@@ -1458,7 +1500,7 @@ impl Connection {
     /// The protocol level of the CONNECT at the front of the read buffer, if it is one
     /// and that much of it arrived.
     fn peek_connect_level(&self) -> Option<u8> {
-        let b = &self.read_buf;
+        let b = &io_ref(&self.io).read_buf;
         if b.first() != Some(&0x10) {
             return None;
         }
@@ -1469,7 +1511,7 @@ impl Connection {
 
     /// The version of the CONNECT at the front of the read buffer (for a refusal).
     fn peek_connect_version(&self) -> ProtocolVersion {
-        let b = &self.read_buf;
+        let b = &io_ref(&self.io).read_buf;
         // Fixed header, then the protocol name: MQIsdp is 3.1.
         let name_at = 1
             + (1..5)
@@ -1492,11 +1534,13 @@ impl Connection {
     /// reports a violation ([MQTT-4.13.1-1]). Meanwhile no more input is read and no
     /// timer runs.
     fn close_for_input(&mut self, reason: CloseReason) {
-        if self.phase == Phase::Open && !self.closing && !self.events.is_empty() {
+        if self.phase == Phase::Open && !self.closing && !io_ref(&self.io).events.is_empty() {
             self.closing = true;
             self.timers.stop_all();
-            self.read_buf = BytesMut::new();
-            self.events.push_back(Event::Closed(reason));
+            if let Some(b) = self.io.as_mut() {
+                b.read_buf = BytesMut::new();
+            }
+            io(&mut self.io).events.push_back(Event::Closed(reason));
             return;
         }
         if let CloseReason::Violation(v) = &reason {
@@ -1511,21 +1555,23 @@ impl Connection {
             return;
         }
         self.shut();
-        self.events.push_back(Event::Closed(reason));
+        io(&mut self.io).events.push_back(Event::Closed(reason));
     }
 
     /// The PINGRESP held back by `pingresp_pending`: two bytes, which fit any Maximum
     /// Packet Size.
     fn flush_pingresp(&mut self) {
         if std::mem::take(&mut self.pingresp_pending) && self.phase == Phase::Open {
-            self.out.extend_from_slice(&[0xd0, 0x00]);
+            io(&mut self.io).out.extend_from_slice(&[0xd0, 0x00]);
         }
     }
 
     fn shut(&mut self) {
         self.phase = Phase::Closed;
         self.timers.stop_all();
-        self.read_buf = BytesMut::new();
+        if let Some(b) = self.io.as_mut() {
+            b.read_buf = BytesMut::new();
+        }
     }
 
     fn arm_idle(&mut self, now: Instant) {
@@ -1583,7 +1629,7 @@ impl Connection {
                     self.enhanced_auth = p.authentication_method.is_some();
                 }
                 self.phase = Phase::Connecting;
-                self.events.push_back(Event::ConnectReceived(c));
+                io(&mut self.io).events.push_back(Event::ConnectReceived(c));
                 Ok(())
             }
             // [MQTT-3.1.0-1]: CONNECT first.
@@ -1593,18 +1639,18 @@ impl Connection {
             (_, Packet::Disconnect(d)) => self.peer_disconnect(d),
             (_, Packet::Auth(a)) => self.incoming_auth(Role::Client, a),
             (Phase::Open, Packet::Subscribe(s)) => {
-                self.events.push_back(Event::Subscribe(s));
+                io(&mut self.io).events.push_back(Event::Subscribe(s));
                 Ok(())
             }
             (Phase::Open, Packet::Unsubscribe(u)) => {
-                self.events.push_back(Event::Unsubscribe(u));
+                io(&mut self.io).events.push_back(Event::Unsubscribe(u));
                 Ok(())
             }
             (Phase::Open, Packet::PingReq) => {
                 // [MQTT-3.12.4-1]. Answers leave in the order of what they answer: after
                 // a SUBSCRIBE or PUBLISH read with it, whose answers the application
                 // gives once it takes their events.
-                if self.events.is_empty() {
+                if io_ref(&self.io).events.is_empty() {
                     self.send(now, &Packet::PingResp);
                 } else {
                     self.pingresp_pending = true;
@@ -1651,7 +1697,7 @@ impl Connection {
                 }
                 self.phase = Phase::Open;
                 let present = c.session_present;
-                self.events.push_back(Event::Connected(c));
+                io(&mut self.io).events.push_back(Event::Connected(c));
                 if present {
                     self.resend_inflight(now);
                     self.flush_acks(now);
@@ -1672,7 +1718,7 @@ impl Connection {
                     if n != s.reason_codes.len() {
                         return Err(Violation::ReasonCodeCount(PacketType::SubAck));
                     }
-                    self.events.push_back(Event::SubAck(s));
+                    io(&mut self.io).events.push_back(Event::SubAck(s));
                 }
                 Ok(())
             }
@@ -1682,7 +1728,7 @@ impl Connection {
                     if self.version_or_default().is_v5() && n != u.reason_codes.len() {
                         return Err(Violation::ReasonCodeCount(PacketType::UnsubAck));
                     }
-                    self.events.push_back(Event::UnsubAck(u));
+                    io(&mut self.io).events.push_back(Event::UnsubAck(u));
                 }
                 Ok(())
             }
@@ -1719,7 +1765,7 @@ impl Connection {
             if let Inflight::Publish(mut p) = e {
                 // The packet id stays, so the application can tell which message it was.
                 p.dup = false;
-                self.events.push_back(Event::Dropped {
+                io(&mut self.io).events.push_back(Event::Dropped {
                     publish: Box::new(p),
                     reason: DropReason::SessionLost,
                 });
@@ -1747,7 +1793,7 @@ impl Connection {
         {
             return Err(Violation::UnexpectedAuth);
         }
-        self.events.push_back(Event::Auth(a));
+        io(&mut self.io).events.push_back(Event::Auth(a));
         Ok(())
     }
 
@@ -1810,7 +1856,7 @@ impl Connection {
             }
         }
         let Some(id) = p.packet_id else {
-            self.events.push_back(Event::Message(p));
+            io(&mut self.io).events.push_back(Event::Message(p));
             return Ok(());
         };
         if p.qos == QoS::ExactlyOnce && dr(&self.delivery).state.incoming_qos2.contains(&id) {
@@ -1847,7 +1893,7 @@ impl Connection {
             qos: p.qos,
             reason: (!self.config.manual_acks).then_some(ReasonCode::Success),
         });
-        self.events.push_back(Event::Message(p));
+        io(&mut self.io).events.push_back(Event::Message(p));
         self.flush_acks(now);
         Ok(())
     }
@@ -1863,7 +1909,9 @@ impl Connection {
         }
         let mut comp = PubResponse::new(id);
         if dm(&mut self.delivery).state.incoming_qos2.remove(&id) {
-            self.events.push_back(Event::Released { packet_id: id });
+            io(&mut self.io)
+                .events
+                .push_back(Event::Released { packet_id: id });
         } else if self.version_or_default().is_v5() {
             comp.reason_code = ReasonCode::PacketIdentifierNotFound;
         }
@@ -1886,7 +1934,7 @@ impl Connection {
         dm(&mut self.delivery).state.inflight.remove(at);
         dm(&mut self.delivery).ids.free(id);
         if self.delivery_events {
-            self.events.push_back(Event::Delivered {
+            io(&mut self.io).events.push_back(Event::Delivered {
                 packet_id: id,
                 reason_code,
             });
@@ -1913,7 +1961,9 @@ impl Connection {
             Some(at) => {
                 dm(&mut self.delivery).state.inflight[at] = Inflight::Released(id);
                 self.send(now, &Packet::PubRel(PubResponse::new(id)));
-                self.events.push_back(Event::Received { packet_id: id });
+                io(&mut self.io)
+                    .events
+                    .push_back(Event::Received { packet_id: id });
             }
             None => {
                 // A PUBREC again (our PUBREL crossed it), or for an id we do not know.
