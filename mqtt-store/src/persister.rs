@@ -22,11 +22,14 @@ pub enum Durability {
     /// fsync after every group of batches; acknowledgements and deliveries wait for it.
     /// Nothing acknowledged is lost, even on power loss.
     Fsync,
-    /// Written at once, fsync every interval; acknowledgements do not wait. A crash of
-    /// the machine (not of the broker) can lose the last interval.
+    /// Written at once by the committer thread, fsync every interval; acknowledgements
+    /// do not wait. A crash of the machine can lose the last interval, a crash of the
+    /// broker the records not yet written when it came (acknowledged moments before).
     Interval(Duration),
-    /// Written at once, never forced to disk by the broker (the operating system writes
-    /// it back); a crash of the machine can lose what the OS had not written.
+    /// Written at once by the committer thread, never forced to disk by the broker (the
+    /// operating system writes it back); acknowledgements do not wait. A crash of the
+    /// machine can lose what the OS had not written, a crash of the broker the records
+    /// not yet written when it came.
     None,
 }
 
