@@ -1376,3 +1376,37 @@ fn qos0_for_a_client_with_a_write_backlog_is_dropped_and_counted() {
     assert_eq!(sim.payloads(s), ["kept", "sent"]);
     assert_eq!(sim.broker.stats().dropped_write_backlog, 1);
 }
+
+/// A second CONNECT on a connection is a protocol violation that closes it
+/// ([MQTT-3.1.0-2]), after the client id had a session with a subscription and messages
+/// (the conformance suite of Eclipse paho does this).
+#[test]
+fn a_second_connect_closes_the_connection() {
+    let mut sim = Sim::default();
+    for round in 0..2 {
+        let id = sim.connect(V5, "c", true);
+        if round == 0 {
+            sim.subscribe(id, "t", QoS::ExactlyOnce);
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                sim.publish(id, "t", "m", qos, false);
+            }
+            assert_eq!(sim.payloads(id).len(), 3);
+            sim.disconnect(id, ReasonCode::Success);
+            continue;
+        }
+        let mut again = bytes::BytesMut::new();
+        Packet::Connect(Box::new(Connect::new(V5, MqttString::new("c").unwrap())))
+            .encode(&mut again, V5, u32::MAX)
+            .unwrap();
+        let now = sim.now;
+        sim.broker.handle_input(now, id, &again);
+        sim.run();
+        assert!(
+            sim.outputs
+                .iter()
+                .any(|o| matches!(o, Output::Close(c) if *c == id)),
+            "the connection is closed"
+        );
+        assert!(sim.closed(id).is_some(), "the client saw it closed");
+    }
+}
