@@ -1,6 +1,7 @@
-//! The drive loop: one task owns the broker core; one task per connection reads, one
-//! writes. Input reaches the core in batches over a channel; each connection's output
-//! leaves in one write per batch. No protocol decision is made here.
+//! The drive loop: one task owns the broker core; a busy connection has one task that
+//! reads and writes it, and quiet plain TCP connections have none: one shared poller
+//! serves them (see [`park`]). Input reaches the core in batches over a channel; each
+//! connection's output leaves in one write per batch. No protocol decision is made here.
 
 use crate::config::Config;
 use crate::tls::{client_identity, Reloading, TlsFiles};
