@@ -1,6 +1,6 @@
 //! The drive loop: one task owns the broker core; a busy connection has one task that
 //! reads and writes it, and quiet plain TCP connections have none: one shared poller
-//! serves them (see [`park`]). Input reaches the core in batches over a channel; each
+//! serves them (the `park` module). Input reaches the core in batches over a channel; each
 //! connection's output leaves in one write per batch. No protocol decision is made here.
 
 use crate::config::Config;
