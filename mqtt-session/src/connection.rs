@@ -519,6 +519,14 @@ impl Connection {
         Some(bytes)
     }
 
+    /// Whether the connection holds delivery state (packet identifiers, messages in
+    /// flight or queued, acknowledgements to send): allocated with the first message
+    /// that needs it and kept, so that a connection that only ever sees QoS 0 holds
+    /// none. For applications that account memory per connection.
+    pub fn holds_delivery_state(&self) -> bool {
+        self.delivery.is_some()
+    }
+
     /// Bytes of buffer capacity the connection holds for input and output (not counting
     /// what it handed out): at most a few KiB once it is idle, none after
     /// [`release_buffers`](Self::release_buffers).
@@ -1980,78 +1988,5 @@ impl Connection {
         if let Some(at) = self.position(r.packet_id, true) {
             self.complete(now, at, r.packet_id, r.reason_code);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mqtt_proto::{MqttString, SubscriptionOptions};
-
-    /// Moves everything `from` has to write into `to`.
-    fn pass(from: &mut Connection, to: &mut Connection, now: Instant) {
-        while let Some(b) = from.poll_transmit() {
-            to.handle_input(now, &b);
-        }
-    }
-
-    /// A server connection that subscribes and gets QoS 0 messages holds no delivery
-    /// state; the first QoS 1 message allocates it, and it is kept.
-    #[test]
-    fn delivery_state_comes_with_the_first_qos_1_message() {
-        #[allow(clippy::disallowed_methods)]
-        let now = Instant::now();
-        let mut client = Connection::client(Config::default());
-        let mut server = Connection::server(Config::default(), now);
-        let id = MqttString::new("c").unwrap();
-        client
-            .connect(now, Connect::new(ProtocolVersion::V3_1_1, id))
-            .unwrap();
-        pass(&mut client, &mut server, now);
-        assert!(matches!(
-            server.poll_event(),
-            Some(Event::ConnectReceived(_))
-        ));
-        server.accept(now, ConnAck::default(), None).unwrap();
-        pass(&mut server, &mut client, now);
-        assert!(client.is_open());
-        let sub = Subscription {
-            filter: TopicFilter::new("t/#").unwrap(),
-            options: SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..Default::default()
-            },
-        };
-        client
-            .subscribe(now, vec![sub], Default::default())
-            .unwrap();
-        pass(&mut client, &mut server, now);
-        let Some(Event::Subscribe(s)) = server.poll_event() else {
-            panic!("no SUBSCRIBE");
-        };
-        let codes = vec![ReasonCode::GrantedQoS1];
-        server
-            .suback(now, s.packet_id, codes, Default::default())
-            .unwrap();
-        let topic = TopicName::new("t/a").unwrap();
-        server
-            .publish(now, Publish::new(topic.clone(), "0"))
-            .unwrap();
-        pass(&mut server, &mut client, now);
-        assert!(server.delivery.is_none());
-        assert!(
-            client.delivery.is_some(),
-            "the client's SUBSCRIBE took an id"
-        );
-
-        let mut p = Publish::new(topic, "1");
-        p.qos = QoS::AtLeastOnce;
-        server.publish(now, p).unwrap();
-        assert!(server.delivery.is_some());
-        assert_eq!(server.inflight(), 1);
-        pass(&mut server, &mut client, now);
-        pass(&mut client, &mut server, now);
-        assert_eq!(server.inflight(), 0, "PUBACK completes it");
-        assert!(server.delivery.is_some(), "kept for the next one");
     }
 }

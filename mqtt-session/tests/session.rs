@@ -2038,3 +2038,68 @@ fn client_timers_run_together_before_connack() {
     let events: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
     assert_eq!(closed(&events), Some(CloseReason::ConnectTimeout));
 }
+
+/// Moves everything `from` has to write into `to`.
+fn pass(from: &mut Connection, to: &mut Connection, now: std::time::Instant) {
+    while let Some(b) = from.poll_transmit() {
+        to.handle_input(now, &b);
+    }
+}
+
+/// A server connection that subscribes and gets QoS 0 messages holds no delivery
+/// state; the first QoS 1 message allocates it, and it is kept.
+#[test]
+fn delivery_state_comes_with_the_first_qos_1_message() {
+    #[allow(clippy::disallowed_methods)] // a test: the clock starts the simulated time
+    let now = std::time::Instant::now();
+    let mut client = Connection::client(Config::default());
+    let mut server = Connection::server(Config::default(), now);
+    let id = MqttString::new("c").unwrap();
+    client.connect(now, Connect::new(V3_1_1, id)).unwrap();
+    pass(&mut client, &mut server, now);
+    assert!(matches!(
+        server.poll_event(),
+        Some(Event::ConnectReceived(_))
+    ));
+    server.accept(now, ConnAck::default(), None).unwrap();
+    pass(&mut server, &mut client, now);
+    assert!(client.is_open());
+    let sub = Subscription {
+        filter: TopicFilter::new("t/#").unwrap(),
+        options: SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            ..Default::default()
+        },
+    };
+    client
+        .subscribe(now, vec![sub], Default::default())
+        .unwrap();
+    pass(&mut client, &mut server, now);
+    let Some(Event::Subscribe(s)) = server.poll_event() else {
+        panic!("no SUBSCRIBE");
+    };
+    let codes = vec![ReasonCode::GrantedQoS1];
+    server
+        .suback(now, s.packet_id, codes, Default::default())
+        .unwrap();
+    let topic = TopicName::new("t/a").unwrap();
+    server
+        .publish(now, Publish::new(topic.clone(), "0"))
+        .unwrap();
+    pass(&mut server, &mut client, now);
+    assert!(!server.holds_delivery_state());
+    assert!(
+        client.holds_delivery_state(),
+        "the client's SUBSCRIBE took an id"
+    );
+
+    let mut p = Publish::new(topic, "1");
+    p.qos = QoS::AtLeastOnce;
+    server.publish(now, p).unwrap();
+    assert!(server.holds_delivery_state());
+    assert_eq!(server.inflight(), 1);
+    pass(&mut server, &mut client, now);
+    pass(&mut client, &mut server, now);
+    assert_eq!(server.inflight(), 0, "PUBACK completes it");
+    assert!(server.holds_delivery_state(), "kept for the next one");
+}
