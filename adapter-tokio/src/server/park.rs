@@ -229,7 +229,7 @@ impl Lot {
         // Output queued from now on goes to the lot; output queued before is seen below.
         outbox.parked.store(true, Ordering::SeqCst);
         if outbox.woken.load(Ordering::SeqCst) {
-            Notify(Arc::downgrade(&self.0)).output(outbox, true);
+            self.0.notify(outbox, true);
         }
         Parking::Parked
     }
@@ -246,26 +246,32 @@ impl Notify {
     /// lot's task may be gone: the broker is shutting down); anything else is written
     /// by the lot's task.
     pub(super) fn output(&self, outbox: &Outbox, first: bool) {
-        let Some(lot) = self.0.upgrade() else { return };
-        if outbox.state.load(Ordering::Acquire) != OPEN {
-            lot.unpark(outbox.id, Handover::default());
-            return;
-        }
-        if !first {
-            return;
-        }
-        let mut notified = lot.notified.lock().expect("not poisoned");
-        notified.push(outbox.id);
-        if notified.len() == 1 {
-            drop(notified);
-            if let Err(e) = lot.waker.wake() {
-                warn!("parked connections' poller: {e}");
-            }
+        if let Some(lot) = self.0.upgrade() {
+            lot.notify(outbox, first);
         }
     }
 }
 
 impl Shared {
+    /// See [`Notify::output`].
+    fn notify(self: &Arc<Self>, outbox: &Outbox, first: bool) {
+        if outbox.state.load(Ordering::Acquire) != OPEN {
+            self.unpark(outbox.id, Handover::default());
+            return;
+        }
+        if !first {
+            return;
+        }
+        let mut notified = self.notified.lock().expect("not poisoned");
+        notified.push(outbox.id);
+        if notified.len() == 1 {
+            drop(notified);
+            if let Err(e) = self.waker.wake() {
+                warn!("parked connections' poller: {e}");
+            }
+        }
+    }
+
     /// The current [`WINDOW_MS`], counted from [`epoch`](Self::epoch), wrapping.
     fn window(&self) -> u8 {
         (self.epoch.elapsed().as_millis() / WINDOW_MS) as u8
