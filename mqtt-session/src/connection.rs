@@ -1382,6 +1382,13 @@ impl Connection {
         let mut room = self.inflight_limit().saturating_sub(released);
         let mut back = VecDeque::new();
         for entry in inflight {
+            if self.phase == Phase::Closed {
+                // A PUBREL the peer's Maximum Packet Size cannot take closed the
+                // connection: what is left stays in the session state as it was, and no
+                // event follows the close.
+                dm(&mut self.delivery).state.inflight.push_back(entry);
+                continue;
+            }
             match entry {
                 Inflight::Publish(mut p) => {
                     p.dup = true;

@@ -2103,3 +2103,45 @@ fn delivery_state_comes_with_the_first_qos_1_message() {
     assert_eq!(server.inflight(), 0, "PUBACK completes it");
     assert!(server.holds_delivery_state(), "kept for the next one");
 }
+
+/// A resumed session whose PUBREL the new server's Maximum Packet Size cannot take
+/// closes the connection ([MQTT-3.1.2-24]: nothing larger is sent), and nothing follows
+/// the close: the PUBLISH behind the PUBREL is neither sent nor reported dropped, and
+/// both stay in the session state for the next connection.
+#[test]
+fn a_close_while_resending_ends_the_events() {
+    let mut publish = msg("t", "payload", QoS::AtLeastOnce);
+    publish.packet_id = PacketId::new(2);
+    let mut state = SessionState::default();
+    state
+        .inflight
+        .push_back(Inflight::Released(PacketId::new(1).unwrap()));
+    state.inflight.push_back(Inflight::Publish(publish));
+    #[allow(clippy::disallowed_methods)] // a test: the clock starts the simulated time
+    let now = std::time::Instant::now();
+    let mut client = Connection::client_with_state(Config::default(), state);
+    let mut connect = Connect::new(V5, MqttString::new("c").unwrap());
+    connect.clean_start = false;
+    client.connect(now, connect).unwrap();
+    assert!(client.poll_transmit().is_some(), "CONNECT");
+    // CONNACK: session present, Maximum Packet Size 3 (a PUBREL takes 4).
+    client.handle_input(now, &[0x20, 8, 0x01, 0x00, 5, 0x27, 0, 0, 0, 3]);
+    let mut events = vec![];
+    while let Some(e) = client.poll_event() {
+        events.push(e);
+    }
+    let closed = events
+        .iter()
+        .position(|e| matches!(e, Event::Closed(_)))
+        .expect("closed");
+    assert_eq!(
+        closed,
+        events.len() - 1,
+        "events after the close: {events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Dropped { .. })),
+        "{events:?}"
+    );
+    assert_eq!(client.into_state().inflight.len(), 2);
+}
